@@ -1,0 +1,142 @@
+//! agentd's configuration: defaults, then a TOML file, then `AGENTD_*` variables and flags
+//! (the command line applies the last two).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings of `agentd run`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where enrollment stored the key, certificate, CA and identity.
+    pub state_dir: PathBuf,
+    /// Overrides the URL received at enrollment.
+    pub agent_url: Option<String>,
+    /// First reconnect delay ceiling.
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay ceiling.
+    pub backoff_max: Duration,
+    /// Largest frame accepted from the control plane.
+    pub max_frame_bytes: usize,
+}
+
+impl AgentConfig {
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            state_dir,
+            agent_url: None,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            max_frame_bytes: axon_shared::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// The TOML file's shape; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub agent_url: Option<String>,
+    /// e.g. "1s"
+    pub backoff_initial: Option<String>,
+    /// e.g. "60s"
+    pub backoff_max: Option<String>,
+    pub max_frame_bytes: Option<usize>,
+}
+
+/// The configuration file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// Applies the file's values over `config`.
+    pub fn apply(self, config: &mut AgentConfig) -> Result<(), ConfigError> {
+        let duration = |s: &str| axon_shared::parse_duration(s).map_err(ConfigError::Invalid);
+        if let Some(v) = self.state_dir {
+            config.state_dir = v;
+        }
+        if let Some(v) = self.agent_url {
+            config.agent_url = Some(v);
+        }
+        if let Some(v) = self.backoff_initial {
+            config.backoff_initial = duration(&v)?;
+        }
+        if let Some(v) = self.backoff_max {
+            config.backoff_max = duration(&v)?;
+        }
+        if let Some(v) = self.max_frame_bytes {
+            config.max_frame_bytes = v;
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// Checks the settings once, before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return Err(ConfigError::Invalid(
+                "backoff: initial must be > 0 and not above max".into(),
+            ));
+        }
+        if self.max_frame_bytes < 4096 {
+            return Err(ConfigError::Invalid("max frame size must be at least 4096 bytes".into()));
+        }
+        if let Some(url) = &self.agent_url
+            && !url.starts_with("wss://")
+        {
+            return Err(ConfigError::Invalid(format!("agent URL {url:?} must start with wss://")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_layers_over_defaults_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agentd.toml");
+        std::fs::write(&path, "backoff_max = \"5s\"\nmax_frame_bytes = 65536\n").expect("write");
+        let mut config = AgentConfig::new("/var/lib/agentd".into());
+        FileConfig::load(&path).expect("load").apply(&mut config).expect("apply");
+        assert_eq!(config.backoff_max, Duration::from_secs(5));
+        assert_eq!(config.backoff_initial, Duration::from_secs(1));
+        assert_eq!(config.max_frame_bytes, 65536);
+        config.validate().expect("valid");
+
+        std::fs::write(&path, "backof_max = \"5s\"\n").expect("write");
+        let err = FileConfig::load(&path).expect_err("typo refused");
+        assert!(err.to_string().contains("backof_max"), "{err}");
+
+        let mut bad = AgentConfig::new("/x".into());
+        bad.agent_url = Some("ws://plain".into());
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! agentd, the Axon host agent.
+//!
+//! It dials out to the control plane over a mutual-TLS WebSocket (TLS 1.3, the CA received at
+//! enrollment as the only root), introduces itself with a hello (host facts and detected
+//! capabilities), answers requests, renews its certificate at two thirds of its life, and
+//! reconnects with exponential backoff and full jitter. Hosts behind NAT need no inbound port.
+//!
+//! Limits: frames from the control plane are capped (1 MiB by default); every capability probe
+//! is bounded by a timeout; the private key never leaves the state dir (mode 0600).
+
+pub mod backoff;
+pub mod caps;
+pub mod config;
+pub mod enroll;
+pub mod facts;
+pub mod link;
+pub mod state;
+pub mod tls;
+
+use std::future::Future;
+
+pub use config::AgentConfig;
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+/// Runs the agent until `shutdown` resolves. Fails only if it cannot start (bad config, not
+/// enrolled); link failures are retried forever.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    config.validate()?;
+    let identity = state::StateDir::new(&config.state_dir).identity()?;
+    let facts = facts::collect();
+    let capabilities = caps::detect(&caps::Probes::default()).await;
+    tracing::info!(host = %identity.host_id, ?capabilities, "agentd starting");
+    let hello = link::hello(facts, capabilities);
+    link::run_until(&config, hello, shutdown, || {
+        // systemd Type=notify: ready once the first connection attempt starts.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    })
+    .await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! `agentd`: the Axon host agent's command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentd::config::FileConfig;
+use agentd::{AgentConfig, enroll, state::StateDir};
+use anyhow::Context;
+use axon_shared::parse_duration;
+use clap::{Args, Parser, Subcommand};
+
+/// Axon host agent: dials out to the control plane over mutual TLS.
+#[derive(Parser)]
+#[command(name = "agentd", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll this host: make a key pair here and trade a token for a certificate.
+    Enroll(EnrollArgs),
+    /// Connect to the control plane and serve it until stopped.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct EnrollArgs {
+    /// The control plane's API URL, e.g. https://cp.example.com:8443.
+    #[arg(long, env = "AGENTD_SERVER")]
+    server: String,
+    /// Enrollment token from `POST /api/enrollment-tokens`.
+    #[arg(long, env = "AGENTD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Where to store the key, certificate and CA.
+    #[arg(long, env = "AGENTD_STATE_DIR", default_value = "/var/lib/agentd")]
+    state_dir: PathBuf,
+    /// Name to register the host under (default: the hostname).
+    #[arg(long)]
+    hostname: Option<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML configuration file; flags and AGENTD_* variables override it.
+    #[arg(long, env = "AGENTD_CONFIG")]
+    config: Option<PathBuf>,
+    /// State dir made by `agentd enroll`.
+    #[arg(long, env = "AGENTD_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Dial this URL instead of the one received at enrollment.
+    #[arg(long, env = "AGENTD_AGENT_URL")]
+    agent_url: Option<String>,
+    /// First reconnect delay ceiling (doubles up to --backoff-max, full jitter).
+    #[arg(long, env = "AGENTD_BACKOFF_INITIAL", value_parser = parse_duration)]
+    backoff_initial: Option<Duration>,
+    /// Largest reconnect delay ceiling.
+    #[arg(long, env = "AGENTD_BACKOFF_MAX", value_parser = parse_duration)]
+    backoff_max: Option<Duration>,
+    /// Largest frame accepted from the control plane, in bytes.
+    #[arg(long, env = "AGENTD_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Enroll(args) => {
+            let hostname = args
+                .hostname
+                .or_else(|| sysinfo::System::host_name().ok())
+                .unwrap_or_else(|| "unnamed-host".into());
+            let state = StateDir::new(&args.state_dir);
+            let enrolled = runtime()?.block_on(enroll::enroll(&args.server, &args.token, &state, &hostname))?;
+            println!("Enrolled as host {}", enrolled.host_id);
+            println!("  state dir: {}", args.state_dir.display());
+            println!("  agent link: {}", enrolled.agent_url);
+            Ok(())
+        }
+        Command::Run(args) => {
+            let mut config = AgentConfig::new(PathBuf::from("/var/lib/agentd"));
+            if let Some(path) = &args.config {
+                FileConfig::load(path)?.apply(&mut config)?;
+            }
+            if let Some(v) = args.state_dir {
+                config.state_dir = v;
+            }
+            if let Some(v) = args.agent_url {
+                config.agent_url = Some(v);
+            }
+            if let Some(v) = args.backoff_initial {
+                config.backoff_initial = v;
+            }
+            if let Some(v) = args.backoff_max {
+                config.backoff_max = v;
+            }
+            if let Some(v) = args.max_frame_bytes {
+                config.max_frame_bytes = v;
+            }
+            runtime()?.block_on(agentd::run(config, shutdown_signal()))?;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,202 @@
+//! Enrollment: admins create single-use tokens; a new host trades one for a certificate.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axon_shared::{EnrollRequest, EnrollResponse, EnrollmentToken, AGENT_PATH};
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::source_ip;
+use crate::AppState;
+use crate::auth::{Caller, new_id, secret_digest};
+use crate::error::{ApiError, ApiJson};
+use crate::model::{EnrollToken, Host, Role, now};
+
+/// Default and longest token lifetimes.
+const DEFAULT_TTL_SECS: u64 = 3600;
+const MAX_TTL_SECS: u64 = 7 * 86_400;
+/// Failed enrollments allowed per source address in five minutes.
+const ENROLL_BUDGET: u32 = 20;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_LEN: usize = 128;
+const MAX_CSR_LEN: usize = 16 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/enrollment-tokens", post(create_token))
+        .route(axon_shared::ENROLL_PATH, post(enroll))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    /// Seconds until the token expires (default 3600, at most 7 days).
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    /// Labels for the host that enrolls with it.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct CreatedToken {
+    id: String,
+    token: String,
+    ca_fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_LABEL_LEN && !s.chars().any(char::is_control)
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
+    caller.require(&[Role::Admin])?;
+    // An empty body means all defaults.
+    let req: CreateToken = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateToken::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
+    if ttl == 0 || ttl > MAX_TTL_SECS {
+        return Err(ApiError::bad_request(format!(
+            "ttl_secs must be between 1 and {MAX_TTL_SECS}"
+        )));
+    }
+    if req.labels.len() > MAX_LABELS
+        || !req.labels.iter().all(|(k, v)| valid_label(k) && valid_label(v))
+    {
+        return Err(ApiError::bad_request(format!(
+            "labels: at most {MAX_LABELS}, keys and values 1 to {MAX_LABEL_LEN} printable characters"
+        )));
+    }
+    let token = EnrollmentToken {
+        ca_fingerprint: state.pki.ca_fingerprint(),
+        secret: rand::random(),
+    };
+    let record = EnrollToken {
+        id: new_id(),
+        created_by: caller.user.id.clone(),
+        created_at: now(),
+        expires_at: now() + time::Duration::seconds(i64::try_from(ttl).unwrap_or(3600)),
+        labels: req.labels,
+    };
+    state
+        .store
+        .enroll_tokens
+        .put(&secret_digest(&token.secret), &record)?;
+    state.store.db.flush().await?;
+    tracing::info!(token = %record.id, by = %caller.user.id, "enrollment token created");
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedToken {
+            id: record.id,
+            token: token.encode(),
+            ca_fingerprint: axon_shared::hex_encode(&token.ca_fingerprint),
+            expires_at: record.expires_at,
+        }),
+    ))
+}
+
+/// The agent URL: configured, or the host the caller used to reach the API with the agent
+/// listener's port.
+fn agent_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.agent_url {
+        return url.clone();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    format!("wss://{name}:{}{AGENT_PATH}", state.config.agent_port)
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<(StatusCode, ApiJson<EnrollResponse>), ApiError> {
+    let ip_key = format!("enroll-ip:{}", source_ip(&info));
+    state.limiter.check(&ip_key, ENROLL_BUDGET)?;
+    let refuse = |message: &str| {
+        state.limiter.fail(&ip_key);
+        tracing::warn!(ip = %source_ip(&info), reason = message, "enrollment refused");
+        ApiError::unauthorized(message)
+    };
+    let token = EnrollmentToken::parse(&req.token).map_err(|_| refuse("the enrollment token is malformed"))?;
+    if token.ca_fingerprint != state.pki.ca_fingerprint() {
+        return Err(refuse("the enrollment token was issued by another control plane"));
+    }
+    if req.csr_pem.len() > MAX_CSR_LEN {
+        return Err(ApiError::bad_request("the certificate signing request is too large"));
+    }
+    let hostname = req.hostname.trim();
+    if hostname.is_empty() || hostname.len() > 253 || hostname.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("hostname must be 1 to 253 printable characters"));
+    }
+    // Taking the record is the single-use check: of two concurrent requests, one gets it.
+    let Some(record) = state.store.enroll_tokens.take(&secret_digest(&token.secret))? else {
+        state.store.db.flush().await?;
+        return Err(refuse("the enrollment token is unknown or was already used"));
+    };
+    if record.expires_at < now() {
+        state.store.db.flush().await?;
+        return Err(refuse("the enrollment token has expired"));
+    }
+    let host_id = new_id();
+    let issued = match state.pki.sign_agent(&req.csr_pem, &host_id, state.config.cert_lifetime) {
+        Ok(issued) => issued,
+        Err(e) => {
+            // A bad CSR should not burn the token.
+            state.store.enroll_tokens.put(&secret_digest(&token.secret), &record)?;
+            return Err(ApiError::bad_request(e.to_string()));
+        }
+    };
+    let host = Host {
+        id: host_id.clone(),
+        hostname: hostname.to_owned(),
+        labels: record.labels,
+        facts: None,
+        capabilities: Default::default(),
+        agent_version: None,
+        first_seen: now(),
+        last_seen: None,
+        online: false,
+        remote_addr: Some(source_ip(&info).to_string()),
+        cert_serial: issued.info.serial.clone(),
+        cert_not_after: OffsetDateTime::from_unix_timestamp(issued.info.not_after)
+            .unwrap_or_else(|_| now()),
+        revoked_at: None,
+    };
+    state.store.hosts.put(&host_id, &host)?;
+    state.store.db.flush().await?;
+    tracing::info!(host = %host_id, hostname = %host.hostname, token = %record.id, "host enrolled");
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(EnrollResponse {
+            host_id,
+            cert_pem: issued.pem,
+            ca_pem: state.pki.ca_pem().to_owned(),
+            agent_url: agent_url(&state, &headers),
+            not_after: u64::try_from(issued.info.not_after).unwrap_or(0),
+        }),
+    ))
+}

@@ -1,0 +1,175 @@
+//! The fleet registry: list, show, revoke, ping.
+
+use std::collections::BTreeMap;
+
+use axon_shared::{Capabilities, HostFacts, Pong, op};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::fleet::LinkError;
+use crate::model::{Host, Role, now};
+
+const READ_ROLES: &[Role] = &[Role::Admin, Role::Operator, Role::Viewer];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/hosts", get(list))
+        .route("/api/hosts/{id}", get(show).delete(revoke))
+        .route("/api/hosts/{id}/ping", post(ping))
+}
+
+/// A host as the API shows it.
+#[derive(Serialize)]
+struct HostView {
+    id: String,
+    hostname: String,
+    /// `online`, `offline` or `revoked`.
+    status: &'static str,
+    online: bool,
+    labels: BTreeMap<String, String>,
+    facts: Option<HostFacts>,
+    capabilities: Capabilities,
+    agent_version: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_seen: Option<OffsetDateTime>,
+    remote_addr: Option<String>,
+    cert_serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    cert_not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    revoked_at: Option<OffsetDateTime>,
+}
+
+fn view(state: &AppState, h: Host) -> HostView {
+    let online = h.revoked_at.is_none() && state.hub.is_online(&h.id);
+    HostView {
+        status: match (h.revoked_at.is_some(), online) {
+            (true, _) => "revoked",
+            (false, true) => "online",
+            (false, false) => "offline",
+        },
+        online,
+        id: h.id,
+        hostname: h.hostname,
+        labels: h.labels,
+        facts: h.facts,
+        capabilities: h.capabilities,
+        agent_version: h.agent_version,
+        first_seen: h.first_seen,
+        last_seen: h.last_seen,
+        remote_addr: h.remote_addr,
+        cert_serial: h.cert_serial,
+        cert_not_after: h.cert_not_after,
+        revoked_at: h.revoked_at,
+    }
+}
+
+fn find(state: &AppState, id: &str) -> Result<Host, ApiError> {
+    state
+        .store
+        .hosts
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> Result<ApiJson<Vec<HostView>>, ApiError> {
+    caller.require(READ_ROLES)?;
+    let hosts = state.store.hosts.values()?;
+    Ok(ApiJson(hosts.into_iter().map(|h| view(&state, h)).collect()))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<HostView>, ApiError> {
+    caller.require(READ_ROLES)?;
+    Ok(ApiJson(view(&state, find(&state, &id)?)))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<HostView>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    find(&state, &id)?;
+    let host = state
+        .store
+        .hosts
+        .update(&id, |h| {
+            if h.revoked_at.is_none() {
+                h.revoked_at = Some(now());
+            }
+            h.online = false;
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))?;
+    // Refuse new handshakes first, then cut the live link.
+    state.revocations.revoke_host(&id);
+    state.store.db.flush().await?;
+    if let Some(conn) = state.hub.get(&id) {
+        conn.kill();
+    }
+    tracing::warn!(host = %id, by = %caller.user.id, "host revoked");
+    Ok(ApiJson(view(&state, host)))
+}
+
+#[derive(Serialize)]
+struct PingResult {
+    host_id: String,
+    /// Round trip through the agent link, milliseconds.
+    rtt_ms: f64,
+    agent_time_ms: u64,
+}
+
+async fn ping(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<PingResult>, ApiError> {
+    caller.require(&[Role::Admin, Role::Operator])?;
+    let host = find(&state, &id)?;
+    if host.revoked_at.is_some() {
+        return Err(ApiError::conflict("the host is revoked"));
+    }
+    let started = std::time::Instant::now();
+    let body = state
+        .hub
+        .call(&id, op::PING, &serde_json::Value::Null, state.config.agent_timeout)
+        .await
+        .map_err(link_error)?;
+    let rtt = started.elapsed();
+    let pong: Pong = serde_json::from_value(body)
+        .map_err(|e| ApiError::internal(format!("the agent's pong is malformed: {e}")))?;
+    Ok(ApiJson(PingResult {
+        host_id: id,
+        rtt_ms: rtt.as_secs_f64() * 1000.0,
+        agent_time_ms: pong.agent_time_ms,
+    }))
+}
+
+/// Maps a link failure to the API's error shape.
+pub fn link_error(e: LinkError) -> ApiError {
+    match &e {
+        LinkError::Offline { .. } | LinkError::Closed { .. } => ApiError::unavailable(e.to_string()),
+        LinkError::Timeout { .. } => ApiError::timeout(e.to_string()),
+        LinkError::Refused { error, .. } => ApiError {
+            status: match error.code {
+                axon_shared::ErrorCode::Forbidden => axum::http::StatusCode::FORBIDDEN,
+                axon_shared::ErrorCode::NotFound => axum::http::StatusCode::NOT_FOUND,
+                axon_shared::ErrorCode::BadRequest => axum::http::StatusCode::BAD_REQUEST,
+                _ => axum::http::StatusCode::BAD_GATEWAY,
+            },
+            code: error.code,
+            message: e.to_string(),
+        },
+    }
+}

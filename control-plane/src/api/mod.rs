@@ -1,0 +1,128 @@
+//! The REST API: one router per resource, merged here, with the shared error shape for
+//! unknown routes and oversized bodies.
+
+mod auth;
+mod enroll;
+mod hosts;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiJson};
+
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(auth::router())
+        .merge(enroll::router())
+        .merge(hosts::router())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: axon_shared::ErrorCode::BadRequest,
+                message: "method not allowed on this endpoint".into(),
+            }
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    ApiJson(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    state
+        .store
+        .db
+        .check()
+        .map_err(|_| ApiError::unavailable("the store does not answer"))?;
+    Ok(ApiJson(json!({"status": "ready", "agents_connected": state.hub.len()})))
+}
+
+/// The caller's address (the TCP peer; Axon does not trust forwarding headers).
+pub fn source_ip(info: &ConnectInfo<SocketAddr>) -> IpAddr {
+    info.0.ip()
+}
+
+/// Counts failures per key in a fixed window and refuses further attempts once a key
+/// exceeds its budget (login and enrollment guessing).
+#[derive(Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    const WINDOW: Duration = Duration::from_secs(300);
+    const MAX_ENTRIES: usize = 100_000;
+
+    /// Refuses when `key` failed `budget` times within the window.
+    pub fn check(&self, key: &str, budget: u32) -> Result<(), ApiError> {
+        let map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            Some((start, count)) if start.elapsed() < Self::WINDOW && *count >= budget => {
+                let wait = Self::WINDOW.saturating_sub(start.elapsed()).as_secs() + 1;
+                Err(ApiError::rate_limited(format!(
+                    "too many failed attempts; try again in {wait} s"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records one failure for `key`.
+    pub fn fail(&self, key: &str) {
+        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX_ENTRIES {
+            map.retain(|_, (start, _)| start.elapsed() < Self::WINDOW);
+        }
+        let entry = map.entry(key.to_owned()).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Self::WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Forgets `key` (after a success).
+    pub fn clear(&self, key: &str) {
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimiter;
+
+    #[test]
+    fn limiter_refuses_after_budget_and_clears() {
+        let limiter = RateLimiter::default();
+        for _ in 0..3 {
+            assert!(limiter.check("k", 3).is_ok());
+            limiter.fail("k");
+        }
+        let refused = limiter.check("k", 3).expect_err("over budget");
+        assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(limiter.check("other", 3).is_ok());
+        limiter.clear("k");
+        assert!(limiter.check("k", 3).is_ok());
+    }
+}

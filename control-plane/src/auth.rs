@@ -1,0 +1,283 @@
+//! Authentication: argon2id passwords, Ed25519-signed JWT access tokens with key ids, rotating
+//! refresh tokens stored hashed, and the `Caller` extractor that every protected route takes.
+
+use std::collections::HashMap;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use time::Duration;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::model::{RefreshToken, Role, SigningKey, Store, User, now};
+use crate::store::StoreError;
+
+/// JWT issuer claim.
+pub const ISSUER: &str = "axon-cp";
+/// JWT audience claim for the API.
+pub const AUDIENCE: &str = "axon-api";
+
+/// Hashes a password with argon2id and a fresh salt (slow on purpose: run off the async threads).
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+}
+
+/// Checks a password against a stored PHC string.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// SHA-256 of a secret, hex: how tokens are stored.
+pub fn secret_digest(secret: &[u8]) -> String {
+    axon_shared::hex_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret).as_ref())
+}
+
+/// A random secret of 32 bytes, URL-safe base64, with a readable prefix.
+pub fn random_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A fresh ULID string.
+pub fn new_id() -> String {
+    let ms = u64::try_from(now().unix_timestamp())
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        + u64::from(time::OffsetDateTime::now_utc().millisecond());
+    axon_shared::Ulid::from_parts(ms, rand::random()).to_string()
+}
+
+/// Access-token claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    /// User id.
+    pub sub: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub exp: i64,
+    pub nbf: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
+/// Signing and verification keys, by key id.
+pub struct JwtKeys {
+    current_kid: String,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    validation: Validation,
+}
+
+/// Key setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored signing key {kid} is unreadable")]
+    BadKey { kid: String },
+    #[error("could not generate a signing key")]
+    Generate,
+}
+
+impl JwtKeys {
+    /// Creates a new signing key in the store.
+    pub fn generate(store: &Store) -> Result<(), KeyError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate)?;
+        let key = SigningKey {
+            kid: new_id(),
+            pkcs8: STANDARD.encode(pkcs8.as_ref()),
+            created_at: now(),
+        };
+        store.signing_keys.put(&key.kid, &key)?;
+        Ok(())
+    }
+
+    /// Loads every stored key; the newest signs, all of them verify (so rotation does not
+    /// invalidate tokens already issued).
+    pub fn load(store: &Store) -> Result<Self, KeyError> {
+        let mut keys = store.signing_keys.values()?;
+        if keys.is_empty() {
+            Self::generate(store)?;
+            keys = store.signing_keys.values()?;
+        }
+        keys.sort_by_key(|k| k.created_at);
+        let mut decoding = HashMap::new();
+        let mut newest = None;
+        for key in &keys {
+            let bad = || KeyError::BadKey {
+                kid: key.kid.clone(),
+            };
+            let der = STANDARD.decode(&key.pkcs8).map_err(|_| bad())?;
+            let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| bad())?;
+            decoding.insert(
+                key.kid.clone(),
+                DecodingKey::from_ed_der(pair.public_key().as_ref()),
+            );
+            newest = Some((key.kid.clone(), EncodingKey::from_ed_der(&der)));
+        }
+        let (current_kid, encoding) = newest.ok_or(KeyError::Generate)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        Ok(Self {
+            current_kid,
+            encoding,
+            decoding,
+            validation,
+        })
+    }
+
+    /// Signs an access token for `user`.
+    pub fn issue(&self, user: &User, ttl: Duration) -> Result<String, ApiError> {
+        let now = now().unix_timestamp();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user.id.clone(),
+            role: user.role,
+            tenant: user.tenant_id.clone(),
+            exp: now + ttl.whole_seconds(),
+            nbf: now,
+            iat: now,
+            jti: new_id(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.current_kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| {
+            tracing::error!(error = %e, "signing an access token failed");
+            ApiError::internal("could not sign the access token")
+        })
+    }
+
+    /// Verifies signature, algorithm, key id, issuer, audience and time claims.
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::EdDSA {
+            return None;
+        }
+        let key = self.decoding.get(header.kid.as_deref()?)?;
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+}
+
+/// Issues a refresh token in `family` and stores its digest.
+pub fn issue_refresh(
+    store: &Store,
+    user_id: &str,
+    family: &str,
+    ttl: Duration,
+) -> Result<String, StoreError> {
+    let token = random_secret("axr_");
+    store.refresh_tokens.put(
+        &secret_digest(token.as_bytes()),
+        &RefreshToken {
+            user_id: user_id.to_owned(),
+            family: family.to_owned(),
+            expires_at: now() + ttl,
+            used: false,
+        },
+    )?;
+    Ok(token)
+}
+
+/// Exchanges a refresh token once. Reuse of an exchanged token revokes its whole family
+/// (someone else holds a copy). Returns the user id and family on success.
+pub fn redeem_refresh(store: &Store, token: &str) -> Result<Option<RefreshToken>, StoreError> {
+    let key = secret_digest(token.as_bytes());
+    let mut was_used = false;
+    let Some(record) = store.refresh_tokens.update(&key, |r| {
+        was_used = r.used;
+        r.used = true;
+    })?
+    else {
+        return Ok(None);
+    };
+    if was_used {
+        tracing::warn!(user = %record.user_id, family = %record.family, "refresh token reused; revoking its family");
+        revoke_family(store, &record.family)?;
+        return Ok(None);
+    }
+    if record.expires_at < now() {
+        return Ok(None);
+    }
+    Ok(Some(record))
+}
+
+fn revoke_family(store: &Store, family: &str) -> Result<(), StoreError> {
+    // Families are few per user and the tree is small; a scan keeps the schema simple.
+    for (key, record) in store.refresh_tokens.entries()? {
+        if record.family == family {
+            store.refresh_tokens.take(&key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+}
+
+impl Caller {
+    /// Refuses the request unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.user.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "your role does not allow this operation",
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+        let invalid = || ApiError::unauthorized("the access token is invalid or expired");
+        let claims = state.jwt.verify(token).ok_or_else(invalid)?;
+        let user = state.store.users.get(&claims.sub)?.ok_or_else(invalid)?;
+        // A disabled user, or one whose role or tenant changed, loses access at once.
+        if user.disabled || user.role != claims.role || user.tenant_id != claims.tenant {
+            return Err(invalid());
+        }
+        Ok(Self { user })
+    }
+}

@@ -1,0 +1,140 @@
+//! axon-cp, the Axon control plane.
+//!
+//! One process serves two listeners: the REST API for admins, operators and clients (axum,
+//! TLS with the server certificate from the internal CA, or plain HTTP on loopback for
+//! development), and the agents' endpoint (TLS 1.3, client certificate required, one WebSocket
+//! per agent). State lives in sled under the data dir; `init` creates it with the CA and the
+//! first admin. See docs/ for the protocol and the security model.
+//!
+//! Limits: one process, one sled store (a second process on the same data dir is refused);
+//! agent-link frames are capped (1 MiB by default) and API bodies at 1 MiB.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod fleet;
+pub mod init;
+pub mod link;
+pub mod model;
+pub mod pki;
+mod server;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::ServeConfig;
+use fleet::{Hub, Revocations};
+use model::Store;
+use pki::Pki;
+
+/// Shared by every handler and by the agent sessions.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub store: Arc<Store>,
+    pub pki: Arc<Pki>,
+    pub jwt: Arc<auth::JwtKeys>,
+    pub hub: Arc<Hub>,
+    pub revocations: Arc<Revocations>,
+    pub limiter: Arc<api::RateLimiter>,
+}
+
+/// Starting or running the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("the data dir is not initialised ({0}); run `axon-cp init` first")]
+    NotInitialised(pki::PkiError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] auth::KeyError),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot read a listener's address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// The two bound listeners.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub agent: TcpListener,
+}
+
+/// Opens the data dir and builds the shared state.
+pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
+    let pki = Pki::load(&config.data_dir).map_err(ServeError::NotInitialised)?;
+    let store = Store::open(&config.data_dir.join("db"))?;
+    let jwt = auth::JwtKeys::load(&store)?;
+    let revocations = Arc::new(Revocations::default());
+    for mut host in store.hosts.values()? {
+        if host.revoked_at.is_some() {
+            revocations.revoke_host(&host.id);
+        }
+        // Nobody is connected to a process that just started.
+        if host.online {
+            host.online = false;
+            store.hosts.put(&host.id.clone(), &host)?;
+        }
+    }
+    Ok(AppState {
+        config: Arc::new(config),
+        store: Arc::new(store),
+        pki: Arc::new(pki),
+        jwt: Arc::new(jwt),
+        hub: Arc::new(Hub::default()),
+        revocations,
+        limiter: Arc::new(api::RateLimiter::default()),
+    })
+}
+
+/// Serves both listeners until `shutdown` resolves, then closes agent links and flushes.
+/// `ready` is called once both listeners are serving.
+pub async fn run(
+    mut config: ServeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), ServeError> {
+    let api_addr = listeners.api.local_addr().map_err(ServeError::Listener)?;
+    let agent_addr = listeners.agent.local_addr().map_err(ServeError::Listener)?;
+    config.validate(api_addr)?;
+    config.agent_port = agent_addr.port();
+    let state = open_state(config)?;
+    let agent_tls = link::agent_tls(&state.pki, state.revocations.clone())?;
+    let api_tls = if state.config.insecure_http {
+        None
+    } else {
+        Some(state.pki.api_tls()?)
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let agents = tokio::spawn(link::serve(
+        listeners.agent,
+        agent_tls,
+        state.clone(),
+        stop_rx.clone(),
+    ));
+    let api = tokio::spawn(server::serve_api(
+        listeners.api,
+        api_tls,
+        api::router(state.clone()),
+        stop_rx,
+    ));
+    tracing::info!(api = %api_addr, agents = %agent_addr, tls = !state.config.insecure_http, "axon-cp serving");
+    ready();
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = agents.await;
+    let _ = api.await;
+    // Give sessions a moment to send their close frames.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    state.store.db.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `axon-cp`: the Axon control plane's command line.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use axon_control_plane::init::{InitOptions, default_sans, init};
+use axon_control_plane::{Listeners, ServeConfig, run};
+use axon_shared::parse_duration;
+use clap::{Args, Parser, Subcommand};
+
+/// Axon control plane: REST API, fleet registry and the agents' endpoint.
+#[derive(Parser)]
+#[command(name = "axon-cp", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data dir: store, internal CA, server certificate and the first admin.
+    Init(InitArgs),
+    /// Serve the API and the agents' endpoint.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Data directory to create.
+    #[arg(long, env = "AXON_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Email of the first admin.
+    #[arg(long, env = "AXON_ADMIN_EMAIL", default_value = "admin@axon.local")]
+    admin_email: String,
+    /// Name or address the server certificate is valid for (repeatable; default: localhost,
+    /// 127.0.0.1, ::1 and this host's name).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory made by `axon-cp init`.
+    #[arg(long, env = "AXON_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the API listener.
+    #[arg(long, env = "AXON_API_LISTEN", default_value = "0.0.0.0:8443")]
+    api_listen: SocketAddr,
+    /// Address of the agents' listener (mutual TLS).
+    #[arg(long, env = "AXON_AGENT_LISTEN", default_value = "0.0.0.0:7443")]
+    agent_listen: SocketAddr,
+    /// Serve the API over plain HTTP; refused unless the API listener is on loopback.
+    #[arg(long, env = "AXON_INSECURE_HTTP")]
+    insecure_http: bool,
+    /// URL agents dial, handed out at enrollment (default: derived from the request).
+    #[arg(long, env = "AXON_AGENT_URL")]
+    agent_url: Option<String>,
+    /// Interval of liveness pings on the agent link; a host is offline after three missed.
+    #[arg(long, env = "AXON_PING_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    ping_interval: Duration,
+    /// Largest agent-link frame accepted, in bytes.
+    #[arg(long, env = "AXON_MAX_FRAME_BYTES", default_value_t = axon_shared::DEFAULT_MAX_FRAME)]
+    max_frame_bytes: usize,
+    /// Lifetime of agent certificates.
+    #[arg(long, env = "AXON_CERT_LIFETIME", default_value = "30d", value_parser = parse_duration)]
+    cert_lifetime: Duration,
+    /// Lifetime of access tokens.
+    #[arg(long, env = "AXON_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    access_ttl: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axon-cp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AXON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match cli.command {
+        Command::Init(args) => {
+            let sans = if args.sans.is_empty() { default_sans() } else { args.sans };
+            let report = init(InitOptions {
+                data_dir: args.data_dir,
+                admin_email: args.admin_email,
+                admin_password: std::env::var("AXON_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()),
+                sans,
+            })?;
+            println!("Initialised {}", report.data_dir.display());
+            println!("  CA fingerprint (SHA-256): {}", report.ca_fingerprint);
+            println!("  server certificate names: {}", report.sans.join(", "));
+            println!("  admin: {}", report.admin_email);
+            match report.generated_password {
+                Some(p) => println!("  admin password: {p}   (shown once; store it now)"),
+                None => println!("  admin password: from AXON_ADMIN_PASSWORD"),
+            }
+            Ok(())
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServeConfig::new(args.data_dir);
+    config.insecure_http = args.insecure_http;
+    config.agent_url = args.agent_url;
+    config.ping_interval = args.ping_interval;
+    config.max_frame_bytes = args.max_frame_bytes;
+    config.cert_lifetime = args.cert_lifetime;
+    config.access_ttl = args.access_ttl;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let api = tokio::net::TcpListener::bind(args.api_listen)
+            .await
+            .with_context(|| format!("binding the API listener on {}", args.api_listen))?;
+        let agent = tokio::net::TcpListener::bind(args.agent_listen)
+            .await
+            .with_context(|| format!("binding the agent listener on {}", args.agent_listen))?;
+        run(config, Listeners { api, agent }, shutdown_signal(), || {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        })
+        .await?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,169 @@
+//! Stored records and the repositories that hold them.
+
+use std::collections::BTreeMap;
+
+use axon_shared::{Capabilities, HostFacts};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::store::{Db, StoreError, Tree};
+
+/// What a user may do; see docs/security.md for the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Fleet operations and order processing.
+    Operator,
+    /// Read-only.
+    Viewer,
+    /// A tenant's client: only that tenant's data.
+    Client,
+}
+
+/// A person or automation account that logs in to the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id (ULID).
+    pub id: String,
+    /// Login name, unique, lower-cased.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The tenant a client belongs to.
+    pub tenant_id: Option<String>,
+    /// A disabled user cannot log in or use existing tokens.
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A host in the fleet registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Host {
+    /// Stable id (ULID), also in the host's certificate.
+    pub id: String,
+    /// Hostname given at enrollment, updated from each hello.
+    pub hostname: String,
+    /// Operator-defined labels (from the enrollment token).
+    pub labels: BTreeMap<String, String>,
+    /// Facts from the latest hello.
+    pub facts: Option<HostFacts>,
+    /// Capabilities from the latest hello.
+    pub capabilities: Capabilities,
+    /// agentd version from the latest hello.
+    pub agent_version: Option<String>,
+    /// When the host enrolled.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// When the control plane last heard from the host.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// Whether an authenticated link is up right now.
+    pub online: bool,
+    /// Address the latest link came from.
+    pub remote_addr: Option<String>,
+    /// Serial of the newest certificate issued to the host (hex).
+    pub cert_serial: String,
+    /// End of validity of that certificate.
+    #[serde(with = "time::serde::rfc3339")]
+    pub cert_not_after: OffsetDateTime,
+    /// Set when an admin revoked the host; its certificates are refused from then on.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A pending enrollment token, stored under the SHA-256 of its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollToken {
+    /// Id shown to admins (the secret is never stored).
+    pub id: String,
+    /// User id of the admin who created it.
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Labels given to the host that enrolls with it.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A refresh token, stored under the SHA-256 of its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshToken {
+    pub user_id: String,
+    /// All tokens rotated from one login share a family; reuse revokes the family.
+    pub family: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Set once the token has been exchanged.
+    pub used: bool,
+}
+
+/// One JWT signing key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    /// Ed25519 private key, PKCS#8 DER, base64.
+    pub pkcs8: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// All repositories of the control plane over one sled database.
+pub struct Store {
+    pub db: Db,
+    pub users: Tree<User>,
+    /// email → user id
+    pub user_emails: Tree<String>,
+    pub hosts: Tree<Host>,
+    pub enroll_tokens: Tree<EnrollToken>,
+    pub refresh_tokens: Tree<RefreshToken>,
+    pub signing_keys: Tree<SigningKey>,
+}
+
+impl Store {
+    /// Opens every tree of the store under `dir`.
+    pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+        let db = Db::open(dir)?;
+        Ok(Self {
+            users: db.tree("users")?,
+            user_emails: db.tree("user_emails")?,
+            hosts: db.tree("hosts")?,
+            enroll_tokens: db.tree("enroll_tokens")?,
+            refresh_tokens: db.tree("refresh_tokens")?,
+            signing_keys: db.tree("signing_keys")?,
+            db,
+        })
+    }
+
+    /// Creates a user, refusing a duplicate email.
+    pub fn create_user(&self, user: &User) -> Result<bool, StoreError> {
+        if !self.user_emails.insert_new(&user.email, &user.id)? {
+            return Ok(false);
+        }
+        self.users.put(&user.id, user)?;
+        Ok(true)
+    }
+
+    /// The user with this email (case-insensitive).
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        match self.user_emails.get(&email.trim().to_lowercase())? {
+            Some(id) => self.users.get(&id),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The current time, truncated to whole seconds (what RFC 3339 in the API shows).
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(0).unwrap_or(t)
+}

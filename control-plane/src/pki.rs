@@ -1,0 +1,301 @@
+//! The internal certificate authority: creates the CA and the server certificate at `init`,
+//! signs agent certificates from their CSRs, and builds the TLS configurations.
+//!
+//! Files under `<data-dir>/pki/`: `ca.pem`, `ca.key` (0600), `server.pem` (leaf + CA),
+//! `server.key` (0600). Keys are ECDSA P-256.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axon_shared::{CertInfo, HOST_URI_PREFIX};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+/// A PKI operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no usable PEM {what}")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate signing request is invalid: {0}")]
+    Csr(rcgen::Error),
+    #[error("invalid subject alternative name {name:?}")]
+    San { name: String },
+}
+
+/// A certificate issued to an agent.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub pem: String,
+    pub info: CertInfo,
+}
+
+/// The loaded CA and server identity.
+pub struct Pki {
+    ca_der: CertificateDer<'static>,
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: PrivateKeyDer<'static>,
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("ca_fingerprint", &axon_shared::hex_encode(&self.fingerprint))
+            .finish_non_exhaustive()
+    }
+}
+
+fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
+}
+
+/// SHA-256 of a DER certificate.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] &= 0x7F; // positive
+    bytes[0] |= 0x01; // no leading zero byte, so the hex form is stable
+    SerialNumber::from_slice(&bytes)
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(contents.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+fn read_file(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn san(name: &str) -> Result<SanType, PkiError> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    let valid_dns = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+        });
+    if !valid_dns {
+        return Err(PkiError::San {
+            name: name.to_owned(),
+        });
+    }
+    name.to_owned()
+        .try_into()
+        .map(SanType::DnsName)
+        .map_err(|_| PkiError::San {
+            name: name.to_owned(),
+        })
+}
+
+impl Pki {
+    /// Creates the CA and the server certificate under `<data_dir>/pki`. Fails if files exist.
+    pub fn create(data_dir: &Path, sans: &[String], ca_name: &str) -> Result<Self, PkiError> {
+        let dir = pki_dir(data_dir);
+        std::fs::create_dir_all(&dir).map_err(|source| PkiError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let now = OffsetDateTime::now_utc();
+
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name = DistinguishedName::new();
+        ca.distinguished_name.push(DnType::OrganizationName, "Axon");
+        ca.distinguished_name.push(DnType::CommonName, ca_name);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca.not_before = now - Duration::hours(1);
+        ca.not_after = now + Duration::days(3650);
+        ca.serial_number = Some(random_serial());
+        let ca_cert = ca.self_signed(&ca_key)?;
+
+        let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut server = CertificateParams::default();
+        server.distinguished_name = DistinguishedName::new();
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "axon-cp");
+        server.subject_alt_names = sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
+        server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        server.use_authority_key_identifier_extension = true;
+        server.not_before = now - Duration::hours(1);
+        server.not_after = now + Duration::days(825);
+        server.serial_number = Some(random_serial());
+        let issuer = Issuer::from_params(&ca, &ca_key);
+        let server_cert = server.signed_by(&server_key, &issuer)?;
+
+        write_file(&dir.join("ca.key"), &ca_key.serialize_pem(), 0o600)?;
+        write_file(&dir.join("ca.pem"), &ca_cert.pem(), 0o644)?;
+        write_file(&dir.join("server.key"), &server_key.serialize_pem(), 0o600)?;
+        write_file(
+            &dir.join("server.pem"),
+            &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+            0o644,
+        )?;
+        Self::load(data_dir)
+    }
+
+    /// Loads the CA and server identity from `<data_dir>/pki`.
+    pub fn load(data_dir: &Path) -> Result<Self, PkiError> {
+        let dir = pki_dir(data_dir);
+        let ca_path = dir.join("ca.pem");
+        let ca_pem = read_file(&ca_path)?;
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| PkiError::Pem {
+            path: ca_path.clone(),
+            what: "certificate",
+        })?;
+        let ca_key_path = dir.join("ca.key");
+        let ca_key = KeyPair::from_pem(&read_file(&ca_key_path)?).map_err(|_| PkiError::Pem {
+            path: ca_key_path,
+            what: "private key",
+        })?;
+        let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key)?;
+
+        let chain_path = dir.join("server.pem");
+        let server_chain = CertificateDer::pem_slice_iter(read_file(&chain_path)?.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or(PkiError::Pem {
+                path: chain_path,
+                what: "certificate chain",
+            })?;
+        let key_path = dir.join("server.key");
+        let server_key = PrivateKeyDer::from_pem_slice(read_file(&key_path)?.as_bytes())
+            .map_err(|_| PkiError::Pem {
+                path: key_path,
+                what: "private key",
+            })?;
+        Ok(Self {
+            fingerprint: fingerprint(&ca_der),
+            ca_der,
+            ca_pem,
+            issuer,
+            server_chain,
+            server_key,
+        })
+    }
+
+    /// SHA-256 of the CA certificate, as carried in enrollment tokens.
+    pub fn ca_fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    /// Signs a client certificate for `host_id` over the public key of `csr_pem`.
+    ///
+    /// Only the key is taken from the CSR; subject, names, usages and validity are ours, so an
+    /// agent cannot ask for a CA bit, a server name or another host's id.
+    pub fn sign_agent(
+        &self,
+        csr_pem: &str,
+        host_id: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<Issued, PkiError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::Csr)?;
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, host_id);
+        let uri = format!("{HOST_URI_PREFIX}{host_id}");
+        params.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        // Five minutes of slack for hosts whose clock runs a little behind ours.
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::try_from(lifetime).unwrap_or(Duration::days(30));
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let info = CertInfo::from_der(cert.der()).map_err(|_| PkiError::Pem {
+            path: PathBuf::from("<issued>"),
+            what: "certificate",
+        })?;
+        Ok(Issued {
+            pem: cert.pem(),
+            info,
+        })
+    }
+
+    /// The server's certificate chain (leaf, then CA).
+    pub fn server_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.server_chain.clone()
+    }
+
+    /// The server's private key.
+    pub fn server_key(&self) -> PrivateKeyDer<'static> {
+        self.server_key.clone_key()
+    }
+
+    /// TLS for the API listener: server auth only, HTTP/1.1.
+    pub fn api_tls(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(self.server_chain(), self.server_key())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}

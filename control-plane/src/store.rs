@@ -1,0 +1,302 @@
+//! Embedded storage: sled on disk, one tree per aggregate, values as versioned JSON.
+//!
+//! Each value is stored as `{"v":1,"data":...}` so a later build can migrate old records.
+//! Callers flush (`Store::flush`) before telling a client that a write succeeded.
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Version written into every stored value.
+const RECORD_VERSION: u32 = 1;
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data dir is held by another process (sled's file lock).
+    #[error("data dir {path} is in use by another axon-cp process")]
+    Locked { path: PathBuf },
+    /// The database could not be opened.
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    /// A read or write failed.
+    #[error("store {op} on tree {tree} failed: {source}")]
+    Io {
+        op: &'static str,
+        tree: &'static str,
+        source: sled::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("stored record {tree}/{key} is unreadable: {source}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u32,
+    data: T,
+}
+
+/// A sled tree holding values of one type.
+pub struct Tree<T> {
+    inner: sled::Tree,
+    name: &'static str,
+    _kind: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Tree<T> {
+    fn open(db: &sled::Db, name: &'static str) -> Result<Self, StoreError> {
+        let inner = db.open_tree(name).map_err(|source| StoreError::Io {
+            op: "open_tree",
+            tree: name,
+            source,
+        })?;
+        Ok(Self {
+            inner,
+            name,
+            _kind: PhantomData,
+        })
+    }
+
+    fn io(&self, op: &'static str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            op,
+            tree: self.name,
+            source,
+        }
+    }
+
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice::<Envelope<T>>(bytes)
+            .map(|e| e.data)
+            .map_err(|source| StoreError::Corrupt {
+                tree: self.name,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })
+    }
+
+    fn encode(value: &T) -> Vec<u8> {
+        serde_json::to_vec(&Envelope {
+            v: RECORD_VERSION,
+            data: value,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.inner.get(key).map_err(self.io("get"))? {
+            Some(bytes) => self.decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub fn put(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        self.inner
+            .insert(key, Self::encode(value))
+            .map_err(self.io("insert"))?;
+        Ok(())
+    }
+
+    /// Stores `value` only if `key` is free; returns false when it was taken.
+    pub fn insert_new(&self, key: &str, value: &T) -> Result<bool, StoreError> {
+        let swapped = self
+            .inner
+            .compare_and_swap(key, None::<&[u8]>, Some(Self::encode(value)))
+            .map_err(self.io("compare_and_swap"))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Removes and returns the value under `key`; exactly one concurrent caller gets it.
+    pub fn take(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.inner.remove(key).map_err(self.io("remove"))? {
+            Some(bytes) => self.decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `change` to the value under `key` atomically (retrying on a concurrent write)
+    /// and returns the new value; `None` when the key is absent.
+    pub fn update(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&mut T),
+    ) -> Result<Option<T>, StoreError> {
+        loop {
+            let Some(old) = self.inner.get(key).map_err(self.io("get"))? else {
+                return Ok(None);
+            };
+            let mut value = self.decode(key.as_bytes(), &old)?;
+            change(&mut value);
+            let new = Self::encode(&value);
+            let swapped = self
+                .inner
+                .compare_and_swap(key, Some(&old), Some(new))
+                .map_err(self.io("compare_and_swap"))?;
+            if swapped.is_ok() {
+                return Ok(Some(value));
+            }
+        }
+    }
+
+    /// Every value, in key order.
+    pub fn values(&self) -> Result<Vec<T>, StoreError> {
+        self.inner
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(self.io("iter"))?;
+                self.decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Every key and value, in key order.
+    pub fn entries(&self) -> Result<Vec<(String, T)>, StoreError> {
+        self.inner
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(self.io("iter"))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), self.decode(&k, &v)?))
+            })
+            .collect()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+/// The opened sled database.
+pub struct Db {
+    db: sled::Db,
+}
+
+impl Db {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|source| classify_open_error(dir, source))?;
+        Ok(Self { db })
+    }
+
+    /// A typed tree.
+    pub fn tree<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &'static str,
+    ) -> Result<Tree<T>, StoreError> {
+        Tree::open(&self.db, name)
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|source| StoreError::Io {
+                op: "flush",
+                tree: "*",
+                source,
+            })
+    }
+
+    /// Makes every write so far durable, blocking the thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|source| StoreError::Io {
+            op: "flush",
+            tree: "*",
+            source,
+        })
+    }
+
+    /// Cheap health probe: the database answers a read.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.db
+            .get(b"__probe__")
+            .map(|_| ())
+            .map_err(|source| StoreError::Io {
+                op: "get",
+                tree: "default",
+                source,
+            })
+    }
+}
+
+fn classify_open_error(dir: &Path, source: sled::Error) -> StoreError {
+    if let sled::Error::Io(io) = &source
+        && (io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"))
+    {
+        return StoreError::Locked {
+            path: dir.to_owned(),
+        };
+    }
+    StoreError::Open {
+        path: dir.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Item {
+        n: u32,
+    }
+
+    #[tokio::test]
+    async fn tree_survives_reopen_and_take_is_single_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Db::open(dir.path()).expect("open");
+            let t: Tree<Item> = db.tree("items").expect("tree");
+            t.put("a", &Item { n: 1 }).expect("put");
+            assert!(t.insert_new("b", &Item { n: 2 }).expect("insert"));
+            assert!(!t.insert_new("b", &Item { n: 3 }).expect("insert"));
+            assert_eq!(t.update("a", |i| i.n += 10).expect("update"), Some(Item { n: 11 }));
+            assert_eq!(t.update("zz", |i| i.n += 10).expect("update"), None);
+            db.flush().await.expect("flush");
+        }
+        let db = Db::open(dir.path()).expect("reopen");
+        let t: Tree<Item> = db.tree("items").expect("tree");
+        assert_eq!(t.values().expect("values"), vec![Item { n: 11 }, Item { n: 2 }]);
+        assert_eq!(t.take("b").expect("take"), Some(Item { n: 2 }));
+        assert_eq!(t.take("b").expect("take"), None);
+    }
+
+    #[test]
+    fn second_open_reports_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _db = Db::open(dir.path()).expect("open");
+        match Db::open(dir.path()) {
+            Err(StoreError::Locked { .. }) => {}
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn corrupt_value_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        let t: Tree<Item> = db.tree("items").expect("tree");
+        t.inner.insert("bad", &b"{not json"[..]).expect("raw insert");
+        assert!(matches!(t.get("bad"), Err(StoreError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,146 @@
+//! Typed bodies of the operations and of the enrollment API.
+
+use serde::{Deserialize, Serialize};
+
+/// Operation names.
+pub mod op {
+    /// Agent → control plane, first frame: [`super::Hello`], answered by [`super::Welcome`].
+    pub const HELLO: &str = "hello";
+    /// Control plane → agent: a round trip, answered by [`super::Pong`].
+    pub const PING: &str = "ping";
+    /// Agent → control plane: [`super::CertRenew`], answered by [`super::CertRenewed`].
+    pub const CERT_RENEW: &str = "cert.renew";
+}
+
+/// The agent's introduction, sent as the first request on every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// Protocol version the agent speaks.
+    pub protocol: u32,
+    /// agentd's version (semver).
+    pub agent_version: String,
+    /// Facts about the host.
+    pub host: HostFacts,
+    /// What the agent found on the host at start.
+    pub capabilities: Capabilities,
+}
+
+/// Facts about a host, gathered by the agent at start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFacts {
+    /// Hostname as the kernel reports it.
+    pub hostname: String,
+    /// Distribution name, e.g. `Debian GNU/Linux`.
+    pub os: String,
+    /// Distribution version, e.g. `12`.
+    pub os_version: String,
+    /// Kernel release, e.g. `6.1.0-18-amd64`.
+    pub kernel: String,
+    /// CPU architecture, e.g. `x86_64`.
+    pub arch: String,
+    /// Number of logical CPUs.
+    pub cpus: u32,
+    /// Total memory in bytes.
+    pub memory_bytes: u64,
+    /// Boot time, seconds since the Unix epoch.
+    pub boot_time: u64,
+}
+
+/// What the agent detected on its host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// systemd answered on the system bus.
+    pub systemd: bool,
+    /// The Docker engine answered on its socket.
+    pub docker: bool,
+    /// NVML loaded and initialised.
+    pub nvml: bool,
+    /// An `nvidia-smi` binary is present.
+    pub nvidia_smi: bool,
+    /// Something listens on Ollama's port (127.0.0.1:11434).
+    pub ollama: bool,
+    /// Something listens on the Stable Diffusion web UI's port (127.0.0.1:7860).
+    pub sdxl: bool,
+}
+
+/// The control plane's acceptance of a hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Welcome {
+    /// Protocol version the control plane will speak on this connection.
+    pub protocol: u32,
+    /// The host id, as named in the agent's certificate.
+    pub host_id: String,
+    /// The control plane's version.
+    pub server_version: String,
+    /// Seconds between liveness pings; a peer silent for three intervals is gone.
+    pub ping_interval_secs: u64,
+    /// Largest frame the control plane accepts, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+/// Answer to `ping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pong {
+    /// The agent's clock when it answered, milliseconds since the Unix epoch.
+    pub agent_time_ms: u64,
+}
+
+/// The agent asks for a fresh certificate for the key it already holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRenew {
+    /// PKCS#10 request in PEM, signed by the agent's key.
+    pub csr_pem: String,
+}
+
+/// A newly issued agent certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRenewed {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// End of validity, seconds since the Unix epoch.
+    pub not_after: u64,
+}
+
+/// `POST /api/enroll` body.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The enrollment token, as the admin received it.
+    pub token: String,
+    /// PKCS#10 request in PEM, made on the host; the private key never leaves it.
+    pub csr_pem: String,
+    /// The host's name, for the registry.
+    pub hostname: String,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("token", &"<redacted>")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /api/enroll` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollResponse {
+    /// The id the host is known by.
+    pub host_id: String,
+    /// The host's certificate, PEM.
+    pub cert_pem: String,
+    /// The control plane's CA certificate, PEM; its SHA-256 must match the token's.
+    pub ca_pem: String,
+    /// Where the agent dials: `wss://host:port/agent/v1`.
+    pub agent_url: String,
+    /// End of the certificate's validity, seconds since the Unix epoch.
+    pub not_after: u64,
+}

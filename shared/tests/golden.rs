@@ -1,0 +1,119 @@
+//! Golden fixtures pin the wire format: each must decode, carry the typed body it claims, and
+//! encode back to the same JSON.
+
+use axon_shared::*;
+use serde_json::Value;
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn round_trip(name: &str) -> Frame {
+    let text = fixture(name);
+    let frame = Frame::decode(&text, DEFAULT_MAX_FRAME).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let again: Value = serde_json::from_str(&frame.encode()).expect("encoded frame is JSON");
+    let original: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    assert_eq!(again, original, "{name} does not round-trip");
+    frame
+}
+
+#[test]
+fn every_fixture_round_trips() {
+    let dir = format!("{}/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).expect("fixtures dir") {
+        let name = entry.expect("entry").file_name().into_string().expect("utf-8 name");
+        round_trip(&name);
+        count += 1;
+    }
+    assert!(count >= 8, "expected the fixtures to be there, found {count}");
+}
+
+#[test]
+fn hello_fixture_has_typed_body() {
+    let Frame::Request(req) = round_trip("request_hello.json") else {
+        panic!("hello is a request")
+    };
+    assert_eq!(req.op, op::HELLO);
+    let hello: Hello = req.body_as().expect("typed hello");
+    assert_eq!(hello.host.cpus, 16);
+    assert!(hello.capabilities.ollama && !hello.capabilities.sdxl);
+}
+
+#[test]
+fn welcome_and_error_fixtures_have_typed_bodies() {
+    let Frame::Response(ok) = round_trip("response_welcome.json") else {
+        panic!("welcome is a response")
+    };
+    let welcome: Welcome = ok.into_result().expect("welcome body");
+    assert_eq!(welcome.max_frame_bytes, DEFAULT_MAX_FRAME);
+
+    let Frame::Response(failed) = round_trip("response_error.json") else {
+        panic!("error is a response")
+    };
+    let err = failed.into_result::<Value>().expect_err("error response");
+    assert_eq!(err.code, ErrorCode::UnknownOp);
+
+    let Frame::Response(pong) = round_trip("response_pong.json") else {
+        panic!("pong is a response")
+    };
+    assert_eq!(pong.into_result::<Pong>().expect("pong").agent_time_ms, 1_764_100_000_123);
+}
+
+#[test]
+fn chunk_final_flag_uses_wire_name() {
+    let Frame::Chunk(chunk) = round_trip("chunk_stdout.json") else {
+        panic!("chunk")
+    };
+    assert!(!chunk.last);
+    assert!(Frame::Chunk(chunk).encode().contains("\"final\":false"));
+}
+
+#[test]
+fn oversized_frame_is_refused_before_parsing() {
+    let big = format!("{{\"kind\":\"event\",\"v\":1,\"topic\":\"x\",\"seq\":1,\"body\":\"{}\"}}", "a".repeat(2048));
+    match Frame::decode(&big, 1024) {
+        Err(ProtocolError::TooLarge { size, limit: 1024 }) => assert_eq!(size, big.len()),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_and_invalid_frames_are_refused() {
+    let cases = [
+        "",
+        "not json",
+        "[]",
+        r#"{"kind":"telepathy","v":1}"#,
+        r#"{"kind":"request","v":1,"id":"a"}"#,
+        r#"{"kind":"request","v":1,"id":"","op":"ping"}"#,
+        r#"{"kind":"request","v":1,"id":"a","op":"bad op!"}"#,
+        r#"{"kind":"request","v":1,"id":"a","op":"ping","extra":1}"#,
+        r#"{"kind":"response","v":1,"id":"a","ok":true,"error":{"code":"internal","message":"x"}}"#,
+        r#"{"kind":"response","v":1,"id":"a","ok":false}"#,
+        r#"{"kind":"event","v":1,"topic":"","seq":1}"#,
+        r#"{"kind":"request","v":-1,"id":"a","op":"ping"}"#,
+    ];
+    for case in cases {
+        assert!(Frame::decode(case, DEFAULT_MAX_FRAME).is_err(), "accepted: {case}");
+    }
+    let long_id = format!(r#"{{"kind":"request","v":1,"id":"{}","op":"ping"}}"#, "x".repeat(65));
+    assert!(Frame::decode(&long_id, DEFAULT_MAX_FRAME).is_err());
+}
+
+#[test]
+fn future_version_is_refused_with_its_own_code() {
+    let err = Frame::decode(r#"{"kind":"request","v":99,"id":"a","op":"ping"}"#, DEFAULT_MAX_FRAME)
+        .expect_err("v99");
+    assert_eq!(err.code(), ErrorCode::UnsupportedVersion);
+}
+
+#[test]
+fn unknown_error_code_from_newer_peer_is_tolerated() {
+    let text = r#"{"kind":"response","v":1,"id":"a","ok":false,"error":{"code":"quota_exceeded","message":"m"}}"#;
+    let Frame::Response(r) = Frame::decode(text, DEFAULT_MAX_FRAME).expect("decodes") else {
+        panic!("response")
+    };
+    assert_eq!(r.error.map(|e| e.code), Some(ErrorCode::Other));
+}
