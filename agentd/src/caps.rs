@@ -160,7 +160,9 @@ mod tests {
         let smi = dir.path().join("nvidia-smi");
         std::fs::write(&smi, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let ollama = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ollama = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let mut probes = nothing_here(dir.path());
         probes.ollama = ollama.local_addr().expect("addr").to_string();
         let caps = detect(&probes).await;
@@ -173,7 +175,10 @@ mod tests {
         let path = dir.path().join("docker.sock");
         let listener = tokio::net::UnixListener::bind(&path).expect("bind");
         let server = tokio::spawn(async move {
-            for reply in [&b"HTTP/1.1 200 OK\r\n\r\nOK"[..], &b"HTTP/1.1 500 Internal\r\n\r\n"[..]] {
+            for reply in [
+                &b"HTTP/1.1 200 OK\r\n\r\nOK"[..],
+                &b"HTTP/1.1 500 Internal\r\n\r\n"[..],
+            ] {
                 let (mut s, _) = listener.accept().await.expect("accept");
                 let mut buf = [0u8; 256];
                 let _ = s.read(&mut buf).await;

@@ -104,12 +104,16 @@ impl AgentConfig {
             ));
         }
         if self.max_frame_bytes < 4096 {
-            return Err(ConfigError::Invalid("max frame size must be at least 4096 bytes".into()));
+            return Err(ConfigError::Invalid(
+                "max frame size must be at least 4096 bytes".into(),
+            ));
         }
         if let Some(url) = &self.agent_url
             && !url.starts_with("wss://")
         {
-            return Err(ConfigError::Invalid(format!("agent URL {url:?} must start with wss://")));
+            return Err(ConfigError::Invalid(format!(
+                "agent URL {url:?} must start with wss://"
+            )));
         }
         Ok(())
     }
@@ -125,7 +129,10 @@ mod tests {
         let path = dir.path().join("agentd.toml");
         std::fs::write(&path, "backoff_max = \"5s\"\nmax_frame_bytes = 65536\n").expect("write");
         let mut config = AgentConfig::new("/var/lib/agentd".into());
-        FileConfig::load(&path).expect("load").apply(&mut config).expect("apply");
+        FileConfig::load(&path)
+            .expect("load")
+            .apply(&mut config)
+            .expect("apply");
         assert_eq!(config.backoff_max, Duration::from_secs(5));
         assert_eq!(config.backoff_initial, Duration::from_secs(1));
         assert_eq!(config.max_frame_bytes, 65536);

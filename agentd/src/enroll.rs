@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axon_shared::{CertInfo, EnrollRequest, EnrollResponse, EnrollmentToken, ENROLL_PATH};
+use axon_shared::{CertInfo, ENROLL_PATH, EnrollRequest, EnrollResponse, EnrollmentToken};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -59,9 +59,13 @@ pub async fn enroll(
     }
     let token = EnrollmentToken::parse(token)?;
     let server = server.trim_end_matches('/');
-    let url = reqwest::Url::parse(server).map_err(|_| EnrollError::ServerUrl { url: server.into() })?;
+    let url =
+        reqwest::Url::parse(server).map_err(|_| EnrollError::ServerUrl { url: server.into() })?;
     let plain_loopback = url.scheme() == "http"
-        && matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
+        && matches!(
+            url.host_str(),
+            Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+        );
     if url.scheme() != "https" && !plain_loopback {
         return Err(EnrollError::ServerUrl { url: server.into() });
     }
@@ -76,7 +80,10 @@ pub async fn enroll(
         .tls_backend_preconfigured(pinned_client(token.ca_fingerprint)?)
         .timeout(ENROLL_TIMEOUT)
         .build()
-        .map_err(|source| EnrollError::Request { url: server.into(), source })?;
+        .map_err(|source| EnrollError::Request {
+            url: server.into(),
+            source,
+        })?;
     let endpoint = format!("{server}{ENROLL_PATH}");
     let request = EnrollRequest {
         token: token.encode(),
@@ -88,18 +95,27 @@ pub async fn enroll(
         .json(&request)
         .send()
         .await
-        .map_err(|source| EnrollError::Request { url: endpoint.clone(), source })?;
+        .map_err(|source| EnrollError::Request {
+            url: endpoint.clone(),
+            source,
+        })?;
     let status = response.status();
     let body = response
         .bytes()
         .await
-        .map_err(|source| EnrollError::Request { url: endpoint.clone(), source })?;
+        .map_err(|source| EnrollError::Request {
+            url: endpoint.clone(),
+            source,
+        })?;
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-        return Err(EnrollError::Refused { status: status.as_u16(), message });
+        return Err(EnrollError::Refused {
+            status: status.as_u16(),
+            message,
+        });
     }
     let answer: EnrollResponse =
         serde_json::from_slice(&body).map_err(|e| EnrollError::BadAnswer(e.to_string()))?;
@@ -114,13 +130,20 @@ pub async fn enroll(
         .map_err(|_| EnrollError::BadAnswer("cert_pem is not a PEM certificate".into()))?;
     let info = CertInfo::from_der(&cert).map_err(|e| EnrollError::BadAnswer(e.to_string()))?;
     if info.spki != key.subject_public_key_info() {
-        return Err(EnrollError::BadAnswer("the certificate is not for this host's key".into()));
+        return Err(EnrollError::BadAnswer(
+            "the certificate is not for this host's key".into(),
+        ));
     }
     if info.host_id.as_deref() != Some(answer.host_id.as_str()) {
-        return Err(EnrollError::BadAnswer("the certificate names another host".into()));
+        return Err(EnrollError::BadAnswer(
+            "the certificate names another host".into(),
+        ));
     }
     if !answer.agent_url.starts_with("wss://") {
-        return Err(EnrollError::BadAnswer(format!("agent_url {:?} is not wss://", answer.agent_url)));
+        return Err(EnrollError::BadAnswer(format!(
+            "agent_url {:?} is not wss://",
+            answer.agent_url
+        )));
     }
 
     state.create()?;

@@ -48,9 +48,15 @@ mod tests {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
         assert_eq!(facts.hostname, hostname.trim());
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-        assert!(facts.kernel.contains(release.trim()), "{} vs {release}", facts.kernel);
+        assert!(
+            facts.kernel.contains(release.trim()),
+            "{} vs {release}",
+            facts.kernel
+        );
         assert_eq!(facts.arch, std::env::consts::ARCH);
-        let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let online = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         assert!(facts.cpus as usize >= online);
         let uptime: f64 = std::fs::read_to_string("/proc/uptime")
             .expect("uptime")

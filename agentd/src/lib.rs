@@ -32,7 +32,10 @@ pub enum AgentError {
 
 /// Runs the agent until `shutdown` resolves. Fails only if it cannot start (bad config, not
 /// enrolled); link failures are retried forever.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     config.validate()?;
     let identity = state::StateDir::new(&config.state_dir).identity()?;
     let facts = facts::collect();

@@ -25,6 +25,8 @@ use crate::state::{CA_FILE, CERT_FILE, KEY_FILE, StateDir, StateError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A session that lasted this long counts as healthy: the next backoff starts from the bottom.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+/// Shortest time between two renewals, whatever the certificate's lifetime.
+const MIN_RENEW_SPACING: Duration = Duration::from_secs(10);
 /// How long the agent waits for an answer to its own requests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,7 +79,9 @@ pub async fn run_forever(
         let result = session(config, &state, &hello, &mut shutdown).await;
         match &result {
             Err(SessionError::Shutdown) => return,
-            Err(SessionError::Refused(e)) => tracing::error!(error = %e, "control plane refused this agent"),
+            Err(SessionError::Refused(e)) => {
+                tracing::error!(error = %e, "control plane refused this agent")
+            }
             Err(e) => tracing::warn!(error = %e, "link down"),
             Ok(()) => {}
         }
@@ -85,7 +89,10 @@ pub async fn run_forever(
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        tracing::info!(delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "reconnecting");
+        tracing::info!(
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "reconnecting"
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => return,
@@ -100,13 +107,20 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let identity = state.identity()?;
-    let (ca, cert_pem, key_pem) = (state.read(CA_FILE)?, state.read(CERT_FILE)?, state.read(KEY_FILE)?);
+    let (ca, cert_pem, key_pem) = (
+        state.read(CA_FILE)?,
+        state.read(CERT_FILE)?,
+        state.read(KEY_FILE)?,
+    );
     let tls = crate::tls::link_client(&ca, &cert_pem, &key_pem)?;
     let url = config.agent_url.clone().unwrap_or(identity.agent_url);
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes));
-    let connect_err = |reason: String| SessionError::Connect { url: url.clone(), reason };
+    let connect_err = |reason: String| SessionError::Connect {
+        url: url.clone(),
+        reason,
+    };
     let dial = tokio_tungstenite::connect_async_tls_with_config(
         url.as_str(),
         Some(ws_config),
@@ -119,9 +133,12 @@ async fn session(
             .map_err(|e| connect_err(e.to_string()))?,
         _ = shutdown.changed() => return Err(SessionError::Shutdown),
     };
-    let welcome = tokio::time::timeout(CONNECT_TIMEOUT, say_hello(&mut ws, hello, config.max_frame_bytes))
-        .await
-        .map_err(|_| SessionError::Closed("no welcome in time".into()))??;
+    let welcome = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        say_hello(&mut ws, hello, config.max_frame_bytes),
+    )
+    .await
+    .map_err(|_| SessionError::Closed("no welcome in time".into()))??;
     tracing::info!(host = %welcome.host_id, url = %url, "connected to the control plane");
     Live {
         config,
@@ -161,7 +178,11 @@ async fn say_hello(ws: &mut Ws, hello: &Hello, max: usize) -> Result<Welcome, Se
                 return r.into_result::<Welcome>().map_err(SessionError::Refused);
             }
             Ok(_) => continue,
-            Err(e) => return Err(SessionError::Closed(format!("invalid frame before welcome: {e}"))),
+            Err(e) => {
+                return Err(SessionError::Closed(format!(
+                    "invalid frame before welcome: {e}"
+                )));
+            }
         }
     }
 }
@@ -177,7 +198,11 @@ struct Live<'a> {
 }
 
 impl Live<'_> {
-    async fn run(mut self, ws: Ws, shutdown: &mut watch::Receiver<bool>) -> Result<(), SessionError> {
+    async fn run(
+        mut self,
+        ws: Ws,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
         let (mut sink, mut stream) = ws.split();
         let max = self.config.max_frame_bytes;
         let interval = Duration::from_secs(self.welcome.ping_interval_secs.max(1));
@@ -248,7 +273,7 @@ impl Live<'_> {
                         Some(Ok(renewed)) => match self.store_renewed(&renewed) {
                             Ok(()) => {
                                 tracing::info!(not_after = renewed.not_after, "certificate renewed");
-                                self.renew_deadline()
+                                self.renew_deadline().max(Instant::now() + MIN_RENEW_SPACING)
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "cannot store the renewed certificate");
@@ -311,12 +336,19 @@ impl Live<'_> {
         let id = new_id();
         let (tx, rx) = oneshot::channel();
         self.renewal = Some((id.clone(), tx));
-        let frame = Frame::Request(Request::new(id, op::CERT_RENEW, &CertRenew { csr_pem: csr.pem()? }));
+        let frame = Frame::Request(Request::new(
+            id,
+            op::CERT_RENEW,
+            &CertRenew {
+                csr_pem: csr.pem()?,
+            },
+        ));
         Ok((frame, rx))
     }
 
     fn store_renewed(&self, renewed: &CertRenewed) -> Result<(), String> {
-        let der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).map_err(|_| "not PEM".to_owned())?;
+        let der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes())
+            .map_err(|_| "not PEM".to_owned())?;
         let info = CertInfo::from_der(&der).map_err(|e| e.to_string())?;
         let key = KeyPair::from_pem(&self.key_pem).map_err(|e| e.to_string())?;
         use rcgen::PublicKeyData;
@@ -335,11 +367,19 @@ impl Live<'_> {
 /// Answers one request from the control plane.
 fn serve(req: Request) -> Response {
     match req.op.as_str() {
-        op::PING => Response::ok(req.id, &Pong { agent_time_ms: unix_ms() }),
+        op::PING => Response::ok(
+            req.id,
+            &Pong {
+                agent_time_ms: unix_ms(),
+            },
+        ),
         other => Response::err(
             req.id,
             ErrorCode::UnknownOp,
-            format!("operation '{other}' is not supported by this agent (agentd {})", env!("CARGO_PKG_VERSION")),
+            format!(
+                "operation '{other}' is not supported by this agent (agentd {})",
+                env!("CARGO_PKG_VERSION")
+            ),
         ),
     }
 }
@@ -355,7 +395,12 @@ pub fn hello(facts: axon_shared::HostFacts, capabilities: axon_shared::Capabilit
 }
 
 /// Runs until `shutdown` resolves.
-pub async fn run_until(config: &AgentConfig, hello: Hello, shutdown: impl Future<Output = ()>, ready: impl FnOnce()) {
+pub async fn run_until(
+    config: &AgentConfig,
+    hello: Hello,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) {
     let (tx, rx) = watch::channel(false);
     let link = run_forever(config, hello, rx, ready);
     tokio::pin!(link);
@@ -378,7 +423,9 @@ mod tests {
         assert!(pong.ok);
         assert!(pong.into_result::<Pong>().expect("pong").agent_time_ms > 0);
         let refused = serve(Request::new("b", "fs.format", &serde_json::Value::Null));
-        let err = refused.into_result::<serde_json::Value>().expect_err("refused");
+        let err = refused
+            .into_result::<serde_json::Value>()
+            .expect_err("refused");
         assert_eq!(err.code, ErrorCode::UnknownOp);
         assert!(err.message.contains("fs.format"));
     }

@@ -1,4 +1,5 @@
 //! `agentd`: the Axon host agent's command line.
+#![allow(clippy::print_stdout)] // printing results is this binary's job
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -100,7 +101,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .or_else(|| sysinfo::System::host_name().ok())
                 .unwrap_or_else(|| "unnamed-host".into());
             let state = StateDir::new(&args.state_dir);
-            let enrolled = runtime()?.block_on(enroll::enroll(&args.server, &args.token, &state, &hostname))?;
+            let enrolled = runtime()?.block_on(enroll::enroll(
+                &args.server,
+                &args.token,
+                &state,
+                &hostname,
+            ))?;
             println!("Enrolled as host {}", enrolled.host_id);
             println!("  state dir: {}", args.state_dir.display());
             println!("  agent link: {}", enrolled.agent_url);

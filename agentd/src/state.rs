@@ -143,11 +143,17 @@ mod tests {
         let state = StateDir::new(tmp.path().join("s"));
         state.create().expect("create");
         assert!(!state.is_enrolled());
-        assert!(matches!(state.identity(), Err(StateError::NotEnrolled { .. })));
+        assert!(matches!(
+            state.identity(),
+            Err(StateError::NotEnrolled { .. })
+        ));
         state.write(KEY_FILE, "secret", 0o600).expect("write");
         state.write(KEY_FILE, "secret2", 0o600).expect("rewrite");
         assert_eq!(state.read(KEY_FILE).expect("read"), "secret2");
-        let mode = std::fs::metadata(state.path().join(KEY_FILE)).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(state.path().join(KEY_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let id = Identity {
             host_id: "h".into(),

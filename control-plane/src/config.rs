@@ -55,10 +55,14 @@ impl ServeConfig {
             return Err(ConfigError::Invalid("ping interval must be at least 1 s"));
         }
         if self.max_frame_bytes < 4096 {
-            return Err(ConfigError::Invalid("max frame size must be at least 4096 bytes"));
+            return Err(ConfigError::Invalid(
+                "max frame size must be at least 4096 bytes",
+            ));
         }
         if self.cert_lifetime < Duration::from_secs(60) {
-            return Err(ConfigError::Invalid("certificate lifetime must be at least 60 s"));
+            return Err(ConfigError::Invalid(
+                "certificate lifetime must be at least 60 s",
+            ));
         }
         Ok(())
     }

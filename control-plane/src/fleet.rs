@@ -17,11 +17,7 @@ pub enum LinkError {
     #[error("host {host} is not connected")]
     Offline { host: String },
     #[error("host {host} did not answer {op} within {secs} s")]
-    Timeout {
-        host: String,
-        op: String,
-        secs: u64,
-    },
+    Timeout { host: String, op: String, secs: u64 },
     #[error("the link to host {host} closed before it answered")]
     Closed { host: String },
     #[error("host {host} refused {op}: {error}")]
@@ -99,7 +95,9 @@ impl AgentConn {
         let _ = self.kill.send(true);
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Response>>> {
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Response>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

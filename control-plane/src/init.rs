@@ -56,7 +56,11 @@ pub enum InitError {
 
 /// The default server-certificate names: localhost, loopback addresses and the hostname.
 pub fn default_sans() -> Vec<String> {
-    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if let Some(host) = sysinfo_hostname().filter(|h| !sans.contains(h)) {
         sans.push(host);
     }
@@ -86,7 +90,11 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
     if !valid_email(&email) {
         return Err(InitError::BadEmail(opts.admin_email));
     }
-    if opts.admin_password.as_ref().is_some_and(|p| p.chars().count() < 12) {
+    if opts
+        .admin_password
+        .as_ref()
+        .is_some_and(|p| p.chars().count() < 12)
+    {
         return Err(InitError::WeakPassword);
     }
     if opts.data_dir.join("pki").exists() {
@@ -97,11 +105,18 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
         source,
     })?;
     restrict_dir(&opts.data_dir);
-    let pki = Pki::create(&opts.data_dir, &opts.sans, &format!("Axon CA {}", sysinfo_hostname().unwrap_or_default()))?;
+    let pki = Pki::create(
+        &opts.data_dir,
+        &opts.sans,
+        &format!("Axon CA {}", sysinfo_hostname().unwrap_or_default()),
+    )?;
     let store = Store::open(&opts.data_dir.join("db"))?;
     JwtKeys::generate(&store)?;
     let generated = opts.admin_password.is_none().then(generate_password);
-    let password = opts.admin_password.or(generated.clone()).unwrap_or_default();
+    let password = opts
+        .admin_password
+        .or(generated.clone())
+        .unwrap_or_default();
     let hash = hash_password(&password).map_err(|_| InitError::Hash)?;
     let stamp = now();
     store.create_user(&User {
@@ -162,14 +177,23 @@ mod tests {
         assert_eq!(password.len(), 24);
         assert_eq!(report.ca_fingerprint.len(), 64);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("pki/ca.key")).expect("ca.key").permissions().mode();
+        let mode = std::fs::metadata(data.join("pki/ca.key"))
+            .expect("ca.key")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(init(opts), Err(InitError::AlreadyInitialised(_))));
 
         let store = Store::open(&data.join("db")).expect("store");
-        let admin = store.user_by_email("admin@example.com").expect("read").expect("admin");
+        let admin = store
+            .user_by_email("admin@example.com")
+            .expect("read")
+            .expect("admin");
         assert_eq!(admin.role, Role::Admin);
-        assert!(crate::auth::verify_password(&admin.password_hash, &password));
+        assert!(crate::auth::verify_password(
+            &admin.password_hash,
+            &password
+        ));
         assert!(!crate::auth::verify_password(&admin.password_hash, "wrong"));
     }
 
@@ -183,9 +207,20 @@ mod tests {
             sans: vec!["localhost".into()],
         };
         assert!(matches!(init(base.clone()), Err(InitError::WeakPassword)));
-        let bad_email = InitOptions { admin_email: "no at sign".into(), admin_password: None, ..base.clone() };
+        let bad_email = InitOptions {
+            admin_email: "no at sign".into(),
+            admin_password: None,
+            ..base.clone()
+        };
         assert!(matches!(init(bad_email), Err(InitError::BadEmail(_))));
-        let bad_san = InitOptions { sans: vec!["bad name!".into()], admin_password: None, ..base };
-        assert!(matches!(init(bad_san), Err(InitError::Pki(PkiError::San { .. }))));
+        let bad_san = InitOptions {
+            sans: vec!["bad name!".into()],
+            admin_password: None,
+            ..base
+        };
+        assert!(matches!(
+            init(bad_san),
+            Err(InitError::Pki(PkiError::San { .. }))
+        ));
     }
 }

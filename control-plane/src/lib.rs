@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod enrollment;
 pub mod error;
 pub mod fleet;
 pub mod init;

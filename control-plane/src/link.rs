@@ -12,16 +12,18 @@ use axon_shared::{
 use futures_util::{SinkExt, StreamExt};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as WsRequest, Response as WsResponse,
+};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::AppState;
 use crate::fleet::{AgentConn, Revocations};
@@ -167,11 +169,14 @@ async fn connection(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
+    // The callback's signature is tungstenite's; its error type is what it is.
+    #[allow(clippy::result_large_err)]
     let check_path = |req: &WsRequest, resp: WsResponse| -> Result<WsResponse, ErrorResponse> {
         if req.uri().path() == AGENT_PATH {
             Ok(resp)
         } else {
-            let mut refusal = ErrorResponse::new(Some(format!("no endpoint at {}", req.uri().path())));
+            let mut refusal =
+                ErrorResponse::new(Some(format!("no endpoint at {}", req.uri().path())));
             *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
             Err(refusal)
         }
@@ -237,7 +242,9 @@ impl Session {
                 return;
             }
             Err(_) => {
-                let _ = sink.send(close(CloseCode::Policy, "no hello in time")).await;
+                let _ = sink
+                    .send(close(CloseCode::Policy, "no hello in time"))
+                    .await;
                 return;
             }
         };
@@ -251,7 +258,11 @@ impl Session {
             max_frame_bytes: max,
         };
         if sink
-            .send(Message::Text(Frame::Response(Response::ok(hello_id, &welcome)).encode().into()))
+            .send(Message::Text(
+                Frame::Response(Response::ok(hello_id, &welcome))
+                    .encode()
+                    .into(),
+            ))
             .await
             .is_err()
         {
@@ -273,10 +284,10 @@ impl Session {
                         last_rx = Instant::now();
                         match Frame::decode(&text, max) {
                             Ok(frame) => {
-                                if let Some(reply) = self.handle(&conn, frame).await {
-                                    if sink.send(Message::Text(reply.encode().into())).await.is_err() {
-                                        break "write failed".into();
-                                    }
+                                if let Some(reply) = self.handle(&conn, frame).await
+                                    && sink.send(Message::Text(reply.encode().into())).await.is_err()
+                                {
+                                    break "write failed".into();
                                 }
                             }
                             Err(e) => {
@@ -339,17 +350,32 @@ impl Session {
                 Some(Ok(_)) | None => {
                     return Err((None, ErrorCode::BadRequest, "expected a hello frame".into()));
                 }
-                Some(Err(e)) => return Err((None, ErrorCode::BadRequest, format!("read failed: {e}"))),
+                Some(Err(e)) => {
+                    return Err((None, ErrorCode::BadRequest, format!("read failed: {e}")));
+                }
             };
             let frame = Frame::decode(&text, max).map_err(|e| (None, e.code(), e.to_string()))?;
             let Frame::Request(Request { id, op, body, .. }) = frame else {
-                return Err((None, ErrorCode::BadRequest, "first frame must be a hello request".into()));
+                return Err((
+                    None,
+                    ErrorCode::BadRequest,
+                    "first frame must be a hello request".into(),
+                ));
             };
             if op != op::HELLO {
-                return Err((Some(id), ErrorCode::BadRequest, "first frame must be a hello request".into()));
+                return Err((
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "first frame must be a hello request".into(),
+                ));
             }
-            let mut hello: Hello = serde_json::from_value(body)
-                .map_err(|e| (Some(id.clone()), ErrorCode::BadRequest, format!("invalid hello: {e}")))?;
+            let mut hello: Hello = serde_json::from_value(body).map_err(|e| {
+                (
+                    Some(id.clone()),
+                    ErrorCode::BadRequest,
+                    format!("invalid hello: {e}"),
+                )
+            })?;
             if hello.protocol < MIN_PROTOCOL_VERSION {
                 return Err((
                     Some(id),
@@ -361,7 +387,13 @@ impl Session {
                 ));
             }
             let facts = &mut hello.host;
-            for field in [&mut facts.hostname, &mut facts.os, &mut facts.os_version, &mut facts.kernel, &mut facts.arch] {
+            for field in [
+                &mut facts.hostname,
+                &mut facts.os,
+                &mut facts.os_version,
+                &mut facts.kernel,
+                &mut facts.arch,
+            ] {
                 *field = clip(std::mem::take(field));
             }
             hello.agent_version = clip(hello.agent_version);
@@ -405,17 +437,27 @@ impl Session {
     }
 
     async fn renew(&self, req: &Request) -> Result<CertRenewed, (ErrorCode, String)> {
-        let body: CertRenew = req
-            .body_as()
-            .map_err(|e| (ErrorCode::BadRequest, format!("invalid cert.renew body: {e}")))?;
+        let body: CertRenew = req.body_as().map_err(|e| {
+            (
+                ErrorCode::BadRequest,
+                format!("invalid cert.renew body: {e}"),
+            )
+        })?;
         let issued = self
             .state
             .pki
-            .sign_agent(&body.csr_pem, &self.host_id, self.state.config.cert_lifetime)
+            .sign_agent(
+                &body.csr_pem,
+                &self.host_id,
+                self.state.config.cert_lifetime,
+            )
             .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         // Renewal keeps the key the host proved it holds in this handshake.
         if issued.info.spki != self.cert.spki {
-            return Err((ErrorCode::Forbidden, "renewal must keep the key of the current certificate".into()));
+            return Err((
+                ErrorCode::Forbidden,
+                "renewal must keep the key of the current certificate".into(),
+            ));
         }
         let internal = |e: crate::store::StoreError| (ErrorCode::Internal, e.to_string());
         let not_after = time::OffsetDateTime::from_unix_timestamp(issued.info.not_after)
@@ -438,7 +480,6 @@ impl Session {
 
     fn mark_online(&self, hello: &Hello) {
         let result = self.state.store.hosts.update(&self.host_id, |h| {
-            h.hostname = hello.host.hostname.clone();
             h.facts = Some(hello.host.clone());
             h.capabilities = hello.capabilities;
             h.agent_version = Some(hello.agent_version.clone());

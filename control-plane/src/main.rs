@@ -1,4 +1,5 @@
 //! `axon-cp`: the Axon control plane's command line.
+#![allow(clippy::print_stdout)] // printing results is this binary's job
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -26,6 +27,34 @@ enum Command {
     Init(InitArgs),
     /// Serve the API and the agents' endpoint.
     Serve(ServeArgs),
+    /// Manage enrollment tokens on a stopped server's data dir.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a single-use enrollment token and print it.
+    Create(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Data directory made by `axon-cp init` (its server must be stopped).
+    #[arg(long, env = "AXON_DATA_DIR")]
+    data_dir: PathBuf,
+    /// How long the token stays valid.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Label for the host that enrolls with it, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("label {text:?} must be KEY=VALUE"))
 }
 
 #[derive(Args)]
@@ -99,11 +128,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match cli.command {
         Command::Init(args) => {
-            let sans = if args.sans.is_empty() { default_sans() } else { args.sans };
+            let sans = if args.sans.is_empty() {
+                default_sans()
+            } else {
+                args.sans
+            };
             let report = init(InitOptions {
                 data_dir: args.data_dir,
                 admin_email: args.admin_email,
-                admin_password: std::env::var("AXON_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()),
+                admin_password: std::env::var("AXON_ADMIN_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
                 sans,
             })?;
             println!("Initialised {}", report.data_dir.display());
@@ -117,6 +152,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::Token(TokenCommand::Create(args)) => {
+            let created = axon_control_plane::enrollment::create_offline(
+                &args.data_dir,
+                args.ttl.as_secs(),
+                args.labels.into_iter().collect(),
+            )?;
+            println!("{}", created.token);
+            Ok(())
+        }
     }
 }
 

@@ -50,7 +50,7 @@ pub struct User {
 pub struct Host {
     /// Stable id (ULID), also in the host's certificate.
     pub id: String,
-    /// Hostname given at enrollment, updated from each hello.
+    /// Name given at enrollment (the kernel hostname is in `facts`).
     pub hostname: String,
     /// Operator-defined labels (from the enrollment token).
     pub labels: BTreeMap<String, String>,

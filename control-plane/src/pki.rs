@@ -13,8 +13,7 @@ use std::sync::Arc;
 use axon_shared::{CertInfo, HOST_URI_PREFIX};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -63,7 +62,10 @@ pub struct Pki {
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pki")
-            .field("ca_fingerprint", &axon_shared::hex_encode(&self.fingerprint))
+            .field(
+                "ca_fingerprint",
+                &axon_shared::hex_encode(&self.fingerprint),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -194,10 +196,11 @@ impl Pki {
         let dir = pki_dir(data_dir);
         let ca_path = dir.join("ca.pem");
         let ca_pem = read_file(&ca_path)?;
-        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| PkiError::Pem {
-            path: ca_path.clone(),
-            what: "certificate",
-        })?;
+        let ca_der =
+            CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| PkiError::Pem {
+                path: ca_path.clone(),
+                what: "certificate",
+            })?;
         let ca_key_path = dir.join("ca.key");
         let ca_key = KeyPair::from_pem(&read_file(&ca_key_path)?).map_err(|_| PkiError::Pem {
             path: ca_key_path,
@@ -215,10 +218,12 @@ impl Pki {
                 what: "certificate chain",
             })?;
         let key_path = dir.join("server.key");
-        let server_key = PrivateKeyDer::from_pem_slice(read_file(&key_path)?.as_bytes())
-            .map_err(|_| PkiError::Pem {
-                path: key_path,
-                what: "private key",
+        let server_key =
+            PrivateKeyDer::from_pem_slice(read_file(&key_path)?.as_bytes()).map_err(|_| {
+                PkiError::Pem {
+                    path: key_path,
+                    what: "private key",
+                }
             })?;
         Ok(Self {
             fingerprint: fingerprint(&ca_der),
@@ -265,9 +270,12 @@ impl Pki {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        // Five minutes of slack for hosts whose clock runs a little behind ours.
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::try_from(lifetime).unwrap_or(Duration::days(30));
+        let lifetime: Duration = Duration::try_from(lifetime).unwrap_or(Duration::days(30));
+        // Slack for hosts whose clock runs a little behind ours: five minutes, or a tenth of a
+        // short lifetime, so the agent's renewal point stays well after issue.
+        let slack: Duration = (lifetime / 10i32).min(Duration::minutes(5));
+        params.not_before = now - slack;
+        params.not_after = now + lifetime;
         params.serial_number = Some(random_serial());
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         let info = CertInfo::from_der(cert.der()).map_err(|_| PkiError::Pem {

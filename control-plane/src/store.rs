@@ -164,7 +164,10 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
             .iter()
             .map(|item| {
                 let (k, v) = item.map_err(self.io("iter"))?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), self.decode(&k, &v)?))
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    self.decode(&k, &v)?,
+                ))
             })
             .collect()
     }
@@ -218,11 +221,14 @@ impl Db {
 
     /// Makes every write so far durable, blocking the thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|source| StoreError::Io {
-            op: "flush",
-            tree: "*",
-            source,
-        })
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|source| StoreError::Io {
+                op: "flush",
+                tree: "*",
+                source,
+            })
     }
 
     /// Cheap health probe: the database answers a read.
@@ -270,13 +276,19 @@ mod tests {
             t.put("a", &Item { n: 1 }).expect("put");
             assert!(t.insert_new("b", &Item { n: 2 }).expect("insert"));
             assert!(!t.insert_new("b", &Item { n: 3 }).expect("insert"));
-            assert_eq!(t.update("a", |i| i.n += 10).expect("update"), Some(Item { n: 11 }));
+            assert_eq!(
+                t.update("a", |i| i.n += 10).expect("update"),
+                Some(Item { n: 11 })
+            );
             assert_eq!(t.update("zz", |i| i.n += 10).expect("update"), None);
             db.flush().await.expect("flush");
         }
         let db = Db::open(dir.path()).expect("reopen");
         let t: Tree<Item> = db.tree("items").expect("tree");
-        assert_eq!(t.values().expect("values"), vec![Item { n: 11 }, Item { n: 2 }]);
+        assert_eq!(
+            t.values().expect("values"),
+            vec![Item { n: 11 }, Item { n: 2 }]
+        );
         assert_eq!(t.take("b").expect("take"), Some(Item { n: 2 }));
         assert_eq!(t.take("b").expect("take"), None);
     }
@@ -296,7 +308,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(dir.path()).expect("open");
         let t: Tree<Item> = db.tree("items").expect("tree");
-        t.inner.insert("bad", &b"{not json"[..]).expect("raw insert");
+        t.inner
+            .insert("bad", &b"{not json"[..])
+            .expect("raw insert");
         assert!(matches!(t.get("bad"), Err(StoreError::Corrupt { .. })));
     }
 }

@@ -23,7 +23,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => secs(60),
         "h" => secs(3600),
         "d" => secs(86_400),
-        _ => Err(format!("invalid duration unit in {text:?}: use ms, s, m, h or d")),
+        _ => Err(format!(
+            "invalid duration unit in {text:?}: use ms, s, m, h or d"
+        )),
     }
 }
 

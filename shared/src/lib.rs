@@ -20,7 +20,7 @@ pub use duration::parse_duration;
 pub use frame::{Chunk, ErrorCode, Event, Frame, ProtocolError, Request, Response, WireError};
 pub use id::{Ulid, hex_decode, hex_encode};
 pub use messages::{
-    Capabilities, CertRenew, CertRenewed, EnrollRequest, EnrollResponse, HostFacts, Hello, Pong,
+    Capabilities, CertRenew, CertRenewed, EnrollRequest, EnrollResponse, Hello, HostFacts, Pong,
     Welcome, op,
 };
 pub use token::{EnrollmentToken, TokenError};

@@ -80,9 +80,19 @@ mod tests {
 
     #[test]
     fn token_refuses_malformed() {
-        for bad in ["", "axe1", "axe2.00.00", "axe1.zz.zz", &format!("axe1.{}.{}", "a".repeat(64), "b".repeat(62)),
-            &format!("axe1.{}.{}.x", "a".repeat(64), "b".repeat(64))] {
-            assert_eq!(EnrollmentToken::parse(bad), Err(TokenError::Malformed), "{bad}");
+        for bad in [
+            "",
+            "axe1",
+            "axe2.00.00",
+            "axe1.zz.zz",
+            &format!("axe1.{}.{}", "a".repeat(64), "b".repeat(62)),
+            &format!("axe1.{}.{}.x", "a".repeat(64), "b".repeat(64)),
+        ] {
+            assert_eq!(
+                EnrollmentToken::parse(bad),
+                Err(TokenError::Malformed),
+                "{bad}"
+            );
         }
     }
 }

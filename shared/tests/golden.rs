@@ -23,11 +23,18 @@ fn every_fixture_round_trips() {
     let dir = format!("{}/fixtures", env!("CARGO_MANIFEST_DIR"));
     let mut count = 0;
     for entry in std::fs::read_dir(dir).expect("fixtures dir") {
-        let name = entry.expect("entry").file_name().into_string().expect("utf-8 name");
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .into_string()
+            .expect("utf-8 name");
         round_trip(&name);
         count += 1;
     }
-    assert!(count >= 8, "expected the fixtures to be there, found {count}");
+    assert!(
+        count >= 8,
+        "expected the fixtures to be there, found {count}"
+    );
 }
 
 #[test]
@@ -58,7 +65,10 @@ fn welcome_and_error_fixtures_have_typed_bodies() {
     let Frame::Response(pong) = round_trip("response_pong.json") else {
         panic!("pong is a response")
     };
-    assert_eq!(pong.into_result::<Pong>().expect("pong").agent_time_ms, 1_764_100_000_123);
+    assert_eq!(
+        pong.into_result::<Pong>().expect("pong").agent_time_ms,
+        1_764_100_000_123
+    );
 }
 
 #[test]
@@ -72,7 +82,10 @@ fn chunk_final_flag_uses_wire_name() {
 
 #[test]
 fn oversized_frame_is_refused_before_parsing() {
-    let big = format!("{{\"kind\":\"event\",\"v\":1,\"topic\":\"x\",\"seq\":1,\"body\":\"{}\"}}", "a".repeat(2048));
+    let big = format!(
+        "{{\"kind\":\"event\",\"v\":1,\"topic\":\"x\",\"seq\":1,\"body\":\"{}\"}}",
+        "a".repeat(2048)
+    );
     match Frame::decode(&big, 1024) {
         Err(ProtocolError::TooLarge { size, limit: 1024 }) => assert_eq!(size, big.len()),
         other => panic!("expected TooLarge, got {other:?}"),
@@ -96,16 +109,25 @@ fn malformed_and_invalid_frames_are_refused() {
         r#"{"kind":"request","v":-1,"id":"a","op":"ping"}"#,
     ];
     for case in cases {
-        assert!(Frame::decode(case, DEFAULT_MAX_FRAME).is_err(), "accepted: {case}");
+        assert!(
+            Frame::decode(case, DEFAULT_MAX_FRAME).is_err(),
+            "accepted: {case}"
+        );
     }
-    let long_id = format!(r#"{{"kind":"request","v":1,"id":"{}","op":"ping"}}"#, "x".repeat(65));
+    let long_id = format!(
+        r#"{{"kind":"request","v":1,"id":"{}","op":"ping"}}"#,
+        "x".repeat(65)
+    );
     assert!(Frame::decode(&long_id, DEFAULT_MAX_FRAME).is_err());
 }
 
 #[test]
 fn future_version_is_refused_with_its_own_code() {
-    let err = Frame::decode(r#"{"kind":"request","v":99,"id":"a","op":"ping"}"#, DEFAULT_MAX_FRAME)
-        .expect_err("v99");
+    let err = Frame::decode(
+        r#"{"kind":"request","v":99,"id":"a","op":"ping"}"#,
+        DEFAULT_MAX_FRAME,
+    )
+    .expect_err("v99");
     assert_eq!(err.code(), ErrorCode::UnsupportedVersion);
 }
 

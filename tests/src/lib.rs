@@ -1,1 +1,498 @@
+//! Test support for the end-to-end suite: starts the real `axon-cp` and `agentd` binaries on
+//! free loopback ports with data in temp dirs, talks to the API over real TLS, and opens raw
+//! agent links with chosen certificates.
+//!
+//! The binaries come from the same target dir as the test executable; `scripts/test` builds
+//! them first (`cargo build --bins`).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::Value;
+
+pub use reqwest::StatusCode;
+
+/// The admin password every test control plane is initialised with.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const ADMIN_EMAIL: &str = "admin@axon.test";
+
+/// Path of a workspace binary next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes; returns the time taken.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A running `axon-cp serve` over a fresh data dir.
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub api_port: u16,
+    pub agent_port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+impl ControlPlane {
+    /// Initialises a data dir and starts serving with TLS on both listeners.
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(bin("axon-cp"))
+            .args(["init", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--admin-email", ADMIN_EMAIL])
+            .env("AXON_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .expect("run axon-cp init");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ca = std::fs::read(dir.path().join("data/pki/ca.pem")).expect("ca.pem");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(&ca).expect("ca der"))
+            .expect("root");
+        let tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let mut cp = Self {
+            dir,
+            api_port: free_port(),
+            agent_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            client,
+        };
+        cp.spawn().await;
+        cp
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("axon-cp.log")
+    }
+
+    /// Starts the serve process and waits until /healthz answers.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(bin("axon-cp"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args(["--agent-listen", &format!("127.0.0.1:{}", self.agent_port)])
+            .args(&self.extra)
+            .env("AXON_LOG", "info,axon_control_plane=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn axon-cp");
+        self.child = Some(child);
+        let ready = wait_until(Duration::from_secs(15), || async {
+            self.client
+                .get(self.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "axon-cp did not become healthy; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGKILL, no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.api_port)
+    }
+
+    pub fn server(&self) -> String {
+        format!("https://localhost:{}", self.api_port)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// Logs in as the admin; returns the whole token response.
+    pub async fn login(&self) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/auth/login",
+                None,
+                Some(serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login: {body}");
+        body
+    }
+
+    /// An admin access token.
+    pub async fn admin_token(&self) -> String {
+        self.login().await["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// A fresh enrollment token.
+    pub async fn enrollment_token(&self, admin: &str, ttl_secs: u64) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/enrollment-tokens",
+                Some(admin),
+                Some(serde_json::json!({"ttl_secs": ttl_secs})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// The host record as the API shows it.
+    pub async fn host(&self, admin: &str, id: &str) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/hosts/{id}"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The CA certificate and key, to mint certificates the tests need.
+    pub fn ca(&self) -> (String, String) {
+        let pki = self.data_dir().join("pki");
+        (
+            std::fs::read_to_string(pki.join("ca.pem")).expect("ca.pem"),
+            std::fs::read_to_string(pki.join("ca.key")).expect("ca.key"),
+        )
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An agentd with its own state dir.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub host_id: String,
+    child: Option<Child>,
+}
+
+/// Result of running `agentd enroll`.
+pub struct EnrollOutcome {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `agentd enroll` into `state_dir`.
+pub fn run_enroll(server: &str, token: &str, state_dir: &Path) -> EnrollOutcome {
+    let out = Command::new(bin("agentd"))
+        .args([
+            "enroll",
+            "--server",
+            server,
+            "--token",
+            token,
+            "--state-dir",
+        ])
+        .arg(state_dir)
+        .args(["--hostname", "e2e-host"])
+        .env("AGENTD_LOG", "warn")
+        .output()
+        .expect("run agentd enroll");
+    EnrollOutcome {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Agent {
+    /// Enrolls a new agent with `cp` (does not start it).
+    pub async fn enroll(cp: &ControlPlane) -> Self {
+        let admin = cp.admin_token().await;
+        let token = cp.enrollment_token(&admin, 600).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outcome = run_enroll(&cp.server(), &token, &dir.path().join("state"));
+        assert!(outcome.success, "enroll failed: {}", outcome.stderr);
+        let identity: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("state/agent.json")).expect("agent.json"),
+        )
+        .expect("identity json");
+        Self {
+            host_id: identity["host_id"].as_str().expect("host_id").to_owned(),
+            dir,
+            child: None,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agentd.log")).unwrap_or_default()
+    }
+
+    /// Starts `agentd run` with extra flags.
+    pub fn start(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agentd.log"))
+            .expect("log");
+        let child = Command::new(bin("agentd"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(extra)
+            .env("AGENTD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agentd");
+        self.child = Some(child);
+    }
+
+    /// The agent's certificate and key PEM.
+    pub fn credentials(&self) -> (String, String) {
+        (
+            std::fs::read_to_string(self.state_dir().join("agent.pem")).expect("agent.pem"),
+            std::fs::read_to_string(self.state_dir().join("agent.key")).expect("agent.key"),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub type RawLink =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Opens a raw agent link to `cp` with the given client credentials (none: no certificate).
+/// Returns the error text when the TLS handshake or the upgrade fails.
+pub async fn raw_link(cp: &ControlPlane, creds: Option<(&str, &str)>) -> Result<RawLink, String> {
+    let (ca, _) = cp.ca();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).expect("ca"))
+        .expect("root");
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match creds {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("cert"),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+            )
+            .expect("client auth"),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", cp.agent_port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    // In TLS 1.3 the server judges the client certificate after the client finished its side,
+    // so a refusal shows up as an alert on the first read: the upgrade.
+    let url = format!("wss://localhost:{}/agent/v1", cp.agent_port);
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(url, tls),
+    )
+    .await
+    .map_err(|_| "upgrade timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// A hello request frame as agentd would send it.
+pub fn hello_frame(id: &str) -> String {
+    let hello = axon_shared::Hello {
+        protocol: axon_shared::PROTOCOL_VERSION,
+        agent_version: "0.0.0-test".into(),
+        host: axon_shared::HostFacts {
+            hostname: "raw-client".into(),
+            ..Default::default()
+        },
+        capabilities: Default::default(),
+    };
+    axon_shared::Frame::Request(axon_shared::Request::new(
+        id,
+        axon_shared::op::HELLO,
+        &hello,
+    ))
+    .encode()
+}
+
+/// Mints a client certificate for `host_id` signed by the control plane's CA, valid between
+/// the given offsets from now (seconds). Returns (cert PEM, key PEM).
+pub fn mint_client_cert(cp: &ControlPlane, host_id: &str, from: i64, to: i64) -> (String, String) {
+    let (ca_pem, ca_key_pem) = cp.ca();
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).expect("ca key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+    sign_client(host_id, from, to, &issuer)
+}
+
+/// Makes a self-signed CA unrelated to the control plane and a client certificate from it.
+pub fn foreign_client_cert(host_id: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Axon CA");
+    let issuer = rcgen::Issuer::new(params, key);
+    sign_client(host_id, -60, 86_400, &issuer)
+}
+
+fn sign_client(
+    host_id: &str,
+    from: i64,
+    to: i64,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::seconds(from);
+    params.not_after = now + time::Duration::seconds(to);
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("{}{host_id}", axon_shared::HOST_URI_PREFIX)
+            .try_into()
+            .expect("uri"),
+    )];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, issuer).expect("sign");
+    (cert.pem(), key.serialize_pem())
+}

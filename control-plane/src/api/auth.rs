@@ -129,7 +129,8 @@ async fn refresh(
 ) -> Result<ApiJson<TokenPair>, ApiError> {
     let ip_key = format!("refresh-ip:{}", source_ip(&info));
     state.limiter.check(&ip_key, LOGIN_BUDGET)?;
-    let invalid = || ApiError::unauthorized("the refresh token is invalid, expired or already used");
+    let invalid =
+        || ApiError::unauthorized("the refresh token is invalid, expired or already used");
     let Some(record) = redeem_refresh(&state.store, req.refresh_token.trim())? else {
         state.limiter.fail(&ip_key);
         state.store.db.flush().await?;

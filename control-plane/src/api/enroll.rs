@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use axon_shared::{EnrollRequest, EnrollResponse, EnrollmentToken, AGENT_PATH};
+use axon_shared::{AGENT_PATH, EnrollRequest, EnrollResponse, EnrollmentToken};
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
@@ -15,16 +15,12 @@ use time::OffsetDateTime;
 use super::source_ip;
 use crate::AppState;
 use crate::auth::{Caller, new_id, secret_digest};
+use crate::enrollment;
 use crate::error::{ApiError, ApiJson};
-use crate::model::{EnrollToken, Host, Role, now};
+use crate::model::{Host, Role, now};
 
-/// Default and longest token lifetimes.
-const DEFAULT_TTL_SECS: u64 = 3600;
-const MAX_TTL_SECS: u64 = 7 * 86_400;
 /// Failed enrollments allowed per source address in five minutes.
 const ENROLL_BUDGET: u32 = 20;
-const MAX_LABELS: usize = 32;
-const MAX_LABEL_LEN: usize = 128;
 const MAX_CSR_LEN: usize = 16 * 1024;
 
 pub fn router() -> Router<AppState> {
@@ -53,10 +49,6 @@ struct CreatedToken {
     expires_at: OffsetDateTime,
 }
 
-fn valid_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_LABEL_LEN && !s.chars().any(char::is_control)
-}
-
 async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,43 +62,27 @@ async fn create_token(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
-    let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
-    if ttl == 0 || ttl > MAX_TTL_SECS {
-        return Err(ApiError::bad_request(format!(
-            "ttl_secs must be between 1 and {MAX_TTL_SECS}"
-        )));
-    }
-    if req.labels.len() > MAX_LABELS
-        || !req.labels.iter().all(|(k, v)| valid_label(k) && valid_label(v))
-    {
-        return Err(ApiError::bad_request(format!(
-            "labels: at most {MAX_LABELS}, keys and values 1 to {MAX_LABEL_LEN} printable characters"
-        )));
-    }
-    let token = EnrollmentToken {
-        ca_fingerprint: state.pki.ca_fingerprint(),
-        secret: rand::random(),
-    };
-    let record = EnrollToken {
-        id: new_id(),
-        created_by: caller.user.id.clone(),
-        created_at: now(),
-        expires_at: now() + time::Duration::seconds(i64::try_from(ttl).unwrap_or(3600)),
-        labels: req.labels,
-    };
-    state
-        .store
-        .enroll_tokens
-        .put(&secret_digest(&token.secret), &record)?;
+    let ttl = req.ttl_secs.unwrap_or(enrollment::DEFAULT_TTL_SECS);
+    let created = enrollment::create(
+        &state.store,
+        state.pki.ca_fingerprint(),
+        &caller.user.id,
+        ttl,
+        req.labels,
+    )
+    .map_err(|e| match e {
+        enrollment::TokenError::Store(e) => e.into(),
+        other => ApiError::bad_request(other.to_string()),
+    })?;
     state.store.db.flush().await?;
-    tracing::info!(token = %record.id, by = %caller.user.id, "enrollment token created");
+    tracing::info!(token = %created.id, by = %caller.user.id, "enrollment token created");
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedToken {
-            id: record.id,
-            token: token.encode(),
-            ca_fingerprint: axon_shared::hex_encode(&token.ca_fingerprint),
-            expires_at: record.expires_at,
+            id: created.id,
+            token: created.token,
+            ca_fingerprint: axon_shared::hex_encode(&state.pki.ca_fingerprint()),
+            expires_at: created.expires_at,
         }),
     ))
 }
@@ -141,32 +117,51 @@ async fn enroll(
         tracing::warn!(ip = %source_ip(&info), reason = message, "enrollment refused");
         ApiError::unauthorized(message)
     };
-    let token = EnrollmentToken::parse(&req.token).map_err(|_| refuse("the enrollment token is malformed"))?;
+    let token = EnrollmentToken::parse(&req.token)
+        .map_err(|_| refuse("the enrollment token is malformed"))?;
     if token.ca_fingerprint != state.pki.ca_fingerprint() {
-        return Err(refuse("the enrollment token was issued by another control plane"));
+        return Err(refuse(
+            "the enrollment token was issued by another control plane",
+        ));
     }
     if req.csr_pem.len() > MAX_CSR_LEN {
-        return Err(ApiError::bad_request("the certificate signing request is too large"));
+        return Err(ApiError::bad_request(
+            "the certificate signing request is too large",
+        ));
     }
     let hostname = req.hostname.trim();
     if hostname.is_empty() || hostname.len() > 253 || hostname.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("hostname must be 1 to 253 printable characters"));
+        return Err(ApiError::bad_request(
+            "hostname must be 1 to 253 printable characters",
+        ));
     }
     // Taking the record is the single-use check: of two concurrent requests, one gets it.
-    let Some(record) = state.store.enroll_tokens.take(&secret_digest(&token.secret))? else {
+    let Some(record) = state
+        .store
+        .enroll_tokens
+        .take(&secret_digest(&token.secret))?
+    else {
         state.store.db.flush().await?;
-        return Err(refuse("the enrollment token is unknown or was already used"));
+        return Err(refuse(
+            "the enrollment token is unknown or was already used",
+        ));
     };
     if record.expires_at < now() {
         state.store.db.flush().await?;
         return Err(refuse("the enrollment token has expired"));
     }
     let host_id = new_id();
-    let issued = match state.pki.sign_agent(&req.csr_pem, &host_id, state.config.cert_lifetime) {
+    let issued = match state
+        .pki
+        .sign_agent(&req.csr_pem, &host_id, state.config.cert_lifetime)
+    {
         Ok(issued) => issued,
         Err(e) => {
             // A bad CSR should not burn the token.
-            state.store.enroll_tokens.put(&secret_digest(&token.secret), &record)?;
+            state
+                .store
+                .enroll_tokens
+                .put(&secret_digest(&token.secret), &record)?;
             return Err(ApiError::bad_request(e.to_string()));
         }
     };

@@ -80,10 +80,15 @@ fn find(state: &AppState, id: &str) -> Result<Host, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<ApiJson<Vec<HostView>>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<ApiJson<Vec<HostView>>, ApiError> {
     caller.require(READ_ROLES)?;
     let hosts = state.store.hosts.values()?;
-    Ok(ApiJson(hosts.into_iter().map(|h| view(&state, h)).collect()))
+    Ok(ApiJson(
+        hosts.into_iter().map(|h| view(&state, h)).collect(),
+    ))
 }
 
 async fn show(
@@ -143,7 +148,12 @@ async fn ping(
     let started = std::time::Instant::now();
     let body = state
         .hub
-        .call(&id, op::PING, &serde_json::Value::Null, state.config.agent_timeout)
+        .call(
+            &id,
+            op::PING,
+            &serde_json::Value::Null,
+            state.config.agent_timeout,
+        )
         .await
         .map_err(link_error)?;
     let rtt = started.elapsed();
@@ -159,7 +169,9 @@ async fn ping(
 /// Maps a link failure to the API's error shape.
 pub fn link_error(e: LinkError) -> ApiError {
     match &e {
-        LinkError::Offline { .. } | LinkError::Closed { .. } => ApiError::unavailable(e.to_string()),
+        LinkError::Offline { .. } | LinkError::Closed { .. } => {
+            ApiError::unavailable(e.to_string())
+        }
         LinkError::Timeout { .. } => ApiError::timeout(e.to_string()),
         LinkError::Refused { error, .. } => ApiError {
             status: match error.code {

@@ -53,7 +53,9 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
         .db
         .check()
         .map_err(|_| ApiError::unavailable("the store does not answer"))?;
-    Ok(ApiJson(json!({"status": "ready", "agents_connected": state.hub.len()})))
+    Ok(ApiJson(
+        json!({"status": "ready", "agents_connected": state.hub.len()}),
+    ))
 }
 
 /// The caller's address (the TCP peer; Axon does not trust forwarding headers).

@@ -1,0 +1,225 @@
+//! The API's authentication and error shape, against the real axon-cp process.
+
+use axon_e2e::*;
+use reqwest::Method;
+use serde_json::json;
+
+fn flip_char(s: &str, index: usize) -> String {
+    let mut bytes = s.as_bytes().to_vec();
+    bytes[index] = if bytes[index] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).expect("ascii")
+}
+
+#[tokio::test]
+async fn wrong_password_forged_and_missing_tokens_get_401() {
+    let cp = ControlPlane::start(&[]).await;
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": "nope"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert!(body["error"]["message"].is_string());
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "ghost@axon.test", "password": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let token = cp.admin_token().await;
+    let (status, me) = cp.call(Method::GET, "/api/me", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["email"], ADMIN_EMAIL);
+    assert_eq!(me["role"], "admin");
+    assert!(me.get("password_hash").is_none());
+
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    // Tampered signature, tampered payload, "alg":"none", garbage, empty.
+    let bad_sig = format!("{}.{}.{}", parts[0], parts[1], flip_char(parts[2], 5));
+    let bad_payload = format!("{}.{}.{}", parts[0], flip_char(parts[1], 10), parts[2]);
+    let none_header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
+    let alg_none = format!("{none_header}.{}.", parts[1]);
+    let hs_header = base64_url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let alg_hs = format!("{hs_header}.{}.{}", parts[1], parts[2]);
+    for forged in [
+        bad_sig,
+        bad_payload,
+        alg_none,
+        alg_hs,
+        "garbage".into(),
+        "a.b.c".into(),
+    ] {
+        let (status, body) = cp.call(Method::GET, "/api/me", Some(&forged), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{forged}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    for path in ["/api/me", "/api/hosts", "/api/hosts/x"] {
+        let (status, _) = cp.call(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+    let cp = ControlPlane::start(&[]).await;
+    let login = cp.login().await;
+    let first = login["refresh_token"].as_str().expect("refresh").to_owned();
+    let (status, rotated) = cp
+        .call(
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": first})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let second = rotated["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    assert_ne!(first, second);
+    let (status, _) = cp
+        .call(
+            Method::GET,
+            "/api/me",
+            rotated["access_token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Replaying the first token is theft: the whole family dies, the second token too.
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": first})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": second})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_errors() {
+    let cp = ControlPlane::start(&[]).await;
+    let token = cp.admin_token().await;
+    let client = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let raw = |path: &str, body: &'static str| {
+        client
+            .post(cp.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let resp = raw("/api/auth/login", "{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = resp.json().await.expect("json error body");
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    let resp = raw(
+        "/api/auth/login",
+        r#"{"email":"a@b","password":"x","role":"admin"}"#,
+    )
+    .send()
+    .await
+    .expect("send");
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused"
+    );
+
+    let big = format!(r#"{{"email":"{}","password":"x"}}"#, "a".repeat(2 << 20));
+    let resp = client
+        .post(cp.url("/api/auth/login"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, body) = cp
+        .call(Method::GET, "/api/no-such-thing", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = cp
+        .call(Method::GET, "/api/hosts/does-not-exist", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, ready) = cp.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["status"], "ready");
+}
+
+#[tokio::test]
+async fn login_is_throttled_after_repeated_failures() {
+    let cp = ControlPlane::start(&[]).await;
+    let mut last = StatusCode::OK;
+    for _ in 0..12 {
+        let (status, _) = cp
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"email": ADMIN_EMAIL, "password": "wrong"})),
+            )
+            .await;
+        last = status;
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    // Even the right password waits out the lockout.
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+}

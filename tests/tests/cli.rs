@@ -1,0 +1,113 @@
+//! The command lines: help, version, and refusals that must be one clear line.
+
+use std::process::Command;
+
+use axon_e2e::*;
+
+fn run(bin_name: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin(bin_name))
+        .args(args)
+        .output()
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_every_subcommand_and_version_works() {
+    let (ok, out, _) = run("axon-cp", &["--help"]);
+    assert!(ok);
+    for sub in ["init", "serve"] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(sub)),
+            "{sub} missing:\n{out}"
+        );
+    }
+    let (ok, out, _) = run("agentd", &["--help"]);
+    assert!(ok);
+    for sub in ["enroll", "run"] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(sub)),
+            "{sub} missing:\n{out}"
+        );
+    }
+    for name in ["axon-cp", "agentd"] {
+        let (ok, out, _) = run(name, &["--version"]);
+        assert!(ok);
+        assert_eq!(out.trim(), format!("{name} {}", env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn insecure_http_off_loopback_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let out = Command::new(bin("axon-cp"))
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .env("AXON_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .expect("init");
+    assert!(out.status.success());
+    let api = format!("0.0.0.0:{}", free_port());
+    let agent = format!("127.0.0.1:{}", free_port());
+    let data_arg = data.to_string_lossy().into_owned();
+    let (ok, _, err) = run(
+        "axon-cp",
+        &[
+            "serve",
+            "--data-dir",
+            &data_arg,
+            "--api-listen",
+            &api,
+            "--agent-listen",
+            &agent,
+            "--insecure-http",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("loopback"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn init_twice_and_serve_uninitialised_fail_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let data_arg = data.to_string_lossy().into_owned();
+    let (ok, out, _) = run("axon-cp", &["init", "--data-dir", &data_arg]);
+    assert!(ok);
+    assert!(
+        out.contains("admin password:"),
+        "a generated password is printed once: {out}"
+    );
+    let (ok, _, err) = run("axon-cp", &["init", "--data-dir", &data_arg]);
+    assert!(!ok);
+    assert!(err.contains("already initialised"), "{err}");
+
+    let empty = dir.path().join("empty").to_string_lossy().into_owned();
+    let api = format!("127.0.0.1:{}", free_port());
+    let agent = format!("127.0.0.1:{}", free_port());
+    let (ok, _, err) = run(
+        "axon-cp",
+        &[
+            "serve",
+            "--data-dir",
+            &empty,
+            "--api-listen",
+            &api,
+            "--agent-listen",
+            &agent,
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("axon-cp init"), "{err}");
+
+    let state = dir.path().join("nostate").to_string_lossy().into_owned();
+    let (ok, _, err) = run("agentd", &["run", "--state-dir", &state]);
+    assert!(!ok);
+    assert!(err.contains("agentd enroll"), "{err}");
+}
