@@ -34,6 +34,11 @@ impl Backoff {
         Duration::from_millis(rand::random_range(0..=millis))
     }
 
+    /// Jumps to the largest ceiling (for failures that retrying soon cannot fix).
+    pub fn saturate(&mut self) {
+        self.attempt = 32;
+    }
+
     /// Back to the first step, after a connection that worked.
     pub fn reset(&mut self) {
         self.attempt = 0;
@@ -57,6 +62,8 @@ mod tests {
         assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_secs(1));
+        b.saturate();
+        assert_eq!(b.ceiling(), Duration::from_secs(60));
     }
 
     #[test]

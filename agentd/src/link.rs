@@ -14,7 +14,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::backoff::Backoff;
@@ -41,6 +42,8 @@ pub enum SessionError {
     Connect { url: String, reason: String },
     #[error("the control plane refused the hello: {0}")]
     Refused(axon_shared::WireError),
+    #[error("the control plane revoked this host's certificate; enroll again to rejoin")]
+    Revoked,
     #[error("the link closed: {0}")]
     Closed(String),
     #[error("shutdown")]
@@ -81,6 +84,12 @@ pub async fn run_forever(
             Err(SessionError::Shutdown) => return,
             Err(SessionError::Refused(e)) => {
                 tracing::error!(error = %e, "control plane refused this agent")
+            }
+            Err(SessionError::Revoked) => {
+                // Retrying soon cannot help; keep trying slowly in case the revocation is undone
+                // by restoring the control plane's data.
+                tracing::error!("this host is revoked; enroll it again to rejoin");
+                backoff.saturate();
             }
             Err(e) => tracing::warn!(error = %e, "link down"),
             Ok(()) => {}
@@ -130,7 +139,7 @@ async fn session(
     let (mut ws, _) = tokio::select! {
         r = tokio::time::timeout(CONNECT_TIMEOUT, dial) => r
             .map_err(|_| connect_err("timed out".into()))?
-            .map_err(|e| connect_err(e.to_string()))?,
+            .map_err(|e| if is_revoked(&e) { SessionError::Revoked } else { connect_err(e.to_string()) })?,
         _ = shutdown.changed() => return Err(SessionError::Shutdown),
     };
     let welcome = tokio::time::timeout(
@@ -149,6 +158,28 @@ async fn session(
     }
     .run(ws, shutdown)
     .await
+}
+
+fn close(code: CloseCode, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Whether the handshake failed on the control plane's `certificate_revoked` alert.
+fn is_revoked(error: &tokio_tungstenite::tungstenite::Error) -> bool {
+    let tokio_tungstenite::tungstenite::Error::Io(io) = error else {
+        return false;
+    };
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)
+            )
+        })
 }
 
 async fn say_hello(ws: &mut Ws, hello: &Hello, max: usize) -> Result<Welcome, SessionError> {
@@ -216,7 +247,12 @@ impl Live<'_> {
                 msg = stream.next() => {
                     let text = match msg {
                         None => return Err(SessionError::Closed("closed by the control plane".into())),
-                        Some(Err(e)) => return Err(SessionError::Closed(e.to_string())),
+                        Some(Err(e)) => {
+                            if let tokio_tungstenite::tungstenite::Error::Capacity(_) = e {
+                                let _ = sink.send(close(CloseCode::Size, "frame too large")).await;
+                            }
+                            return Err(SessionError::Closed(e.to_string()));
+                        }
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Close(c))) => {
                             return Err(SessionError::Closed(format!(
@@ -225,7 +261,7 @@ impl Live<'_> {
                             )));
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            let _ = sink.send(Message::Close(None)).await;
+                            let _ = sink.send(close(CloseCode::Unsupported, "binary frames are not part of the protocol")).await;
                             return Err(SessionError::Closed("binary frame from the control plane".into()));
                         }
                         Some(Ok(_)) => { last_rx = Instant::now(); continue; }
@@ -234,7 +270,8 @@ impl Live<'_> {
                     let frame = match Frame::decode(&text, max) {
                         Ok(f) => f,
                         Err(e) => {
-                            let _ = sink.send(Message::Close(None)).await;
+                            let code = if e.code() == ErrorCode::TooLarge { CloseCode::Size } else { CloseCode::Protocol };
+                            let _ = sink.send(close(code, "invalid frame")).await;
                             return Err(SessionError::Closed(format!("invalid frame from the control plane: {e}")));
                         }
                     };

@@ -51,8 +51,13 @@ impl ServeConfig {
         if self.insecure_http && !api_addr.ip().is_loopback() {
             return Err(ConfigError::InsecureNotLoopback { addr: api_addr });
         }
-        if self.ping_interval.is_zero() {
+        if self.ping_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid("ping interval must be at least 1 s"));
+        }
+        if self.access_ttl < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "access-token lifetime must be at least 60 s",
+            ));
         }
         if self.max_frame_bytes < 4096 {
             return Err(ConfigError::Invalid(

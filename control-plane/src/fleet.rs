@@ -200,7 +200,8 @@ impl Hub {
     }
 }
 
-/// Revoked hosts and certificate serials, checked during every agent handshake.
+/// Revoked hosts, checked during every agent handshake. Revocation is per host: every
+/// certificate naming the host (including older, renewed ones) is refused.
 #[derive(Debug, Default)]
 pub struct Revocations {
     hosts: RwLock<HashSet<String>>,

@@ -268,7 +268,16 @@ impl Session {
         {
             return;
         }
+        // The host may have been revoked while this connection was upgrading; the hub is the
+        // only place revocation kills links, so check again now that it can find this one.
+        if self.state.revocations.is_revoked(&self.host_id) {
+            let _ = sink.send(close(CloseCode::Policy, "revoked")).await;
+            return;
+        }
         let (conn, mut task) = self.state.hub.register(&self.host_id, self.addr);
+        if self.state.revocations.is_revoked(&self.host_id) {
+            conn.kill();
+        }
         self.mark_online(&hello);
         tracing::info!(host = %self.host_id, addr = %self.addr, agent = %hello.agent_version, "agent online");
 
@@ -279,7 +288,12 @@ impl Session {
             tokio::select! {
                 msg = stream.next() => match msg {
                     None => break "closed by the agent".into(),
-                    Some(Err(e)) => break format!("read failed: {e}"),
+                    Some(Err(e)) => {
+                        if let tokio_tungstenite::tungstenite::Error::Capacity(_) = e {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(CloseCode::Size, "frame too large"))).await;
+                        }
+                        break format!("read failed: {e}");
+                    }
                     Some(Ok(Message::Text(text))) => {
                         last_rx = Instant::now();
                         match Frame::decode(&text, max) {
@@ -443,22 +457,20 @@ impl Session {
                 format!("invalid cert.renew body: {e}"),
             )
         })?;
-        let issued = self
-            .state
-            .pki
-            .sign_agent(
-                &body.csr_pem,
-                &self.host_id,
-                self.state.config.cert_lifetime,
-            )
-            .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        let csr =
+            Pki::parse_csr(&body.csr_pem).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         // Renewal keeps the key the host proved it holds in this handshake.
-        if issued.info.spki != self.cert.spki {
+        if Pki::csr_spki(&csr) != self.cert.spki {
             return Err((
                 ErrorCode::Forbidden,
                 "renewal must keep the key of the current certificate".into(),
             ));
         }
+        let issued = self
+            .state
+            .pki
+            .sign_agent(&csr, &self.host_id, self.state.config.cert_lifetime)
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
         let internal = |e: crate::store::StoreError| (ErrorCode::Internal, e.to_string());
         let not_after = time::OffsetDateTime::from_unix_timestamp(issued.info.not_after)
             .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
@@ -485,7 +497,7 @@ impl Session {
             h.agent_version = Some(hello.agent_version.clone());
             h.online = true;
             h.last_seen = Some(now());
-            h.remote_addr = Some(self.addr.to_string());
+            h.remote_addr = Some(self.addr.ip().to_string());
         });
         if let Err(e) = result {
             tracing::error!(host = %self.host_id, error = %e, "registry update failed");

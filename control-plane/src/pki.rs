@@ -250,17 +250,27 @@ impl Pki {
         &self.ca_der
     }
 
-    /// Signs a client certificate for `host_id` over the public key of `csr_pem`.
+    /// Reads a CSR and checks its signature (the requester holds the key).
+    pub fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, PkiError> {
+        CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::Csr)
+    }
+
+    /// The DER SubjectPublicKeyInfo a CSR asks to certify.
+    pub fn csr_spki(csr: &CertificateSigningRequestParams) -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        csr.public_key.subject_public_key_info()
+    }
+
+    /// Signs a client certificate for `host_id` over the public key of `csr`.
     ///
     /// Only the key is taken from the CSR; subject, names, usages and validity are ours, so an
     /// agent cannot ask for a CA bit, a server name or another host's id.
     pub fn sign_agent(
         &self,
-        csr_pem: &str,
+        csr: &CertificateSigningRequestParams,
         host_id: &str,
         lifetime: std::time::Duration,
     ) -> Result<Issued, PkiError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::Csr)?;
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();

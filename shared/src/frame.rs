@@ -14,7 +14,7 @@ pub enum Frame {
     Request(Request),
     /// The answer to a request.
     Response(Response),
-    /// Agent-initiated, sequenced per agent, acknowledged by the control plane.
+    /// Agent-initiated, sequenced per agent so the control plane can acknowledge and deduplicate.
     Event(Event),
     /// A piece of long output belonging to the request `id`.
     Chunk(Chunk),

@@ -32,7 +32,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo test --benches asks for a listing
     }
-    let pings: usize = std::env::var("PINGS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let pings: usize = std::env::var("PINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
     let mut agent = Agent::enroll(&cp).await;
@@ -41,7 +44,11 @@ async fn main() {
         cp.host(&admin, &agent.host_id).await["status"] == "online"
     })
     .await;
-    assert!(online.is_some(), "agent did not come online:\n{}", agent.log());
+    assert!(
+        online.is_some(),
+        "agent did not come online:\n{}",
+        agent.log()
+    );
     let path = format!("/api/hosts/{}/ping", agent.host_id);
     for _ in 0..200 {
         cp.call(Method::POST, &path, Some(&admin), None).await;

@@ -111,3 +111,46 @@ fn init_twice_and_serve_uninitialised_fail_clearly() {
     assert!(!ok);
     assert!(err.contains("agentd enroll"), "{err}");
 }
+
+#[tokio::test]
+async fn offline_token_creation_works_only_on_a_stopped_server() {
+    let mut cp = ControlPlane::start(&[]).await;
+    let data = cp.data_dir().to_string_lossy().into_owned();
+    let (ok, _, err) = run("axon-cp", &["token", "create", "--data-dir", &data]);
+    assert!(!ok, "the running server holds the store");
+    assert!(err.contains("in use"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    cp.terminate();
+    let (ok, token, err) = run(
+        "axon-cp",
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            &data,
+            "--ttl",
+            "5m",
+            "--label",
+            "site=lab",
+        ],
+    );
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("axe1."), "{token}");
+    let (ok, _, err) = run(
+        "axon-cp",
+        &["token", "create", "--data-dir", &data, "--ttl", "30d"],
+    );
+    assert!(!ok && err.contains("ttl"), "{err}");
+
+    cp.spawn().await;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let outcome = run_enroll(&cp.server(), &token, &scratch.path().join("s"));
+    assert!(outcome.success, "{}", outcome.stderr);
+    let admin = cp.admin_token().await;
+    let (_, hosts) = cp
+        .call(reqwest::Method::GET, "/api/hosts", Some(&admin), None)
+        .await;
+    assert_eq!(hosts[0]["labels"]["site"], "lab", "{hosts}");
+}

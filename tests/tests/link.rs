@@ -105,8 +105,19 @@ async fn enrollment_tokens_are_single_use_expiring_and_pinned() {
     assert!(!expired.success);
     assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
 
-    // A token whose fingerprint names another CA: the agent refuses the server at TLS.
+    // A bad CSR is refused without burning the token.
     let good = cp.enrollment_token(&admin, 600).await;
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/enroll",
+            None,
+            Some(serde_json::json!({"token": good, "csr_pem": "not a csr", "hostname": "h"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // A token whose fingerprint names another CA: the agent refuses the server at TLS.
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
     parts[1] = "ab".repeat(32);
     let wrong_ca = run_enroll(&cp.server(), &parts.join("."), &scratch.path().join("d"));
@@ -116,7 +127,7 @@ async fn enrollment_tokens_are_single_use_expiring_and_pinned() {
         "{}",
         wrong_ca.stderr
     );
-    // The refused attempt did not reach the server, so the real token still works.
+    // Neither refused attempt used the token up, so it still works.
     assert!(run_enroll(&cp.server(), &good, &scratch.path().join("e")).success);
 
     let garbage = run_enroll(
@@ -453,14 +464,14 @@ async fn agent_comes_back_after_control_plane_kill9_and_registry_survives() {
 
 #[tokio::test]
 async fn agent_renews_its_certificate_over_the_link() {
-    // 90 s certificates: the agent renews at two thirds, 60 s after issue.
-    let cp = ControlPlane::start(&["--cert-lifetime", "90s"]).await;
+    // 60 s certificates (6 s backdated): the agent renews at two thirds of 66 s, 38 s after issue.
+    let cp = ControlPlane::start(&["--cert-lifetime", "60s"]).await;
     let admin = cp.admin_token().await;
     let mut agent = Agent::enroll(&cp).await;
     let (first_cert, _) = agent.credentials();
     let serial = cp.host(&admin, &agent.host_id).await["cert_serial"].clone();
     agent.start(&[]);
-    let renewed = wait_until(Duration::from_secs(75), || async {
+    let renewed = wait_until(Duration::from_secs(55), || async {
         agent.credentials().0 != first_cert
     })
     .await;
@@ -470,4 +481,45 @@ async fn agent_renews_its_certificate_over_the_link() {
     // The renewed certificate works for a fresh handshake.
     let (cert, key) = agent.credentials();
     assert!(raw_link(&cp, Some((&cert, &key))).await.is_ok());
+}
+
+#[tokio::test]
+async fn revoked_agent_says_so_and_stops_hammering() {
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let mut agent = Agent::enroll(&cp).await;
+    agent.start(&["--backoff-initial", "100ms", "--backoff-max", "20s"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || online(
+            &cp,
+            &admin,
+            &agent.host_id
+        ))
+        .await
+        .is_some()
+    );
+    let (status, _) = cp
+        .call(
+            Method::DELETE,
+            &format!("/api/hosts/{}", agent.host_id),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let said = wait_until(Duration::from_secs(5), || async {
+        agent.log().contains("this host is revoked")
+    })
+    .await;
+    assert!(said.is_some(), "agent log:\n{}", agent.log());
+    // After the revocation the agent backs off to its ceiling instead of retrying every 100 ms.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = cp
+        .log()
+        .matches("refused revoked host at handshake")
+        .count();
+    assert!(
+        attempts <= 3,
+        "{attempts} handshakes in 2 s after revocation"
+    );
 }

@@ -18,6 +18,7 @@ use crate::auth::{Caller, new_id, secret_digest};
 use crate::enrollment;
 use crate::error::{ApiError, ApiJson};
 use crate::model::{Host, Role, now};
+use crate::pki::Pki;
 
 /// Failed enrollments allowed per source address in five minutes.
 const ENROLL_BUDGET: u32 = 20;
@@ -52,9 +53,16 @@ struct CreatedToken {
 async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
     caller.require(&[Role::Admin])?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("request body is too large")
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })?;
     // An empty body means all defaults.
     let req: CreateToken = if body.iter().all(u8::is_ascii_whitespace) {
         CreateToken::default()
@@ -135,13 +143,16 @@ async fn enroll(
             "hostname must be 1 to 253 printable characters",
         ));
     }
+    let digest = secret_digest(&token.secret);
+    if state.store.enroll_tokens.get(&digest)?.is_none() {
+        return Err(refuse(
+            "the enrollment token is unknown or was already used",
+        ));
+    }
+    // A bad CSR is the caller's mistake and must not burn the token, so check it before taking.
+    let csr = Pki::parse_csr(&req.csr_pem).map_err(|e| ApiError::bad_request(e.to_string()))?;
     // Taking the record is the single-use check: of two concurrent requests, one gets it.
-    let Some(record) = state
-        .store
-        .enroll_tokens
-        .take(&secret_digest(&token.secret))?
-    else {
-        state.store.db.flush().await?;
+    let Some(record) = state.store.enroll_tokens.take(&digest)? else {
         return Err(refuse(
             "the enrollment token is unknown or was already used",
         ));
@@ -153,16 +164,18 @@ async fn enroll(
     let host_id = new_id();
     let issued = match state
         .pki
-        .sign_agent(&req.csr_pem, &host_id, state.config.cert_lifetime)
+        .sign_agent(&csr, &host_id, state.config.cert_lifetime)
     {
         Ok(issued) => issued,
         Err(e) => {
-            // A bad CSR should not burn the token.
+            // Our failure, not the caller's: give the token back.
             state
                 .store
                 .enroll_tokens
                 .put(&secret_digest(&token.secret), &record)?;
-            return Err(ApiError::bad_request(e.to_string()));
+            state.store.db.flush().await?;
+            tracing::error!(error = %e, "signing an agent certificate failed");
+            return Err(ApiError::internal("could not sign the certificate"));
         }
     };
     let host = Host {

@@ -1,0 +1,249 @@
+//! agentd's side of the link, in process, against a stand-in control plane that misbehaves on
+//! purpose: malformed and oversized frames must make the agent drop the link and dial again,
+//! never panic; unknown operations get an error reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentd::AgentConfig;
+use agentd::state::{CA_FILE, CERT_FILE, Identity, KEY_FILE, StateDir};
+use axon_shared::{DEFAULT_MAX_FRAME, ErrorCode, Frame, Hello, Request, Response, Welcome, op};
+use futures_util::{SinkExt, StreamExt};
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Pki {
+    ca_pem: String,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: PrivateKeyDer<'static>,
+    ca_der: CertificateDer<'static>,
+    agent_cert: String,
+    agent_key: String,
+}
+
+fn pki(host_id: &str) -> Pki {
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&server_key, &issuer)
+        .expect("server cert");
+
+    let agent_key = KeyPair::generate().expect("agent key");
+    let mut agent = CertificateParams::new(Vec::<String>::new()).expect("params");
+    agent.subject_alt_names = vec![SanType::URI(
+        format!("urn:axon:host:{host_id}").try_into().expect("uri"),
+    )];
+    agent.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let agent_cert = agent.signed_by(&agent_key, &issuer).expect("agent cert");
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().clone(),
+        server_chain: vec![server.der().clone(), ca_cert.der().clone()],
+        server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()).into(),
+        agent_cert: agent_cert.pem(),
+        agent_key: agent_key.serialize_pem(),
+    }
+}
+
+/// What the stand-in does on each successive connection after the welcome.
+#[derive(Clone, Copy)]
+enum Script {
+    SendMalformed,
+    SendOversized,
+    AskUnknownOp,
+}
+
+#[tokio::test]
+async fn agent_survives_a_misbehaving_control_plane() {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let host_id = "01JDQ3YXB5C7D9F1G3H5J7K9M1";
+    let pki = pki(host_id);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path().join("state"));
+    state.create().expect("state dir");
+    state.write(CA_FILE, &pki.ca_pem, 0o644).expect("ca");
+    state
+        .write(CERT_FILE, &pki.agent_cert, 0o644)
+        .expect("cert");
+    state.write(KEY_FILE, &pki.agent_key, 0o600).expect("key");
+    state
+        .save_identity(&Identity {
+            host_id: host_id.into(),
+            agent_url: format!("wss://localhost:{port}/agent/v1"),
+            server: "https://localhost:1".into(),
+        })
+        .expect("identity");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let (events_tx, mut events) = mpsc::unbounded_channel::<String>();
+    let scripts = [
+        Script::SendMalformed,
+        Script::SendOversized,
+        Script::AskUnknownOp,
+    ];
+    let server = tokio::spawn(async move {
+        for script in scripts {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let tls = acceptor.accept(tcp).await.expect("tls");
+            let mut ws = tokio_tungstenite::accept_async(tls).await.expect("upgrade");
+            let Some(Ok(Message::Text(text))) = ws.next().await else {
+                panic!("no hello")
+            };
+            let Frame::Request(hello) = Frame::decode(&text, DEFAULT_MAX_FRAME).expect("frame")
+            else {
+                panic!("hello is a request")
+            };
+            assert_eq!(hello.op, op::HELLO);
+            let facts: Hello = hello.body_as().expect("hello body");
+            events_tx
+                .send(format!("hello from {}", facts.host.hostname))
+                .expect("event");
+            let welcome = Welcome {
+                protocol: 1,
+                host_id: host_id.into(),
+                server_version: "test".into(),
+                ping_interval_secs: 15,
+                max_frame_bytes: DEFAULT_MAX_FRAME,
+            };
+            let reply = Frame::Response(Response::ok(hello.id, &welcome)).encode();
+            ws.send(Message::Text(reply.into())).await.expect("welcome");
+            match script {
+                Script::SendMalformed => {
+                    ws.send(Message::Text("{\"kind\":\"request\",\"v\":1".into()))
+                        .await
+                        .expect("send");
+                }
+                Script::SendOversized => {
+                    let big = format!(
+                        "{{\"kind\":\"event\",\"v\":1,\"topic\":\"x\",\"seq\":1,\"body\":\"{}\"}}",
+                        "a".repeat(DEFAULT_MAX_FRAME * 2)
+                    );
+                    let _ = ws.send(Message::Text(big.into())).await;
+                }
+                Script::AskUnknownOp => {
+                    let ask =
+                        Frame::Request(Request::new("q1", "fs.format", &serde_json::json!({})));
+                    ws.send(Message::Text(ask.encode().into()))
+                        .await
+                        .expect("send");
+                    let ping =
+                        Frame::Request(Request::new("q2", op::PING, &serde_json::Value::Null));
+                    ws.send(Message::Text(ping.encode().into()))
+                        .await
+                        .expect("send");
+                    let mut answers = Vec::new();
+                    while answers.len() < 2 {
+                        match ws.next().await {
+                            Some(Ok(Message::Text(t))) => {
+                                answers.push(Frame::decode(&t, DEFAULT_MAX_FRAME).expect("answer"))
+                            }
+                            Some(Ok(_)) => continue,
+                            other => panic!("agent went away: {other:?}"),
+                        }
+                    }
+                    for answer in answers {
+                        let Frame::Response(r) = answer else {
+                            panic!("expected responses")
+                        };
+                        match r.id.as_str() {
+                            "q1" => {
+                                assert_eq!(r.error.map(|e| e.code), Some(ErrorCode::UnknownOp));
+                                events_tx.send("unknown op refused".into()).expect("event");
+                            }
+                            "q2" => {
+                                assert!(r.ok);
+                                events_tx.send("pong".into()).expect("event");
+                            }
+                            other => panic!("unexpected id {other}"),
+                        }
+                    }
+                    return;
+                }
+            }
+            // The agent must drop the link by itself.
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(msg)) = ws.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            assert!(
+                closed.is_ok(),
+                "the agent kept a link that sent a bad frame"
+            );
+            events_tx.send("link dropped".into()).expect("event");
+        }
+    });
+
+    let mut config = AgentConfig::new(state.path().to_owned());
+    config.backoff_initial = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(200);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agentd::run(config, async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut seen = Vec::new();
+    let collect = async {
+        while seen.len() < 7 {
+            match events.recv().await {
+                Some(e) => seen.push(e),
+                None => break,
+            }
+        }
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(20), collect).await;
+    assert!(finished.is_ok(), "events so far: {seen:?}");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let hello = format!("hello from {}", hostname.trim());
+    assert_eq!(
+        seen,
+        [
+            &hello,
+            "link dropped",
+            &hello,
+            "link dropped",
+            &hello,
+            "unknown op refused",
+            "pong"
+        ]
+    );
+    server.await.expect("stand-in finished cleanly");
+    let _ = stop_tx.send(());
+    let result = tokio::time::timeout(Duration::from_secs(5), agent).await;
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "agent did not stop cleanly: {result:?}"
+    );
+}
