@@ -16,7 +16,7 @@ use time::Duration;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::model::{RefreshToken, Role, SigningKey, Store, User, now};
+use crate::model::{ApiKey, RefreshToken, Role, Session, SigningKey, Store, User, now};
 use crate::store::StoreError;
 
 /// JWT issuer claim.
@@ -72,6 +72,8 @@ pub struct Claims {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Session id: logging out or changing the password ends it, and with it this token.
+    pub sid: String,
     pub exp: i64,
     pub nbf: i64,
     pub iat: i64,
@@ -149,8 +151,8 @@ impl JwtKeys {
         })
     }
 
-    /// Signs an access token for `user`.
-    pub fn issue(&self, user: &User, ttl: Duration) -> Result<String, ApiError> {
+    /// Signs an access token for `user` in session `sid`.
+    pub fn issue(&self, user: &User, sid: &str, ttl: Duration) -> Result<String, ApiError> {
         let now = now().unix_timestamp();
         let claims = Claims {
             iss: ISSUER.into(),
@@ -158,6 +160,7 @@ impl JwtKeys {
             sub: user.id.clone(),
             role: user.role,
             tenant: user.tenant_id.clone(),
+            sid: sid.to_owned(),
             exp: now + ttl.whole_seconds(),
             nbf: now,
             iat: now,
@@ -184,11 +187,53 @@ impl JwtKeys {
     }
 }
 
-/// Issues a refresh token in `family` and stores its digest.
+/// Starts a session for `user` (a successful login).
+pub fn start_session(
+    store: &Store,
+    user: &User,
+    source_ip: Option<String>,
+    ttl: Duration,
+) -> Result<Session, StoreError> {
+    let session = Session {
+        id: new_id(),
+        user_id: user.id.clone(),
+        source_ip,
+        created_at: now(),
+        expires_at: now() + ttl,
+    };
+    store.sessions.put(&session.id, &session)?;
+    Ok(session)
+}
+
+/// Ends a session: its access tokens stop working at once and its refresh tokens are deleted.
+pub fn end_session(store: &Store, sid: &str) -> Result<(), StoreError> {
+    store.sessions.take(sid)?;
+    // Refresh tokens are few per session; a scan keeps the schema simple.
+    for (key, record) in store.refresh_tokens.entries()? {
+        if record.family == sid {
+            store.refresh_tokens.take(&key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends every session of a user (password change, disable, delete, role or tenant change).
+pub fn end_user_sessions(store: &Store, user_id: &str) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for session in store.sessions.values()? {
+        if session.user_id == user_id {
+            end_session(store, &session.id)?;
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
+/// Issues a refresh token in session `sid` and stores its digest.
 pub fn issue_refresh(
     store: &Store,
     user_id: &str,
-    family: &str,
+    sid: &str,
     ttl: Duration,
 ) -> Result<String, StoreError> {
     let token = random_secret("axr_");
@@ -196,7 +241,7 @@ pub fn issue_refresh(
         &secret_digest(token.as_bytes()),
         &RefreshToken {
             user_id: user_id.to_owned(),
-            family: family.to_owned(),
+            family: sid.to_owned(),
             expires_at: now() + ttl,
             used: false,
         },
@@ -204,9 +249,19 @@ pub fn issue_refresh(
     Ok(token)
 }
 
-/// Exchanges a refresh token once. Reuse of an exchanged token revokes its whole family
-/// (someone else holds a copy). Returns the user id and family on success.
-pub fn redeem_refresh(store: &Store, token: &str) -> Result<Option<RefreshToken>, StoreError> {
+/// What redeeming a refresh token found.
+#[derive(Debug)]
+pub enum Redeemed {
+    /// Valid: rotate it.
+    Fresh(RefreshToken),
+    /// Already exchanged once: someone else holds a copy; the session was ended.
+    Reused(RefreshToken),
+    /// Unknown, expired, or its session has ended.
+    Invalid,
+}
+
+/// Exchanges a refresh token once. Reuse of an exchanged token ends its whole session.
+pub fn redeem_refresh(store: &Store, token: &str) -> Result<Redeemed, StoreError> {
     let key = secret_digest(token.as_bytes());
     let mut was_used = false;
     let Some(record) = store.refresh_tokens.update(&key, |r| {
@@ -214,39 +269,43 @@ pub fn redeem_refresh(store: &Store, token: &str) -> Result<Option<RefreshToken>
         r.used = true;
     })?
     else {
-        return Ok(None);
+        return Ok(Redeemed::Invalid);
     };
     if was_used {
-        tracing::warn!(user = %record.user_id, family = %record.family, "refresh token reused; revoking its family");
-        revoke_family(store, &record.family)?;
-        return Ok(None);
+        tracing::warn!(user = %record.user_id, session = %record.family, "refresh token reused; ending its session");
+        end_session(store, &record.family)?;
+        return Ok(Redeemed::Reused(record));
     }
-    if record.expires_at < now() {
-        return Ok(None);
+    if record.expires_at < now() || store.sessions.get(&record.family)?.is_none() {
+        return Ok(Redeemed::Invalid);
     }
-    Ok(Some(record))
+    Ok(Redeemed::Fresh(record))
 }
 
-fn revoke_family(store: &Store, family: &str) -> Result<(), StoreError> {
-    // Families are few per user and the tree is small; a scan keeps the schema simple.
-    for (key, record) in store.refresh_tokens.entries()? {
-        if record.family == family {
-            store.refresh_tokens.take(&key)?;
-        }
-    }
-    Ok(())
+/// How the caller authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A user's access token in a live session.
+    Session { sid: String },
+    /// An API key with these scopes.
+    ApiKey { scopes: Vec<String> },
 }
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub user: User,
+    /// User id, or API key id for keys.
+    pub id: String,
+    pub role: Role,
+    /// The tenant the caller is confined to (clients), or an admin's own tenant (none).
+    pub tenant_id: Option<String>,
+    pub via: Via,
 }
 
 impl Caller {
     /// Refuses the request unless the caller has one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.user.role) {
+        if roles.contains(&self.role) {
             Ok(())
         } else {
             Err(ApiError::forbidden(
@@ -254,30 +313,129 @@ impl Caller {
             ))
         }
     }
+
+    /// Whether an API key caller holds `scope` (users hold every scope of their role).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        match &self.via {
+            Via::Session { .. } => true,
+            Via::ApiKey { scopes } => scopes.iter().any(|s| scope_matches(s, scope)),
+        }
+    }
+
+    /// Whether this caller sees only one tenant's records.
+    pub fn is_client(&self) -> bool {
+        self.role == Role::Client
+    }
+
+    /// Whether a record with `tenant` is visible to this caller: staff see all; clients see
+    /// their tenant's records (a client with no tenant sees only records with no tenant).
+    pub fn can_see(&self, tenant: Option<&str>) -> bool {
+        !self.is_client() || self.tenant_id.as_deref() == tenant
+    }
+
+    /// The user id behind the call, if a user (not a key) is calling.
+    pub fn user_id(&self) -> Option<&str> {
+        matches!(self.via, Via::Session { .. }).then_some(self.id.as_str())
+    }
+}
+
+/// `granted` covers `wanted`: equal, `*`, or `resource:*` for `resource:action`.
+pub fn scope_matches(granted: &str, wanted: &str) -> bool {
+    granted == "*"
+        || granted == wanted
+        || granted
+            .strip_suffix(":*")
+            .is_some_and(|resource| wanted.split(':').next() == Some(resource))
+}
+
+/// Reads and checks the bearer credential of a request.
+pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+    if token.starts_with(API_KEY_PREFIX) {
+        return authenticate_key(state, token);
+    }
+    let invalid = || ApiError::unauthorized("the access token is invalid or expired");
+    let claims = state.jwt.verify(token).ok_or_else(invalid)?;
+    let user = state.store.users.get(&claims.sub)?.ok_or_else(invalid)?;
+    // A disabled user, one whose role or tenant changed, or a session that ended (logout,
+    // password change) loses access at once: every request re-reads both.
+    if user.disabled || user.role != claims.role || user.tenant_id != claims.tenant {
+        return Err(invalid());
+    }
+    if state.store.sessions.get(&claims.sid)?.is_none() {
+        return Err(invalid());
+    }
+    Ok(Caller {
+        id: user.id,
+        role: user.role,
+        tenant_id: user.tenant_id,
+        via: Via::Session { sid: claims.sid },
+    })
+}
+
+/// Prefix of API keys.
+pub const API_KEY_PREFIX: &str = "axk_";
+
+fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::unauthorized("the API key is invalid, expired or revoked");
+    let digest = secret_digest(token.as_bytes());
+    let key: ApiKey = state.store.api_keys.get(&digest)?.ok_or_else(invalid)?;
+    let now = now();
+    if key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e < now) {
+        return Err(invalid());
+    }
+    // Recording every use would write on every request; a minute's precision is enough.
+    if key
+        .last_used_at
+        .is_none_or(|t| now - t > Duration::minutes(1))
+    {
+        let _ = state
+            .store
+            .api_keys
+            .update(&digest, |k| k.last_used_at = Some(now));
+    }
+    Ok(Caller {
+        id: key.id,
+        role: key.role,
+        tenant_id: key.tenant_id,
+        via: Via::ApiKey { scopes: key.scopes },
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        let invalid = || ApiError::unauthorized("the access token is invalid or expired");
-        let claims = state.jwt.verify(token).ok_or_else(invalid)?;
-        let user = state.store.users.get(&claims.sub)?.ok_or_else(invalid)?;
-        // A disabled user, or one whose role or tenant changed, loses access at once.
-        if user.disabled || user.role != claims.role || user.tenant_id != claims.tenant {
-            return Err(invalid());
+        // The policy layer has already authenticated every protected route.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
         }
-        Ok(Self { user })
+        authenticate(parts, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope_matches;
+
+    #[test]
+    fn scopes_match_exactly_by_resource_or_all() {
+        assert!(scope_matches("*", "hosts:read"));
+        assert!(scope_matches("hosts:read", "hosts:read"));
+        assert!(scope_matches("hosts:*", "hosts:write"));
+        assert!(!scope_matches("hosts:read", "hosts:write"));
+        assert!(!scope_matches("host:*", "hosts:read"));
+        assert!(!scope_matches("hosts:*", "hostsx:read"));
+        assert!(!scope_matches("", "hosts:read"));
     }
 }

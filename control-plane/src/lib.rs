@@ -10,6 +10,7 @@
 //! agent-link frames are capped (1 MiB by default) and API bodies at 1 MiB.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod enrollment;
@@ -19,6 +20,7 @@ pub mod init;
 pub mod link;
 pub mod model;
 pub mod pki;
+pub mod policy;
 mod server;
 pub mod store;
 
@@ -43,6 +45,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub revocations: Arc<Revocations>,
     pub limiter: Arc<api::RateLimiter>,
+    pub audit: Arc<audit::Audit>,
 }
 
 /// Starting or running the server failed.
@@ -84,7 +87,9 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
             store.hosts.put(&host.id.clone(), &host)?;
         }
     }
+    let audit = Arc::new(audit::Audit::open(&store.db)?);
     Ok(AppState {
+        audit,
         config: Arc::new(config),
         store: Arc::new(store),
         pki: Arc::new(pki),

@@ -78,6 +78,62 @@ pub struct Host {
     /// Set when an admin revoked the host; its certificates are refused from then on.
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The tenant whose portal may show this host (read-only).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+/// A customer of the agency; clients belong to exactly one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Stable id (ULID).
+    pub id: String,
+    /// Unique, URL-safe name used by the portal: `[a-z0-9-]{2,63}`.
+    pub slug: String,
+    pub name: String,
+    /// Free-form settings: branding, welcome text, contact, chat ids.
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A login session: one per successful login, shared by its rotating refresh tokens and named
+/// in its access tokens (`sid`), so ending it cuts both at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub source_ip: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A key for automation (`Authorization: Bearer axk_...`), stored under the SHA-256 of its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, shown so people can tell keys apart.
+    pub prefix: String,
+    /// What the key may do, at most what its role allows.
+    pub role: Role,
+    /// The tenant a client key is confined to.
+    pub tenant_id: Option<String>,
+    /// Scopes such as `hosts:read`; `*` allows every scope of the role.
+    pub scopes: Vec<String>,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// A pending enrollment token, stored under the SHA-256 of its secret.
@@ -127,6 +183,14 @@ pub struct Store {
     pub enroll_tokens: Tree<EnrollToken>,
     pub refresh_tokens: Tree<RefreshToken>,
     pub signing_keys: Tree<SigningKey>,
+    pub tenants: Tree<Tenant>,
+    /// slug → tenant id
+    pub tenant_slugs: Tree<String>,
+    pub sessions: Tree<Session>,
+    /// SHA-256 of the key text → key
+    pub api_keys: Tree<ApiKey>,
+    /// key id → SHA-256 of the key text
+    pub api_key_ids: Tree<String>,
 }
 
 impl Store {
@@ -140,6 +204,11 @@ impl Store {
             enroll_tokens: db.tree("enroll_tokens")?,
             refresh_tokens: db.tree("refresh_tokens")?,
             signing_keys: db.tree("signing_keys")?,
+            tenants: db.tree("tenants")?,
+            tenant_slugs: db.tree("tenant_slugs")?,
+            sessions: db.tree("sessions")?,
+            api_keys: db.tree("api_keys")?,
+            api_key_ids: db.tree("api_key_ids")?,
             db,
         })
     }

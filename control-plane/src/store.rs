@@ -172,6 +172,39 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
             .collect()
     }
 
+    /// The value with the greatest key.
+    pub fn last(&self) -> Result<Option<T>, StoreError> {
+        match self.inner.last().map_err(self.io("last"))? {
+            Some((k, v)) => self.decode(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` values matching `keep`, from the greatest key down, below `upper` if given.
+    pub fn scan_rev(
+        &self,
+        upper: Option<&str>,
+        limit: usize,
+        mut keep: impl FnMut(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let iter = match upper {
+            Some(u) => self.inner.range(..u.as_bytes()),
+            None => self.inner.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter.rev() {
+            let (k, v) = item.map_err(self.io("iter"))?;
+            let value = self.decode(&k, &v)?;
+            if keep(&value) {
+                out.push(value);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.inner.len()

@@ -435,6 +435,35 @@ pub async fn raw_link(cp: &ControlPlane, creds: Option<(&str, &str)>) -> Result<
     Ok(ws)
 }
 
+/// Sends raw bytes to the API over TLS and returns what comes back until the server closes
+/// (or 5 s pass). For requests a normal client cannot make, such as a huge declared body that
+/// is never sent.
+pub async fn raw_https(cp: &ControlPlane, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ca, _) = cp.ca();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).expect("ca"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", cp.api_port))
+        .await
+        .expect("connect");
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls");
+    tls.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A hello request frame as agentd would send it.
 pub fn hello_frame(id: &str) -> String {
     let hello = axon_shared::Hello {

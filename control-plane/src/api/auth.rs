@@ -1,29 +1,37 @@
-//! `POST /api/auth/login`, `POST /api/auth/refresh`, `GET /api/me`.
+//! Login, refresh, logout, the caller's own profile and password.
 
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 use super::source_ip;
 use crate::AppState;
-use crate::auth::{Caller, issue_refresh, new_id, redeem_refresh, verify_password};
+use crate::auth::{
+    Caller, Redeemed, Via, end_session, end_user_sessions, hash_password, issue_refresh,
+    redeem_refresh, start_session, verify_password,
+};
 use crate::error::{ApiError, ApiJson};
-use crate::model::{Role, User};
+use crate::model::{Role, User, now};
 
 /// Failed logins allowed per source address and per account in five minutes.
 const LOGIN_BUDGET: u32 = 10;
 /// Longest password accepted (argon2 work grows with input; nobody types more).
-const MAX_PASSWORD_LEN: usize = 1024;
+pub const MAX_PASSWORD_LEN: usize = 1024;
+/// Shortest password accepted for new passwords.
+pub const MIN_PASSWORD_LEN: usize = 12;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
         .route("/api/me", get(me))
+        .route("/api/me/password", post(change_password))
 }
 
 #[derive(Deserialize)]
@@ -39,15 +47,27 @@ struct RefreshRequest {
     refresh_token: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
 /// A user as the API shows it (never the hash).
 #[derive(Serialize)]
 pub struct UserView {
-    id: String,
-    email: String,
-    name: String,
-    role: Role,
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tenant_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 impl From<&User> for UserView {
@@ -58,6 +78,9 @@ impl From<&User> for UserView {
             name: u.name.clone(),
             role: u.role,
             tenant_id: u.tenant_id.clone(),
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
         }
     }
 }
@@ -71,12 +94,16 @@ struct TokenPair {
     user: UserView,
 }
 
-fn tokens(state: &AppState, user: &User, family: &str) -> Result<TokenPair, ApiError> {
-    let access_ttl = Duration::try_from(state.config.access_ttl).unwrap_or(Duration::minutes(15));
-    let refresh_ttl = Duration::try_from(state.config.refresh_ttl).unwrap_or(Duration::days(30));
+fn ttl(d: std::time::Duration, fallback: Duration) -> Duration {
+    Duration::try_from(d).unwrap_or(fallback)
+}
+
+fn tokens(state: &AppState, user: &User, sid: &str) -> Result<TokenPair, ApiError> {
+    let access_ttl = ttl(state.config.access_ttl, Duration::minutes(15));
+    let refresh_ttl = ttl(state.config.refresh_ttl, Duration::days(30));
     Ok(TokenPair {
-        access_token: state.jwt.issue(user, access_ttl)?,
-        refresh_token: issue_refresh(&state.store, &user.id, family, refresh_ttl)?,
+        access_token: state.jwt.issue(user, sid, access_ttl)?,
+        refresh_token: issue_refresh(&state.store, &user.id, sid, refresh_ttl)?,
         token_type: "Bearer",
         expires_in: state.config.access_ttl.as_secs(),
         user: user.into(),
@@ -88,11 +115,23 @@ async fn login(
     info: ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<ApiJson<TokenPair>, ApiError> {
-    let ip_key = format!("login-ip:{}", source_ip(&info));
+    let ip = source_ip(&info);
+    let ip_key = format!("login-ip:{ip}");
     let email = req.email.trim().to_lowercase();
     let account_key = format!("login-account:{email}");
-    state.limiter.check(&ip_key, LOGIN_BUDGET)?;
-    state.limiter.check(&account_key, LOGIN_BUDGET)?;
+    for key in [&ip_key, &account_key] {
+        if let Err(e) = state.limiter.check(key, LOGIN_BUDGET) {
+            state.audit.record(
+                state
+                    .audit
+                    .event("auth.login", "throttled")
+                    .ip(ip)
+                    .target(&email)
+                    .reason(&e.message),
+            );
+            return Err(e);
+        }
+    }
     if req.password.len() > MAX_PASSWORD_LEN {
         return Err(ApiError::bad_request("password is too long"));
     }
@@ -108,17 +147,38 @@ async fn login(
         .unwrap_or(false);
     let user = match user {
         Some(user) if matches && !user.disabled => user,
-        _ => {
+        other => {
             state.limiter.fail(&ip_key);
             state.limiter.fail(&account_key);
-            tracing::info!(email = %email, ip = %source_ip(&info), "login failed");
+            let reason = match other {
+                Some(u) if u.disabled && matches => "account disabled",
+                Some(_) => "wrong password",
+                None => "unknown account",
+            };
+            state.audit.record(
+                state
+                    .audit
+                    .event("auth.login", "denied")
+                    .ip(ip)
+                    .target(&email)
+                    .reason(reason),
+            );
             return Err(ApiError::unauthorized("wrong email or password"));
         }
     };
     state.limiter.clear(&account_key);
-    let pair = tokens(&state, &user, &new_id())?;
+    let refresh_ttl = ttl(state.config.refresh_ttl, Duration::days(30));
+    let session = start_session(&state.store, &user, Some(ip.to_string()), refresh_ttl)?;
+    let pair = tokens(&state, &user, &session.id)?;
     state.store.db.flush().await?;
-    tracing::info!(user = %user.id, ip = %source_ip(&info), "login");
+    state.audit.record(
+        state
+            .audit
+            .event("auth.login", "ok")
+            .actor(&user.id, user.role, user.tenant_id.as_deref())
+            .ip(ip)
+            .target(&session.id),
+    );
     Ok(ApiJson(pair))
 }
 
@@ -127,14 +187,32 @@ async fn refresh(
     info: ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<ApiJson<TokenPair>, ApiError> {
-    let ip_key = format!("refresh-ip:{}", source_ip(&info));
+    let ip = source_ip(&info);
+    let ip_key = format!("refresh-ip:{ip}");
     state.limiter.check(&ip_key, LOGIN_BUDGET)?;
     let invalid =
         || ApiError::unauthorized("the refresh token is invalid, expired or already used");
-    let Some(record) = redeem_refresh(&state.store, req.refresh_token.trim())? else {
-        state.limiter.fail(&ip_key);
-        state.store.db.flush().await?;
-        return Err(invalid());
+    let record = match redeem_refresh(&state.store, req.refresh_token.trim())? {
+        Redeemed::Fresh(record) => record,
+        Redeemed::Reused(record) => {
+            state.limiter.fail(&ip_key);
+            state.store.db.flush().await?;
+            state.audit.record(
+                state
+                    .audit
+                    .event("auth.refresh_reuse", "denied")
+                    .ip(ip)
+                    .target(&record.family)
+                    .reason("an already rotated refresh token was presented; its session was ended")
+                    .actor_id(&record.user_id),
+            );
+            return Err(invalid());
+        }
+        Redeemed::Invalid => {
+            state.limiter.fail(&ip_key);
+            state.store.db.flush().await?;
+            return Err(invalid());
+        }
     };
     let user = state
         .store
@@ -147,15 +225,116 @@ async fn refresh(
     Ok(ApiJson(pair))
 }
 
-async fn me(caller: Caller) -> ApiJson<UserView> {
-    ApiJson((&caller.user).into())
+async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+    let Via::Session { sid } = &caller.via else {
+        return Err(ApiError::bad_request(
+            "API keys have no session; revoke the key instead",
+        ));
+    };
+    end_session(&state.store, sid)?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("auth.logout", "ok")
+            .caller(&caller)
+            .target(sid),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<ApiJson<serde_json::Value>, ApiError> {
+    match caller.user_id() {
+        Some(id) => {
+            let user = state
+                .store
+                .users
+                .get(id)?
+                .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+            Ok(ApiJson(
+                serde_json::to_value(UserView::from(&user)).unwrap_or_default(),
+            ))
+        }
+        None => Ok(ApiJson(serde_json::json!({
+            "api_key_id": caller.id,
+            "role": caller.role,
+            "tenant_id": caller.tenant_id,
+        }))),
+    }
+}
+
+/// Checks a new password's length.
+pub fn check_new_password(password: &str) -> Result<(), ApiError> {
+    let len = password.chars().count();
+    if len < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {
+        return Err(ApiError::bad_request(format!(
+            "a password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes off the async threads.
+pub async fn hash_off_thread(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| ApiError::internal("password hashing failed"))?
+        .map_err(|_| ApiError::internal("password hashing failed"))
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    let Some(user_id) = caller.user_id() else {
+        return Err(ApiError::bad_request("API keys have no password"));
+    };
+    let user = state
+        .store
+        .users
+        .get(user_id)?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    check_new_password(&req.new_password)?;
+    let (hash, current) = (user.password_hash.clone(), req.current_password);
+    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &current))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        state.audit.record(
+            state
+                .audit
+                .event("user.password_change", "denied")
+                .caller(&caller)
+                .target(&user.id)
+                .reason("wrong current password"),
+        );
+        return Err(ApiError::forbidden("the current password is wrong"));
+    }
+    let new_hash = hash_off_thread(req.new_password).await?;
+    state.store.users.update(&user.id, |u| {
+        u.password_hash = new_hash.clone();
+        u.updated_at = now();
+    })?;
+    // Every session ends, this one included: the caller logs in again with the new password.
+    end_user_sessions(&state.store, &user.id)?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("user.password_change", "ok")
+            .caller(&caller)
+            .target(&user.id),
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// argon2id hash of a random string nobody knows, for the unknown-user path.
 fn dummy_hash() -> String {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        crate::auth::hash_password(&crate::auth::random_secret("")).unwrap_or_default()
-    })
-    .clone()
+    HASH.get_or_init(|| hash_password(&crate::auth::random_secret("")).unwrap_or_default())
+        .clone()
 }

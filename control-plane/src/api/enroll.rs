@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::{Caller, new_id, secret_digest};
 use crate::enrollment;
 use crate::error::{ApiError, ApiJson};
-use crate::model::{Host, Role, now};
+use crate::model::{Host, now};
 use crate::pki::Pki;
 
 /// Failed enrollments allowed per source address in five minutes.
@@ -55,7 +55,6 @@ async fn create_token(
     caller: Caller,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
-    caller.require(&[Role::Admin])?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large("request body is too large")
@@ -63,18 +62,12 @@ async fn create_token(
             ApiError::bad_request(e.body_text())
         }
     })?;
-    // An empty body means all defaults.
-    let req: CreateToken = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateToken::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
-    };
+    let req: CreateToken = super::optional_json(&body)?;
     let ttl = req.ttl_secs.unwrap_or(enrollment::DEFAULT_TTL_SECS);
     let created = enrollment::create(
         &state.store,
         state.pki.ca_fingerprint(),
-        &caller.user.id,
+        &caller.id,
         ttl,
         req.labels,
     )
@@ -83,7 +76,13 @@ async fn create_token(
         other => ApiError::bad_request(other.to_string()),
     })?;
     state.store.db.flush().await?;
-    tracing::info!(token = %created.id, by = %caller.user.id, "enrollment token created");
+    state.audit.record(
+        state
+            .audit
+            .event("enrollment_token.create", "ok")
+            .caller(&caller)
+            .target(&created.id),
+    );
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedToken {
@@ -193,6 +192,7 @@ async fn enroll(
         cert_not_after: OffsetDateTime::from_unix_timestamp(issued.info.not_after)
             .unwrap_or_else(|_| now()),
         revoked_at: None,
+        tenant_id: None,
     };
     state.store.hosts.put(&host_id, &host)?;
     state.store.db.flush().await?;

@@ -6,21 +6,19 @@ use axon_shared::{Capabilities, HostFacts, Pong, op};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::fleet::LinkError;
-use crate::model::{Host, Role, now};
-
-const READ_ROLES: &[Role] = &[Role::Admin, Role::Operator, Role::Viewer];
+use crate::model::{Host, now};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/hosts", get(list))
-        .route("/api/hosts/{id}", get(show).delete(revoke))
+        .route("/api/hosts/{id}", get(show).patch(update).delete(revoke))
         .route("/api/hosts/{id}/ping", post(ping))
 }
 
@@ -46,6 +44,8 @@ struct HostView {
     cert_not_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     revoked_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<String>,
 }
 
 fn view(state: &AppState, h: Host) -> HostView {
@@ -69,25 +69,40 @@ fn view(state: &AppState, h: Host) -> HostView {
         cert_serial: h.cert_serial,
         cert_not_after: h.cert_not_after,
         revoked_at: h.revoked_at,
+        tenant_id: h.tenant_id,
     }
 }
 
-fn find(state: &AppState, id: &str) -> Result<Host, ApiError> {
+/// The host, if it exists and the caller may see it; otherwise the same 404.
+fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Host, ApiError> {
     state
         .store
         .hosts
         .get(id)?
+        .filter(|h| caller.can_see(h.tenant_id.as_deref()))
         .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostPatch {
+    /// Replaces the labels whole.
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    tenant_id: Option<Option<String>>,
 }
 
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<ApiJson<Vec<HostView>>, ApiError> {
-    caller.require(READ_ROLES)?;
     let hosts = state.store.hosts.values()?;
     Ok(ApiJson(
-        hosts.into_iter().map(|h| view(&state, h)).collect(),
+        hosts
+            .into_iter()
+            .filter(|h| caller.can_see(h.tenant_id.as_deref()))
+            .map(|h| view(&state, h))
+            .collect(),
     ))
 }
 
@@ -96,8 +111,7 @@ async fn show(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<HostView>, ApiError> {
-    caller.require(READ_ROLES)?;
-    Ok(ApiJson(view(&state, find(&state, &id)?)))
+    Ok(ApiJson(view(&state, find(&state, &caller, &id)?)))
 }
 
 async fn revoke(
@@ -105,8 +119,7 @@ async fn revoke(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<HostView>, ApiError> {
-    caller.require(&[Role::Admin])?;
-    find(&state, &id)?;
+    find(&state, &caller, &id)?;
     let host = state
         .store
         .hosts
@@ -123,7 +136,61 @@ async fn revoke(
     if let Some(conn) = state.hub.get(&id) {
         conn.kill();
     }
-    tracing::warn!(host = %id, by = %caller.user.id, "host revoked");
+    state.audit.record(
+        state
+            .audit
+            .event("host.revoke", "ok")
+            .caller(&caller)
+            .target(&id),
+    );
+    Ok(ApiJson(view(&state, host)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(patch): ApiJson<HostPatch>,
+) -> Result<ApiJson<HostView>, ApiError> {
+    find(&state, &caller, &id)?;
+    if let Some(labels) = &patch.labels
+        && (labels.len() > 32
+            || labels.iter().any(|(k, v)| {
+                k.is_empty()
+                    || k.len() > 128
+                    || v.len() > 128
+                    || k.chars().chain(v.chars()).any(char::is_control)
+            }))
+    {
+        return Err(ApiError::bad_request(
+            "labels: at most 32, keys 1 to 128 and values up to 128 printable characters",
+        ));
+    }
+    if let Some(Some(tenant)) = &patch.tenant_id
+        && state.store.tenants.get(tenant)?.is_none()
+    {
+        return Err(ApiError::bad_request(format!("no tenant with id {tenant}")));
+    }
+    let host = state
+        .store
+        .hosts
+        .update(&id, |h| {
+            if let Some(labels) = &patch.labels {
+                h.labels = labels.clone();
+            }
+            if let Some(tenant) = &patch.tenant_id {
+                h.tenant_id = tenant.clone();
+            }
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("host.update", "ok")
+            .caller(&caller)
+            .target(&id),
+    );
     Ok(ApiJson(view(&state, host)))
 }
 
@@ -140,8 +207,7 @@ async fn ping(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<PingResult>, ApiError> {
-    caller.require(&[Role::Admin, Role::Operator])?;
-    let host = find(&state, &id)?;
+    let host = find(&state, &caller, &id)?;
     if host.revoked_at.is_some() {
         return Err(ApiError::conflict("the host is revoked"));
     }

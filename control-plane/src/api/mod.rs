@@ -1,9 +1,15 @@
 //! The REST API: one router per resource, merged here, with the shared error shape for
 //! unknown routes and oversized bodies.
 
-mod auth;
+mod audit;
+pub(crate) mod auth;
 mod enroll;
 mod hosts;
+mod keys;
+mod openapi;
+mod portal;
+mod tenants;
+mod users;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +37,17 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(enroll::router())
         .merge(hosts::router())
+        .merge(tenants::router())
+        .merge(users::router())
+        .merge(keys::router())
+        .merge(portal::router())
+        .merge(audit::router())
+        .merge(openapi::router())
+        // Applies to matched routes only; unknown paths fall through to the 404 below.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::policy::enforce,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError {
@@ -40,7 +57,28 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it (bodies
+/// without a length are cut off by `DefaultBodyLimit` while reading).
+async fn refuse_declared_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::too_large(format!(
+            "request body is larger than {MAX_BODY_BYTES} bytes"
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -56,6 +94,24 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     Ok(ApiJson(
         json!({"status": "ready", "agents_connected": state.hub.len()}),
     ))
+}
+
+/// Reads an optional JSON body: empty means all defaults.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// For PATCH bodies: absent field → `None`, `null` → `Some(None)`, value → `Some(Some(v))`.
+pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(de).map(Some)
 }
 
 /// The caller's address (the TCP peer; Axon does not trust forwarding headers).

@@ -1,0 +1,21 @@
+//! `GET /api/audit`: the control plane's audit trail, newest first, with filters.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+
+use crate::AppState;
+use crate::audit::{Filter, Record};
+use crate::error::{ApiError, ApiJson};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/audit", get(list))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Result<ApiJson<Vec<Record>>, ApiError> {
+    let Query(filter) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(ApiJson(state.audit.query(&filter)?))
+}

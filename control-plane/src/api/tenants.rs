@@ -1,0 +1,274 @@
+//! `/api/tenants`: the agency's customers (admin only).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::auth::{Caller, new_id};
+use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::model::{Tenant, now};
+
+/// Largest settings object, serialised.
+const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/tenants", get(list).post(create))
+        .route("/api/tenants/{id}", get(show).patch(update).delete(remove))
+}
+
+#[derive(Serialize)]
+pub struct TenantView {
+    id: String,
+    slug: String,
+    name: String,
+    settings: Map<String, Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(t: Tenant) -> Self {
+        Self {
+            id: t.id,
+            slug: t.slug,
+            name: t.name,
+            settings: t.settings,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    slug: String,
+    name: String,
+    #[serde(default)]
+    settings: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantPatch {
+    slug: Option<String>,
+    name: Option<String>,
+    /// Replaces the settings object whole.
+    settings: Option<Map<String, Value>>,
+}
+
+/// Slugs name portal URLs: 2 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn valid_slug(slug: &str) -> bool {
+    let bytes = slug.as_bytes();
+    (2..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+fn check(
+    slug: Option<&str>,
+    name: Option<&str>,
+    settings: Option<&Map<String, Value>>,
+) -> Result<(), ApiError> {
+    if let Some(slug) = slug
+        && !valid_slug(slug)
+    {
+        return Err(ApiError::bad_request(
+            "slug must be 2 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+        ));
+    }
+    if let Some(name) = name {
+        let n = name.trim().chars().count();
+        if n == 0 || n > 200 || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "name must be 1 to 200 printable characters",
+            ));
+        }
+    }
+    if let Some(settings) = settings
+        && serde_json::to_vec(settings)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
+            > MAX_SETTINGS_BYTES
+    {
+        return Err(ApiError::too_large("settings are larger than 64 KiB"));
+    }
+    Ok(())
+}
+
+fn find(state: &AppState, id: &str) -> Result<Tenant, ApiError> {
+    state
+        .store
+        .tenants
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant with id {id}")))
+}
+
+async fn list(State(state): State<AppState>) -> Result<ApiJson<Vec<TenantView>>, ApiError> {
+    let tenants = state.store.tenants.values()?;
+    Ok(ApiJson(tenants.into_iter().map(Into::into).collect()))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<NewTenant>,
+) -> Result<(StatusCode, ApiJson<TenantView>), ApiError> {
+    check(Some(&req.slug), Some(&req.name), Some(&req.settings))?;
+    let stamp = now();
+    let tenant = Tenant {
+        id: new_id(),
+        slug: req.slug,
+        name: req.name.trim().to_owned(),
+        settings: req.settings,
+        created_at: stamp,
+        updated_at: stamp,
+    };
+    if !state
+        .store
+        .tenant_slugs
+        .insert_new(&tenant.slug, &tenant.id)?
+    {
+        return Err(ApiError::conflict(format!(
+            "the slug {} is taken",
+            tenant.slug
+        )));
+    }
+    state.store.tenants.put(&tenant.id, &tenant)?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("tenant.create", "ok")
+            .caller(&caller)
+            .target(&tenant.id),
+    );
+    Ok((StatusCode::CREATED, ApiJson(tenant.into())))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<TenantView>, ApiError> {
+    Ok(ApiJson(find(&state, &id)?.into()))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(patch): ApiJson<TenantPatch>,
+) -> Result<ApiJson<TenantView>, ApiError> {
+    let tenant = find(&state, &id)?;
+    check(
+        patch.slug.as_deref(),
+        patch.name.as_deref(),
+        patch.settings.as_ref(),
+    )?;
+    let new_slug = patch.slug.clone().filter(|s| *s != tenant.slug);
+    if let Some(slug) = &new_slug {
+        if !state.store.tenant_slugs.insert_new(slug, &id)? {
+            return Err(ApiError::conflict(format!("the slug {slug} is taken")));
+        }
+        state.store.tenant_slugs.take(&tenant.slug)?;
+    }
+    let updated = state
+        .store
+        .tenants
+        .update(&id, |t| {
+            if let Some(slug) = &new_slug {
+                t.slug = slug.clone();
+            }
+            if let Some(name) = &patch.name {
+                t.name = name.trim().to_owned();
+            }
+            if let Some(settings) = &patch.settings {
+                t.settings = settings.clone();
+            }
+            t.updated_at = now();
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant with id {id}")))?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("tenant.update", "ok")
+            .caller(&caller)
+            .target(&id),
+    );
+    Ok(ApiJson(updated.into()))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = find(&state, &id)?;
+    let users = state
+        .store
+        .users
+        .values()?
+        .into_iter()
+        .filter(|u| u.tenant_id.as_deref() == Some(id.as_str()))
+        .count();
+    let hosts = state
+        .store
+        .hosts
+        .values()?
+        .into_iter()
+        .filter(|h| h.tenant_id.as_deref() == Some(id.as_str()))
+        .count();
+    if users > 0 || hosts > 0 {
+        return Err(ApiError::conflict(format!(
+            "the tenant still has {users} user(s) and {hosts} host(s); move or delete them first"
+        )));
+    }
+    state.store.tenants.take(&id)?;
+    state.store.tenant_slugs.take(&tenant.slug)?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("tenant.delete", "ok")
+            .caller(&caller)
+            .target(&id),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_slug;
+
+    #[test]
+    fn slug_rules() {
+        for good in ["acme", "a1", "acme-gpu-2"] {
+            assert!(valid_slug(good), "{good}");
+        }
+        for bad in [
+            "a",
+            "-acme",
+            "acme-",
+            "Acme",
+            "ac me",
+            "acme_",
+            "ac/me",
+            "",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_slug(bad), "{bad}");
+        }
+    }
+}

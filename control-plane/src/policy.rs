@@ -1,0 +1,246 @@
+//! Authorization in one place: every route of the API has exactly one rule here saying who may
+//! call it and which API-key scope it needs. The `enforce` layer applies the table to every
+//! matched route before its handler runs; a route with no rule is refused (and fails the
+//! role × route test, which walks this same table).
+//!
+//! Tenant confinement (a client sees only its tenant's records) is the handlers' job, through
+//! `Caller::can_see`, because it depends on the record.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::model::Role;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials needed (login, enrollment, health).
+    Public,
+    /// Any authenticated caller of these roles, holding `scope` if it is an API key.
+    Roles(&'static [Role], &'static str),
+}
+
+/// One route's rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub method: &'static str,
+    /// The route as registered, e.g. `/api/hosts/{id}`.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+use Role::{Admin as A, Client as C, Operator as O, Viewer as V};
+
+const ALL: &[Role] = &[A, O, V, C];
+const STAFF: &[Role] = &[A, O, V];
+const ADMIN: &[Role] = &[A];
+
+const fn rule(method: &'static str, path: &'static str, access: Access) -> Rule {
+    Rule {
+        method,
+        path,
+        access,
+    }
+}
+
+/// The table. Keep it sorted by path; every route in the router appears exactly once.
+pub const RULES: &[Rule] = &[
+    rule("GET", "/healthz", Access::Public),
+    rule("GET", "/readyz", Access::Public),
+    rule("GET", "/api/openapi.json", Access::Public),
+    rule("POST", "/api/auth/login", Access::Public),
+    rule("POST", "/api/auth/refresh", Access::Public),
+    rule("POST", "/api/auth/logout", Access::Roles(ALL, "session")),
+    rule("POST", "/api/enroll", Access::Public),
+    rule("GET", "/api/me", Access::Roles(ALL, "me")),
+    rule("POST", "/api/me/password", Access::Roles(ALL, "session")),
+    rule(
+        "POST",
+        "/api/enrollment-tokens",
+        Access::Roles(ADMIN, "hosts:enroll"),
+    ),
+    rule("GET", "/api/hosts", Access::Roles(ALL, "hosts:read")),
+    rule("GET", "/api/hosts/{id}", Access::Roles(ALL, "hosts:read")),
+    rule(
+        "PATCH",
+        "/api/hosts/{id}",
+        Access::Roles(ADMIN, "hosts:write"),
+    ),
+    rule(
+        "DELETE",
+        "/api/hosts/{id}",
+        Access::Roles(ADMIN, "hosts:write"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/ping",
+        Access::Roles(&[A, O], "hosts:operate"),
+    ),
+    rule("GET", "/api/tenants", Access::Roles(ADMIN, "tenants:read")),
+    rule(
+        "POST",
+        "/api/tenants",
+        Access::Roles(ADMIN, "tenants:write"),
+    ),
+    rule(
+        "GET",
+        "/api/tenants/{id}",
+        Access::Roles(ADMIN, "tenants:read"),
+    ),
+    rule(
+        "PATCH",
+        "/api/tenants/{id}",
+        Access::Roles(ADMIN, "tenants:write"),
+    ),
+    rule(
+        "DELETE",
+        "/api/tenants/{id}",
+        Access::Roles(ADMIN, "tenants:write"),
+    ),
+    rule("GET", "/api/users", Access::Roles(ADMIN, "users:read")),
+    rule("POST", "/api/users", Access::Roles(ADMIN, "users:write")),
+    rule("GET", "/api/users/{id}", Access::Roles(ADMIN, "users:read")),
+    rule(
+        "PATCH",
+        "/api/users/{id}",
+        Access::Roles(ADMIN, "users:write"),
+    ),
+    rule(
+        "DELETE",
+        "/api/users/{id}",
+        Access::Roles(ADMIN, "users:write"),
+    ),
+    rule(
+        "POST",
+        "/api/users/{id}/disable",
+        Access::Roles(ADMIN, "users:write"),
+    ),
+    rule(
+        "POST",
+        "/api/users/{id}/enable",
+        Access::Roles(ADMIN, "users:write"),
+    ),
+    rule(
+        "POST",
+        "/api/users/{id}/reset-password",
+        Access::Roles(ADMIN, "users:write"),
+    ),
+    rule("GET", "/api/api-keys", Access::Roles(ADMIN, "keys:read")),
+    rule("POST", "/api/api-keys", Access::Roles(ADMIN, "keys:write")),
+    rule(
+        "DELETE",
+        "/api/api-keys/{id}",
+        Access::Roles(ADMIN, "keys:write"),
+    ),
+    rule(
+        "GET",
+        "/api/portal/{slug}",
+        Access::Roles(&[A, C], "portal:read"),
+    ),
+    rule("GET", "/api/audit", Access::Roles(ADMIN, "audit:read")),
+];
+
+/// Roles the table names for staff reads, for handlers that need the same list.
+pub const STAFF_ROLES: &[Role] = STAFF;
+
+/// The rule for a matched route.
+pub fn lookup(method: &str, path: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.method == method && r.path == path)
+}
+
+/// The layer: finds the route's rule, authenticates, checks role and scope, and hands the
+/// caller to the handler through the request's extensions.
+pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = request.method().as_str().to_owned();
+    let Some(rule) = lookup(&method, &path) else {
+        tracing::error!(%method, %path, "route has no access rule; refusing");
+        return ApiError::forbidden("this route has no access rule").into_response();
+    };
+    let Access::Roles(roles, scope) = rule.access else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let route = format!("{method} {path}");
+    let caller = match authenticate(&parts, &state) {
+        Ok(caller) => caller,
+        Err(e) => {
+            state.audit.record(
+                state
+                    .audit
+                    .event("access.unauthenticated", "denied")
+                    .maybe_ip(ip)
+                    .target(&route)
+                    .reason(&e.message),
+            );
+            return e.into_response();
+        }
+    };
+    let refusal = if !roles.contains(&caller.role) {
+        Some(ApiError::forbidden(
+            "your role does not allow this operation",
+        ))
+    } else if !caller.has_scope(scope) {
+        Some(ApiError::forbidden(format!(
+            "this API key lacks the scope {scope}"
+        )))
+    } else {
+        None
+    };
+    if let Some(e) = refusal {
+        state.audit.record(
+            state
+                .audit
+                .event("access.forbidden", "denied")
+                .caller(&caller)
+                .maybe_ip(ip)
+                .target(&route)
+                .reason(&e.message),
+        );
+        return e.into_response();
+    }
+    parts.extensions.insert(caller);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_no_duplicates_and_paths_are_api_shaped() {
+        for (i, a) in RULES.iter().enumerate() {
+            for b in &RULES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "duplicate rule {} {}",
+                    a.method,
+                    a.path
+                );
+            }
+            assert!(a.path.starts_with('/'), "{}", a.path);
+            if let Access::Roles(roles, scope) = a.access {
+                assert!(
+                    !roles.is_empty() && !scope.is_empty(),
+                    "{} {}",
+                    a.method,
+                    a.path
+                );
+            }
+        }
+    }
+}
