@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod init;
 pub mod link;
 pub mod model;
+pub mod offline;
 pub mod pki;
 pub mod policy;
 mod server;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axon_control_plane::init::{InitOptions, default_sans, init};
+use axon_control_plane::model::Role;
 use axon_control_plane::{Listeners, ServeConfig, run};
 use axon_shared::parse_duration;
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +31,64 @@ enum Command {
     /// Manage enrollment tokens on a stopped server's data dir.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage users on a stopped server's data dir.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; prints a generated password unless AXON_USER_PASSWORD is set.
+    Create(UserCreateArgs),
+    /// List users.
+    List(DataDirArg),
+    /// Disable a user and end their sessions.
+    Disable(UserEmailArgs),
+    /// Set a new password (generated unless AXON_USER_PASSWORD is set), enable the user and end
+    /// their sessions.
+    ResetPassword(UserEmailArgs),
+}
+
+#[derive(Args)]
+struct DataDirArg {
+    /// Data directory made by `axon-cp init` (its server must be stopped).
+    #[arg(long, env = "AXON_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct UserCreateArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    #[arg(long)]
+    email: String,
+    #[arg(long, default_value = "")]
+    name: String,
+    /// admin, operator, viewer or client.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// Tenant slug, for client users.
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+#[derive(Args)]
+struct UserEmailArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    #[arg(long)]
+    email: String,
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("unknown role {text:?}: use admin, operator, viewer or client"))
+}
+
+fn password_from_env() -> Option<String> {
+    std::env::var("AXON_USER_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
 }
 
 #[derive(Subcommand)]
@@ -152,6 +211,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::User(cmd) => user_command(cmd),
         Command::Token(TokenCommand::Create(args)) => {
             let created = axon_control_plane::enrollment::create_offline(
                 &args.data_dir,
@@ -162,6 +222,62 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
+    use axon_control_plane::offline;
+    match cmd {
+        UserCommand::Create(a) => {
+            let (user, generated) = offline::create_user(
+                &a.dir.data_dir,
+                &a.email,
+                &a.name,
+                a.role,
+                a.tenant.as_deref(),
+                password_from_env(),
+            )?;
+            println!(
+                "created {} ({}) id {}",
+                user.email,
+                role_name(user.role),
+                user.id
+            );
+            if let Some(p) = generated {
+                println!("password: {p}   (shown once)");
+            }
+        }
+        UserCommand::List(a) => {
+            for u in offline::list_users(&a.data_dir)? {
+                let state = if u.disabled { "disabled" } else { "enabled" };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    u.id,
+                    u.email,
+                    role_name(u.role),
+                    u.tenant_id.unwrap_or_default(),
+                    state
+                );
+            }
+        }
+        UserCommand::Disable(a) => {
+            let user = offline::disable_user(&a.dir.data_dir, &a.email)?;
+            println!("disabled {}", user.email);
+        }
+        UserCommand::ResetPassword(a) => {
+            match offline::reset_password(&a.dir.data_dir, &a.email, password_from_env())? {
+                Some(p) => println!("password: {p}   (shown once)"),
+                None => println!("password set from AXON_USER_PASSWORD"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn role_name(role: Role) -> String {
+    serde_json::to_value(role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

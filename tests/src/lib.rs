@@ -19,6 +19,8 @@ pub use reqwest::StatusCode;
 /// The admin password every test control plane is initialised with.
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 pub const ADMIN_EMAIL: &str = "admin@axon.test";
+/// The password of users the tests create.
+pub const USER_PASSWORD: &str = "user password 1234";
 
 /// Path of a workspace binary next to the running test executable.
 pub fn bin(name: &str) -> PathBuf {
@@ -268,6 +270,66 @@ impl ControlPlane {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
+    }
+
+    /// Creates a tenant; returns its id.
+    pub async fn create_tenant(&self, admin: &str, slug: &str) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/tenants",
+                Some(admin),
+                Some(serde_json::json!({"slug": slug, "name": format!("{slug} Ltd"),
+                    "settings": {"welcome": format!("Welcome to {slug}"), "contact": "+1 555 0100"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Creates a user with `USER_PASSWORD`; returns its id.
+    pub async fn create_user(
+        &self,
+        admin: &str,
+        email: &str,
+        role: &str,
+        tenant: Option<&str>,
+    ) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/users",
+                Some(admin),
+                Some(
+                    serde_json::json!({"email": email, "name": email, "password": USER_PASSWORD,
+                    "role": role, "tenant_id": tenant}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Logs in; returns the whole token response.
+    pub async fn login_as(&self, email: &str, password: &str) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/auth/login",
+                None,
+                Some(serde_json::json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {email}: {body}");
+        body
+    }
+
+    /// An access token for `email` (password `USER_PASSWORD`).
+    pub async fn token_for(&self, email: &str) -> String {
+        self.login_as(email, USER_PASSWORD).await["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     /// The CA certificate and key, to mint certificates the tests need.

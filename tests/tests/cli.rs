@@ -154,3 +154,117 @@ async fn offline_token_creation_works_only_on_a_stopped_server() {
         .await;
     assert_eq!(hosts[0]["labels"]["site"], "lab", "{hosts}");
 }
+
+#[tokio::test]
+async fn user_commands_work_on_a_stopped_data_dir() {
+    let mut cp = ControlPlane::start(&[]).await;
+    let data = cp.data_dir().to_string_lossy().into_owned();
+    let (ok, _, err) = run("axon-cp", &["user", "list", "--data-dir", &data]);
+    assert!(!ok && err.contains("in use"), "{err}");
+    cp.terminate();
+
+    let (ok, out, err) = run(
+        "axon-cp",
+        &[
+            "user",
+            "create",
+            "--data-dir",
+            &data,
+            "--email",
+            "ops@axon.test",
+            "--role",
+            "operator",
+        ],
+    );
+    assert!(ok, "{err}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("generated password")
+        .to_owned();
+    let (ok, _, err) = run(
+        "axon-cp",
+        &[
+            "user",
+            "create",
+            "--data-dir",
+            &data,
+            "--email",
+            "c@x.test",
+            "--role",
+            "client",
+        ],
+    );
+    assert!(!ok && err.contains("tenant"), "{err}");
+    let (ok, _, err) = run(
+        "axon-cp",
+        &[
+            "user",
+            "create",
+            "--data-dir",
+            &data,
+            "--email",
+            "x@y.z",
+            "--role",
+            "root",
+        ],
+    );
+    assert!(!ok && err.contains("unknown role"), "{err}");
+    let (ok, out, _) = run("axon-cp", &["user", "list", "--data-dir", &data]);
+    assert!(ok && out.contains("ops@axon.test\toperator"), "{out}");
+
+    cp.spawn().await;
+    cp.login_as("ops@axon.test", &password).await;
+    cp.terminate();
+    let (ok, _, err) = run(
+        "axon-cp",
+        &[
+            "user",
+            "disable",
+            "--data-dir",
+            &data,
+            "--email",
+            "ops@axon.test",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        "axon-cp",
+        &[
+            "user",
+            "disable",
+            "--data-dir",
+            &data,
+            "--email",
+            "ghost@axon.test",
+        ],
+    );
+    assert!(!ok && err.contains("no user"), "{err}");
+    cp.spawn().await;
+    let (status, _) = cp
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/login",
+            None,
+            Some(serde_json::json!({"email": "ops@axon.test", "password": password})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    cp.terminate();
+    let out = Command::new(bin("axon-cp"))
+        .args([
+            "user",
+            "reset-password",
+            "--data-dir",
+            &data,
+            "--email",
+            "ops@axon.test",
+        ])
+        .env("AXON_USER_PASSWORD", "a fresh long password")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    cp.spawn().await;
+    cp.login_as("ops@axon.test", "a fresh long password").await;
+}

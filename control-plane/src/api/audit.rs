@@ -1,15 +1,16 @@
 //! `GET /api/audit`: the control plane's audit trail, newest first, with filters.
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
 
+use super::Route;
 use crate::AppState;
 use crate::audit::{Filter, Record};
 use crate::error::{ApiError, ApiJson};
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/audit", get(list))
+pub fn routes() -> Vec<Route> {
+    vec![Route::new(Method::GET, "/api/audit", get(list))]
 }
 
 async fn list(

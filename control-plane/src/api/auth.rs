@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use super::Route;
 use super::source_ip;
 use crate::AppState;
 use crate::auth::{
@@ -17,6 +17,7 @@ use crate::auth::{
 };
 use crate::error::{ApiError, ApiJson};
 use crate::model::{Role, User, now};
+use axum::http::Method;
 
 /// Failed logins allowed per source address and per account in five minutes.
 const LOGIN_BUDGET: u32 = 10;
@@ -25,13 +26,14 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 /// Shortest password accepted for new passwords.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/me", get(me))
-        .route("/api/me/password", post(change_password))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::POST, "/api/auth/login", post(login)),
+        Route::new(Method::POST, "/api/auth/refresh", post(refresh)),
+        Route::new(Method::POST, "/api/auth/logout", post(logout)),
+        Route::new(Method::GET, "/api/me", get(me)),
+        Route::new(Method::POST, "/api/me/password", post(change_password)),
+    ]
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use axon_shared::{AGENT_PATH, EnrollRequest, EnrollResponse, EnrollmentToken};
-use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
@@ -12,6 +11,7 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::Route;
 use super::source_ip;
 use crate::AppState;
 use crate::auth::{Caller, new_id, secret_digest};
@@ -19,15 +19,17 @@ use crate::enrollment;
 use crate::error::{ApiError, ApiJson};
 use crate::model::{Host, now};
 use crate::pki::Pki;
+use axum::http::Method;
 
 /// Failed enrollments allowed per source address in five minutes.
 const ENROLL_BUDGET: u32 = 20;
 const MAX_CSR_LEN: usize = 16 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/enrollment-tokens", post(create_token))
-        .route(axon_shared::ENROLL_PATH, post(enroll))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::POST, "/api/enrollment-tokens", post(create_token)),
+        Route::new(Method::POST, axon_shared::ENROLL_PATH, post(enroll)),
+    ]
 }
 
 #[derive(Deserialize, Default)]

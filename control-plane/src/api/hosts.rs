@@ -3,23 +3,27 @@
 use std::collections::BTreeMap;
 
 use axon_shared::{Capabilities, HostFacts, Pong, op};
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::Route;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::fleet::LinkError;
 use crate::model::{Host, now};
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/hosts", get(list))
-        .route("/api/hosts/{id}", get(show).patch(update).delete(revoke))
-        .route("/api/hosts/{id}/ping", post(ping))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::GET, "/api/hosts", get(list)),
+        Route::new(Method::GET, "/api/hosts/{id}", get(show)),
+        Route::new(Method::PATCH, "/api/hosts/{id}", patch(update)),
+        Route::new(Method::DELETE, "/api/hosts/{id}", delete(revoke)),
+        Route::new(Method::POST, "/api/hosts/{id}/ping", post(ping)),
+    ]
 }
 
 /// A host as the API shows it.

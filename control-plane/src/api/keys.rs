@@ -1,26 +1,29 @@
 //! `/api/api-keys`: keys for automation such as n8n and scripts (admin only).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::Route;
 use crate::AppState;
 use crate::auth::{API_KEY_PREFIX, Caller, new_id, secret_digest};
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::model::{ApiKey, Role, now};
 use crate::policy::{Access, RULES};
+use axum::http::Method;
 
 const MAX_KEY_LIFETIME_SECS: u64 = 2 * 365 * 86_400;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/api-keys", get(list).post(create))
-        .route("/api/api-keys/{id}", delete(revoke))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::GET, "/api/api-keys", get(list)),
+        Route::new(Method::POST, "/api/api-keys", post(create)),
+        Route::new(Method::DELETE, "/api/api-keys/{id}", delete(revoke)),
+    ]
 }
 
 #[derive(Serialize)]

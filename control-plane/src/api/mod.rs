@@ -11,16 +11,17 @@ mod portal;
 mod tenants;
 mod users;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use serde_json::json;
 
 use crate::AppState;
@@ -29,20 +30,58 @@ use crate::error::{ApiError, ApiJson};
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// One route: its method, its path as registered, and its handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    pub fn new(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        Self {
+            method,
+            path,
+            handler,
+        }
+    }
+}
+
+/// Every route the API serves. The router is built from this list and the policy table must
+/// name each of them (a test compares the two).
+pub fn routes() -> Vec<Route> {
+    let mut all = vec![
+        Route::new(Method::GET, "/healthz", get(healthz)),
+        Route::new(Method::GET, "/readyz", get(readyz)),
+    ];
+    for module in [
+        auth::routes(),
+        enroll::routes(),
+        hosts::routes(),
+        tenants::routes(),
+        users::routes(),
+        keys::routes(),
+        portal::routes(),
+        audit::routes(),
+        openapi::routes(),
+    ] {
+        all.extend(module);
+    }
+    all
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(auth::router())
-        .merge(enroll::router())
-        .merge(hosts::router())
-        .merge(tenants::router())
-        .merge(users::router())
-        .merge(keys::router())
-        .merge(portal::router())
-        .merge(audit::router())
-        .merge(openapi::router())
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for route in routes() {
+        let entry = by_path.remove(route.path).unwrap_or_default();
+        by_path.insert(route.path, entry.merge(route.handler));
+    }
+    let mut router = Router::new();
+    for (path, handler) in by_path {
+        router = router.route(path, handler);
+    }
+    router
         // Applies to matched routes only; unknown paths fall through to the 404 below.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -169,6 +208,32 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::RateLimiter;
+
+    /// Every served route has exactly one rule and every rule names a served route.
+    #[test]
+    fn policy_table_and_router_agree() {
+        let served: Vec<(String, &str)> = super::routes()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path))
+            .collect();
+        for (method, path) in &served {
+            assert!(
+                crate::policy::lookup(method, path).is_some(),
+                "route {method} {path} has no access rule"
+            );
+        }
+        for rule in crate::policy::RULES {
+            assert!(
+                served
+                    .iter()
+                    .any(|(m, p)| m == rule.method && *p == rule.path),
+                "rule {} {} names no route",
+                rule.method,
+                rule.path
+            );
+        }
+        assert_eq!(served.len(), crate::policy::RULES.len());
+    }
 
     #[test]
     fn limiter_refuses_after_budget_and_clears() {

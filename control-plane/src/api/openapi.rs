@@ -1,16 +1,16 @@
 //! `GET /api/openapi.json`: an OpenAPI 3.1 document generated from the policy table, so it
 //! lists exactly the routes the router serves, with who may call each and the API-key scope.
 
-use axum::Router;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use crate::AppState;
+use super::Route;
 use crate::error::ApiJson;
 use crate::policy::{Access, RULES};
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/openapi.json", get(document))
+pub fn routes() -> Vec<Route> {
+    vec![Route::new(Method::GET, "/api/openapi.json", get(document))]
 }
 
 async fn document() -> ApiJson<Value> {

@@ -1,18 +1,19 @@
 //! `/api/portal/{slug}`: a tenant's client portal — its profile and its hosts, read-only.
 //! Clients see only their own tenant; any other slug answers 404 as if it did not exist.
 
-use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Route;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/portal/{slug}", get(portal))
+pub fn routes() -> Vec<Route> {
+    vec![Route::new(Method::GET, "/api/portal/{slug}", get(portal))]
 }
 
 #[derive(Serialize)]

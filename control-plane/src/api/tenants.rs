@@ -1,25 +1,30 @@
 //! `/api/tenants`: the agency's customers (admin only).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
+use super::Route;
 use crate::AppState;
 use crate::auth::{Caller, new_id};
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::model::{Tenant, now};
+use axum::http::Method;
 
 /// Largest settings object, serialised.
 const MAX_SETTINGS_BYTES: usize = 64 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/tenants", get(list).post(create))
-        .route("/api/tenants/{id}", get(show).patch(update).delete(remove))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::GET, "/api/tenants", get(list)),
+        Route::new(Method::POST, "/api/tenants", post(create)),
+        Route::new(Method::GET, "/api/tenants/{id}", get(show)),
+        Route::new(Method::PATCH, "/api/tenants/{id}", patch(update)),
+        Route::new(Method::DELETE, "/api/tenants/{id}", delete(remove)),
+    ]
 }
 
 #[derive(Serialize)]

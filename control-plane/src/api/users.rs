@@ -1,11 +1,11 @@
 //! `/api/users`: accounts and their roles (admin only).
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 
+use super::Route;
 use super::auth::{UserView, check_new_password, hash_off_thread};
 use super::double_option;
 use crate::AppState;
@@ -13,14 +13,23 @@ use crate::auth::{Caller, end_user_sessions, new_id};
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::init::{generate_password, valid_email};
 use crate::model::{Role, User, now};
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/users", get(list).post(create))
-        .route("/api/users/{id}", get(show).patch(update).delete(remove))
-        .route("/api/users/{id}/disable", post(disable))
-        .route("/api/users/{id}/enable", post(enable))
-        .route("/api/users/{id}/reset-password", post(reset_password))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::GET, "/api/users", get(list)),
+        Route::new(Method::POST, "/api/users", post(create)),
+        Route::new(Method::GET, "/api/users/{id}", get(show)),
+        Route::new(Method::PATCH, "/api/users/{id}", patch(update)),
+        Route::new(Method::DELETE, "/api/users/{id}", delete(remove)),
+        Route::new(Method::POST, "/api/users/{id}/disable", post(disable)),
+        Route::new(Method::POST, "/api/users/{id}/enable", post(enable)),
+        Route::new(
+            Method::POST,
+            "/api/users/{id}/reset-password",
+            post(reset_password),
+        ),
+    ]
 }
 
 #[derive(Deserialize)]

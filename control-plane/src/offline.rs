@@ -1,0 +1,144 @@
+//! Operations on a stopped server's data dir, for the command line: user management when the
+//! API is not reachable (first setup, a locked-out admin). sled's file lock makes these fail
+//! with a clear error while the server holds the store.
+
+use std::path::Path;
+
+use crate::auth::{end_user_sessions, hash_password, new_id};
+use crate::init::{generate_password, valid_email};
+use crate::model::{Role, Store, User, now};
+use crate::store::StoreError;
+
+/// An offline operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no user with email {0}")]
+    NoSuchUser(String),
+}
+
+fn open(data_dir: &Path) -> Result<Store, OfflineError> {
+    if !data_dir.join("pki").exists() {
+        return Err(OfflineError::Invalid(format!(
+            "{} is not initialised; run `axon-cp init` first",
+            data_dir.display()
+        )));
+    }
+    Ok(Store::open(&data_dir.join("db"))?)
+}
+
+/// Creates a user; returns it and the generated password when none was given.
+pub fn create_user(
+    data_dir: &Path,
+    email: &str,
+    name: &str,
+    role: Role,
+    tenant_slug: Option<&str>,
+    password: Option<String>,
+) -> Result<(User, Option<String>), OfflineError> {
+    let store = open(data_dir)?;
+    let email = email.trim().to_lowercase();
+    if !valid_email(&email) {
+        return Err(OfflineError::Invalid(format!("invalid email {email:?}")));
+    }
+    let tenant_id = match (role, tenant_slug) {
+        (Role::Client, Some(slug)) => Some(
+            store
+                .tenant_slugs
+                .get(slug)?
+                .ok_or_else(|| OfflineError::Invalid(format!("no tenant with slug {slug}")))?,
+        ),
+        (Role::Client, None) => {
+            return Err(OfflineError::Invalid("a client user needs --tenant".into()));
+        }
+        (_, Some(_)) => {
+            return Err(OfflineError::Invalid(
+                "only client users belong to a tenant".into(),
+            ));
+        }
+        (_, None) => None,
+    };
+    if password.as_ref().is_some_and(|p| p.chars().count() < 12) {
+        return Err(OfflineError::Invalid(
+            "the password must be at least 12 characters".into(),
+        ));
+    }
+    let generated = password.is_none().then(generate_password);
+    let password = password.or(generated.clone()).unwrap_or_default();
+    let stamp = now();
+    let user = User {
+        id: new_id(),
+        email: email.clone(),
+        name: name.to_owned(),
+        password_hash: hash_password(&password)
+            .map_err(|_| OfflineError::Invalid("hashing failed".into()))?,
+        role,
+        tenant_id,
+        disabled: false,
+        created_at: stamp,
+        updated_at: stamp,
+    };
+    if !store.create_user(&user)? {
+        return Err(OfflineError::Invalid(format!(
+            "a user with email {email} exists"
+        )));
+    }
+    store.db.flush_blocking()?;
+    Ok((user, generated))
+}
+
+/// Every user.
+pub fn list_users(data_dir: &Path) -> Result<Vec<User>, OfflineError> {
+    Ok(open(data_dir)?.users.values()?)
+}
+
+/// Disables a user and ends their sessions.
+pub fn disable_user(data_dir: &Path, email: &str) -> Result<User, OfflineError> {
+    let store = open(data_dir)?;
+    let user = store
+        .user_by_email(email)?
+        .ok_or_else(|| OfflineError::NoSuchUser(email.to_owned()))?;
+    let user = store
+        .users
+        .update(&user.id, |u| {
+            u.disabled = true;
+            u.updated_at = now();
+        })?
+        .ok_or_else(|| OfflineError::NoSuchUser(email.to_owned()))?;
+    end_user_sessions(&store, &user.id)?;
+    store.db.flush_blocking()?;
+    Ok(user)
+}
+
+/// Sets a new password (generated when none is given), enables the user and ends their
+/// sessions; returns the generated password.
+pub fn reset_password(
+    data_dir: &Path,
+    email: &str,
+    password: Option<String>,
+) -> Result<Option<String>, OfflineError> {
+    let store = open(data_dir)?;
+    let user = store
+        .user_by_email(email)?
+        .ok_or_else(|| OfflineError::NoSuchUser(email.to_owned()))?;
+    if password.as_ref().is_some_and(|p| p.chars().count() < 12) {
+        return Err(OfflineError::Invalid(
+            "the password must be at least 12 characters".into(),
+        ));
+    }
+    let generated = password.is_none().then(generate_password);
+    let password = password.or(generated.clone()).unwrap_or_default();
+    let hash =
+        hash_password(&password).map_err(|_| OfflineError::Invalid("hashing failed".into()))?;
+    store.users.update(&user.id, |u| {
+        u.password_hash = hash.clone();
+        u.disabled = false;
+        u.updated_at = now();
+    })?;
+    end_user_sessions(&store, &user.id)?;
+    store.db.flush_blocking()?;
+    Ok(generated)
+}
