@@ -113,27 +113,35 @@ impl JwtKeys {
         Ok(())
     }
 
-    /// Loads every stored key; the newest signs, all of them verify (so rotation does not
-    /// invalidate tokens already issued).
-    pub fn load(store: &Store) -> Result<Self, KeyError> {
+    /// Loads the stored keys: the newest signs; an older key still verifies until every token
+    /// it can have signed has expired (its successor's age exceeds `access_ttl`), so rotating
+    /// never logs anyone out and a retired key stops working soon after.
+    pub fn load(store: &Store, access_ttl: std::time::Duration) -> Result<Self, KeyError> {
         let mut keys = store.signing_keys.values()?;
         if keys.is_empty() {
             Self::generate(store)?;
             keys = store.signing_keys.values()?;
         }
         keys.sort_by_key(|k| k.created_at);
+        let grace =
+            Duration::try_from(access_ttl).unwrap_or(Duration::minutes(15)) + Duration::minutes(1);
         let mut decoding = HashMap::new();
         let mut newest = None;
-        for key in &keys {
+        for (i, key) in keys.iter().enumerate() {
+            let retired = keys
+                .get(i + 1)
+                .is_some_and(|successor| successor.created_at + grace < now());
             let bad = || KeyError::BadKey {
                 kid: key.kid.clone(),
             };
             let der = STANDARD.decode(&key.pkcs8).map_err(|_| bad())?;
             let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| bad())?;
-            decoding.insert(
-                key.kid.clone(),
-                DecodingKey::from_ed_der(pair.public_key().as_ref()),
-            );
+            if !retired {
+                decoding.insert(
+                    key.kid.clone(),
+                    DecodingKey::from_ed_der(pair.public_key().as_ref()),
+                );
+            }
             newest = Some((key.kid.clone(), EncodingKey::from_ed_der(&der)));
         }
         let (current_kid, encoding) = newest.ok_or(KeyError::Generate)?;
@@ -426,7 +434,39 @@ impl FromRequestParts<AppState> for Caller {
 
 #[cfg(test)]
 mod tests {
-    use super::scope_matches;
+    use super::*;
+
+    #[test]
+    fn a_retired_signing_key_stops_verifying_after_the_token_lifetime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let age = |key: &SigningKey, minutes: i64| {
+            let mut k = key.clone();
+            k.created_at = now() - Duration::minutes(minutes);
+            store.signing_keys.put(&k.kid, &k).expect("put");
+        };
+        JwtKeys::generate(&store).expect("first");
+        let first = store.signing_keys.values().expect("keys").remove(0);
+        age(&first, 120);
+        JwtKeys::generate(&store).expect("second");
+        let second = store
+            .signing_keys
+            .values()
+            .expect("keys")
+            .into_iter()
+            .find(|k| k.kid != first.kid)
+            .expect("second");
+        // The successor is 5 minutes old: tokens of the first key may still be live.
+        age(&second, 5);
+        let keys = JwtKeys::load(&store, std::time::Duration::from_secs(900)).expect("load");
+        assert!(keys.decoding.contains_key(&first.kid));
+        assert_eq!(keys.current_kid, second.kid);
+        // An hour later every token of the first key has expired: it is dropped.
+        age(&second, 60);
+        let keys = JwtKeys::load(&store, std::time::Duration::from_secs(900)).expect("load");
+        assert!(!keys.decoding.contains_key(&first.kid));
+        assert!(keys.decoding.contains_key(&second.kid));
+    }
 
     #[test]
     fn scopes_match_exactly_by_resource_or_all() {

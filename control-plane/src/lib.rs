@@ -76,7 +76,7 @@ pub struct Listeners {
 pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
     let pki = Pki::load(&config.data_dir).map_err(ServeError::NotInitialised)?;
     let store = Store::open(&config.data_dir.join("db"))?;
-    let jwt = auth::JwtKeys::load(&store)?;
+    let jwt = auth::JwtKeys::load(&store, config.access_ttl)?;
     let revocations = Arc::new(Revocations::default());
     for mut host in store.hosts.values()? {
         if host.revoked_at.is_some() {

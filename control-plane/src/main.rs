@@ -34,6 +34,9 @@ enum Command {
     /// Manage users on a stopped server's data dir.
     #[command(subcommand)]
     User(UserCommand),
+    /// Add a new JWT signing key (takes effect at the next start; old tokens stay valid until
+    /// they expire).
+    RotateSigningKey(DataDirArg),
 }
 
 #[derive(Subcommand)]
@@ -212,6 +215,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::User(cmd) => user_command(cmd),
+        Command::RotateSigningKey(a) => {
+            let count = axon_control_plane::offline::rotate_signing_key(&a.data_dir)?;
+            println!("new signing key added ({count} stored); restart axon-cp to sign with it");
+            Ok(())
+        }
         Command::Token(TokenCommand::Create(args)) => {
             let created = axon_control_plane::enrollment::create_offline(
                 &args.data_dir,

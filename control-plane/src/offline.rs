@@ -142,3 +142,12 @@ pub fn reset_password(
     store.db.flush_blocking()?;
     Ok(generated)
 }
+
+/// Adds a new JWT signing key; the server signs with it from its next start, and keeps
+/// accepting the previous key until tokens signed with it have expired.
+pub fn rotate_signing_key(data_dir: &Path) -> Result<usize, OfflineError> {
+    let store = open(data_dir)?;
+    crate::auth::JwtKeys::generate(&store).map_err(|e| OfflineError::Invalid(e.to_string()))?;
+    store.db.flush_blocking()?;
+    Ok(store.signing_keys.len())
+}

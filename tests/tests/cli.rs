@@ -268,3 +268,29 @@ async fn user_commands_work_on_a_stopped_data_dir() {
     cp.spawn().await;
     cp.login_as("ops@axon.test", "a fresh long password").await;
 }
+
+#[tokio::test]
+async fn rotating_the_signing_key_keeps_issued_tokens_valid() {
+    let mut cp = ControlPlane::start(&[]).await;
+    let old = cp.admin_token().await;
+    let kid = |token: &str| {
+        let header = token.split('.').next().expect("header");
+        let json =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .expect("b64");
+        serde_json::from_slice::<serde_json::Value>(&json).expect("json")["kid"].clone()
+    };
+    cp.terminate();
+    let data = cp.data_dir().to_string_lossy().into_owned();
+    let (ok, out, err) = run("axon-cp", &["rotate-signing-key", "--data-dir", &data]);
+    assert!(ok && out.contains("2 stored"), "{out}{err}");
+    cp.spawn().await;
+    let new = cp.admin_token().await;
+    assert_ne!(kid(&old), kid(&new), "the new key signs");
+    for token in [&old, &new] {
+        let (status, _) = cp
+            .call(reqwest::Method::GET, "/api/me", Some(token), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "tokens of both keys are accepted");
+    }
+}
