@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::exec::{CommandSpec, Whitelist, default_specs};
+
 /// Settings of `agentd run`.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -19,6 +21,12 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// Largest frame accepted from the control plane.
     pub max_frame_bytes: usize,
+    /// Offer the built-in safe commands (uptime, df, free, systemctl status, ...).
+    pub default_commands: bool,
+    /// The host owner's own whitelisted commands.
+    pub commands: Vec<CommandSpec>,
+    /// Where users and groups for `run_as` are looked up (`/etc`).
+    pub etc_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -29,7 +37,23 @@ impl AgentConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             max_frame_bytes: axon_shared::DEFAULT_MAX_FRAME,
+            default_commands: true,
+            commands: Vec::new(),
+            etc_dir: PathBuf::from("/etc"),
         }
+    }
+
+    /// The command whitelist this configuration allows.
+    pub fn whitelist(&self) -> Result<Whitelist, ConfigError> {
+        let mut specs = if self.default_commands {
+            default_specs()
+        } else {
+            Vec::new()
+        };
+        // An entry of the host owner's with a default's name replaces the default.
+        specs.retain(|d| !self.commands.iter().any(|c| c.name == d.name));
+        specs.extend(self.commands.iter().cloned());
+        Whitelist::new(specs, &self.etc_dir).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
 
@@ -44,6 +68,11 @@ pub struct FileConfig {
     /// e.g. "60s"
     pub backoff_max: Option<String>,
     pub max_frame_bytes: Option<usize>,
+    /// Offer the built-in safe commands (default true).
+    pub default_commands: Option<bool>,
+    /// Whitelisted commands, as `[[commands]]` tables.
+    #[serde(default)]
+    pub commands: Vec<CommandSpec>,
 }
 
 /// The configuration file is unusable.
@@ -91,6 +120,10 @@ impl FileConfig {
         if let Some(v) = self.max_frame_bytes {
             config.max_frame_bytes = v;
         }
+        if let Some(v) = self.default_commands {
+            config.default_commands = v;
+        }
+        config.commands.extend(self.commands);
         Ok(())
     }
 }

@@ -12,9 +12,12 @@ pub mod backoff;
 pub mod caps;
 pub mod config;
 pub mod enroll;
+pub mod exec;
 pub mod facts;
 pub mod link;
+pub mod ops;
 pub mod state;
+mod sys;
 pub mod tls;
 
 use std::future::Future;
@@ -41,8 +44,11 @@ pub async fn run(
     let facts = facts::collect();
     let capabilities = caps::detect(&caps::Probes::default()).await;
     tracing::info!(host = %identity.host_id, ?capabilities, "agentd starting");
+    let whitelist = config.whitelist()?;
+    tracing::info!(commands = whitelist.len(), "command whitelist loaded");
+    let ops = std::sync::Arc::new(ops::Ops::new(whitelist));
     let hello = link::hello(facts, capabilities);
-    link::run_until(&config, hello, shutdown, || {
+    link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     })

@@ -2,17 +2,19 @@
 //! certificate fresh, and reconnect with backoff whenever the link drops.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axon_shared::{
-    CertInfo, CertRenew, CertRenewed, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Pong, Request,
-    Response, Ulid, Welcome, op,
+    CertInfo, CertRenew, CertRenewed, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Request, Response,
+    Ulid, Welcome, op,
 };
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{CertificateParams, KeyPair};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use tokio::sync::{oneshot, watch};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -20,6 +22,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
+use crate::ops::{Handled, Ops};
 use crate::state::{CA_FILE, CERT_FILE, KEY_FILE, StateDir, StateError};
 
 /// How long dialling (TCP, TLS, upgrade) and the hello may take.
@@ -52,12 +55,7 @@ pub enum SessionError {
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+use crate::ops::unix_ms;
 
 fn new_id() -> String {
     Ulid::from_parts(unix_ms(), rand::random()).to_string()
@@ -68,6 +66,7 @@ fn new_id() -> String {
 pub async fn run_forever(
     config: &AgentConfig,
     hello: Hello,
+    ops: Arc<Ops>,
     mut shutdown: watch::Receiver<bool>,
     on_first_attempt: impl FnOnce(),
 ) {
@@ -79,7 +78,7 @@ pub async fn run_forever(
             f();
         }
         let started = Instant::now();
-        let result = session(config, &state, &hello, &mut shutdown).await;
+        let result = session(config, &state, &hello, &ops, &mut shutdown).await;
         match &result {
             Err(SessionError::Shutdown) => return,
             Err(SessionError::Refused(e)) => {
@@ -113,6 +112,7 @@ async fn session(
     config: &AgentConfig,
     state: &StateDir,
     hello: &Hello,
+    ops: &Arc<Ops>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let identity = state.identity()?;
@@ -149,14 +149,17 @@ async fn session(
     .await
     .map_err(|_| SessionError::Closed("no welcome in time".into()))??;
     tracing::info!(host = %welcome.host_id, url = %url, "connected to the control plane");
+    let (replies, replies_rx) = mpsc::channel(64);
     Live {
         config,
         state,
         key_pem,
         welcome,
         renewal: None,
+        ops: ops.clone(),
+        replies,
     }
-    .run(ws, shutdown)
+    .run(ws, replies_rx, shutdown)
     .await
 }
 
@@ -226,12 +229,16 @@ struct Live<'a> {
     welcome: Welcome,
     /// The renewal in flight: its request id and where its answer goes.
     renewal: Option<(String, oneshot::Sender<Response>)>,
+    ops: Arc<Ops>,
+    /// Answers of requests served in their own tasks, sent by the session loop.
+    replies: mpsc::Sender<Frame>,
 }
 
 impl Live<'_> {
     async fn run(
         mut self,
         ws: Ws,
+        mut replies: mpsc::Receiver<Frame>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         let (mut sink, mut stream) = ws.split();
@@ -324,6 +331,11 @@ impl Live<'_> {
                         None => Instant::now() + Duration::from_secs(60),
                     };
                 }
+                Some(reply) = replies.recv() => {
+                    sink.send(Message::Text(reply.encode().into()))
+                        .await
+                        .map_err(|e| SessionError::Closed(e.to_string()))?;
+                }
                 _ = shutdown.changed() => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
                     return Err(SessionError::Shutdown);
@@ -334,7 +346,16 @@ impl Live<'_> {
 
     fn handle(&mut self, frame: Frame) -> Option<Frame> {
         match frame {
-            Frame::Request(req) => Some(Frame::Response(serve(req))),
+            Frame::Request(req) => match self.ops.handle(req) {
+                Handled::Now(response) => Some(Frame::Response(response)),
+                Handled::Later(answer) => {
+                    let replies = self.replies.clone();
+                    tokio::spawn(async move {
+                        let _ = replies.send(Frame::Response(answer.await)).await;
+                    });
+                    None
+                }
+            },
             Frame::Response(resp) => {
                 if self.renewal.as_ref().is_some_and(|(id, _)| *id == resp.id)
                     && let Some((_, tx)) = self.renewal.take()
@@ -401,26 +422,6 @@ impl Live<'_> {
     }
 }
 
-/// Answers one request from the control plane.
-fn serve(req: Request) -> Response {
-    match req.op.as_str() {
-        op::PING => Response::ok(
-            req.id,
-            &Pong {
-                agent_time_ms: unix_ms(),
-            },
-        ),
-        other => Response::err(
-            req.id,
-            ErrorCode::UnknownOp,
-            format!(
-                "operation '{other}' is not supported by this agent (agentd {})",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
-    }
-}
-
 /// The hello this agent sends.
 pub fn hello(facts: axon_shared::HostFacts, capabilities: axon_shared::Capabilities) -> Hello {
     Hello {
@@ -435,11 +436,12 @@ pub fn hello(facts: axon_shared::HostFacts, capabilities: axon_shared::Capabilit
 pub async fn run_until(
     config: &AgentConfig,
     hello: Hello,
+    ops: Arc<Ops>,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
 ) {
     let (tx, rx) = watch::channel(false);
-    let link = run_forever(config, hello, rx, ready);
+    let link = run_forever(config, hello, ops, rx, ready);
     tokio::pin!(link);
     tokio::select! {
         _ = &mut link => {}
@@ -447,23 +449,5 @@ pub async fn run_until(
             let _ = tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(2), link).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ping_is_answered_and_unknown_ops_are_refused() {
-        let pong = serve(Request::new("a", op::PING, &serde_json::Value::Null));
-        assert!(pong.ok);
-        assert!(pong.into_result::<Pong>().expect("pong").agent_time_ms > 0);
-        let refused = serve(Request::new("b", "fs.format", &serde_json::Value::Null));
-        let err = refused
-            .into_result::<serde_json::Value>()
-            .expect_err("refused");
-        assert_eq!(err.code, ErrorCode::UnknownOp);
-        assert!(err.message.contains("fs.format"));
     }
 }

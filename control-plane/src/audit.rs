@@ -20,13 +20,14 @@ pub struct Record {
     pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
-    /// e.g. `auth.login`, `user.create`, `access.denied`.
+    /// e.g. `auth.login`, `user.create`, `access.forbidden`, `host.exec`.
     pub action: String,
-    /// `ok`, `denied`, `throttled` or `error`.
+    /// `ok`, `denied`, `throttled` or `error` (the link failed).
     pub outcome: String,
     /// User or API key id; empty for anonymous callers.
     pub actor: String,
     pub actor_role: Option<Role>,
+    /// The actor's tenant (clients), not the target's.
     pub tenant_id: Option<String>,
     /// What the action was about (a user id, a slug, a route, an email).
     pub target: String,
@@ -56,6 +57,9 @@ impl Event {
         self.actor = caller.id.clone();
         self.actor_role = Some(caller.role);
         self.tenant_id = caller.tenant_id.clone();
+        if let Some(ip) = caller.ip {
+            self.source_ip = Some(ip.to_string());
+        }
         self
     }
     pub fn actor(mut self, id: &str, role: Role, tenant: Option<&str>) -> Self {

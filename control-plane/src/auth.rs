@@ -308,6 +308,8 @@ pub struct Caller {
     /// The tenant the caller is confined to (clients), or an admin's own tenant (none).
     pub tenant_id: Option<String>,
     pub via: Via,
+    /// Address the request came from (the TCP peer).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl Caller {
@@ -341,6 +343,17 @@ impl Caller {
         !self.is_client() || self.tenant_id.as_deref() == tenant
     }
 
+    /// Refuses identity management (users, keys) through an API key: a key must not be able
+    /// to mint credentials wider than itself.
+    pub fn require_session(&self) -> Result<(), ApiError> {
+        match self.via {
+            Via::Session { .. } => Ok(()),
+            Via::ApiKey { .. } => Err(ApiError::forbidden(
+                "managing users and API keys needs a user session, not an API key",
+            )),
+        }
+    }
+
     /// The user id behind the call, if a user (not a key) is calling.
     pub fn user_id(&self) -> Option<&str> {
         matches!(self.via, Via::Session { .. }).then_some(self.id.as_str())
@@ -370,7 +383,7 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
     if token.starts_with(API_KEY_PREFIX) {
-        return authenticate_key(state, token);
+        return authenticate_key(state, parts, token);
     }
     let invalid = || ApiError::unauthorized("the access token is invalid or expired");
     let claims = state.jwt.verify(token).ok_or_else(invalid)?;
@@ -380,21 +393,30 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
     if user.disabled || user.role != claims.role || user.tenant_id != claims.tenant {
         return Err(invalid());
     }
-    if state.store.sessions.get(&claims.sid)?.is_none() {
-        return Err(invalid());
+    match state.store.sessions.get(&claims.sid)? {
+        Some(session) if session.expires_at > now() => {}
+        _ => return Err(invalid()),
     }
     Ok(Caller {
         id: user.id,
         role: user.role,
         tenant_id: user.tenant_id,
         via: Via::Session { sid: claims.sid },
+        ip: peer_ip(parts),
     })
 }
 
 /// Prefix of API keys.
 pub const API_KEY_PREFIX: &str = "axk_";
 
-fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn authenticate_key(state: &AppState, parts: &Parts, token: &str) -> Result<Caller, ApiError> {
     let invalid = || ApiError::unauthorized("the API key is invalid, expired or revoked");
     let digest = secret_digest(token.as_bytes());
     let key: ApiKey = state.store.api_keys.get(&digest)?.ok_or_else(invalid)?;
@@ -417,6 +439,7 @@ fn authenticate_key(state: &AppState, token: &str) -> Result<Caller, ApiError> {
         role: key.role,
         tenant_id: key.tenant_id,
         via: Via::ApiKey { scopes: key.scopes },
+        ip: peer_ip(parts),
     })
 }
 

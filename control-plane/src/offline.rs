@@ -30,6 +30,19 @@ fn open(data_dir: &Path) -> Result<Store, OfflineError> {
     Ok(Store::open(&data_dir.join("db"))?)
 }
 
+/// The same length rules as the API's.
+fn check_password(password: Option<&str>) -> Result<(), OfflineError> {
+    use crate::api::auth::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
+    match password {
+        Some(p) if p.chars().count() < MIN_PASSWORD_LEN || p.len() > MAX_PASSWORD_LEN => {
+            Err(OfflineError::Invalid(format!(
+                "the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Creates a user; returns it and the generated password when none was given.
 pub fn create_user(
     data_dir: &Path,
@@ -61,9 +74,10 @@ pub fn create_user(
         }
         (_, None) => None,
     };
-    if password.as_ref().is_some_and(|p| p.chars().count() < 12) {
+    check_password(password.as_deref())?;
+    if name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(OfflineError::Invalid(
-            "the password must be at least 12 characters".into(),
+            "name must be at most 200 printable characters".into(),
         ));
     }
     let generated = password.is_none().then(generate_password);
@@ -101,6 +115,17 @@ pub fn disable_user(data_dir: &Path, email: &str) -> Result<User, OfflineError> 
     let user = store
         .user_by_email(email)?
         .ok_or_else(|| OfflineError::NoSuchUser(email.to_owned()))?;
+    let other_admins = store
+        .users
+        .values()?
+        .iter()
+        .filter(|u| u.role == Role::Admin && !u.disabled && u.id != user.id)
+        .count();
+    if user.role == Role::Admin && !user.disabled && other_admins == 0 {
+        return Err(OfflineError::Invalid(format!(
+            "{email} is the last enabled admin"
+        )));
+    }
     let user = store
         .users
         .update(&user.id, |u| {
@@ -124,11 +149,7 @@ pub fn reset_password(
     let user = store
         .user_by_email(email)?
         .ok_or_else(|| OfflineError::NoSuchUser(email.to_owned()))?;
-    if password.as_ref().is_some_and(|p| p.chars().count() < 12) {
-        return Err(OfflineError::Invalid(
-            "the password must be at least 12 characters".into(),
-        ));
-    }
+    check_password(password.as_deref())?;
     let generated = password.is_none().then(generate_password);
     let password = password.or(generated.clone()).unwrap_or_default();
     let hash =

@@ -82,6 +82,16 @@ pub const RULES: &[Rule] = &[
         "/api/hosts/{id}/ping",
         Access::Roles(&[A, O], "hosts:operate"),
     ),
+    rule(
+        "GET",
+        "/api/hosts/{id}/commands",
+        Access::Roles(STAFF, "hosts:read"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/exec",
+        Access::Roles(&[A, O], "hosts:exec"),
+    ),
     rule("GET", "/api/tenants", Access::Roles(ADMIN, "tenants:read")),
     rule(
         "POST",

@@ -20,8 +20,8 @@ pub use duration::parse_duration;
 pub use frame::{Chunk, ErrorCode, Event, Frame, ProtocolError, Request, Response, WireError};
 pub use id::{Ulid, hex_decode, hex_encode};
 pub use messages::{
-    Capabilities, CertRenew, CertRenewed, EnrollRequest, EnrollResponse, Hello, HostFacts, Pong,
-    Welcome, op,
+    Capabilities, CertRenew, CertRenewed, CommandInfo, EnrollRequest, EnrollResponse, ExecResult,
+    ExecRun, Hello, HostFacts, ParamSchema, Pong, Requester, Welcome, op,
 };
 pub use token::{EnrollmentToken, TokenError};
 

@@ -10,6 +10,94 @@ pub mod op {
     pub const PING: &str = "ping";
     /// Agent → control plane: [`super::CertRenew`], answered by [`super::CertRenewed`].
     pub const CERT_RENEW: &str = "cert.renew";
+    /// Control plane → agent: no body, answered by a list of [`super::CommandInfo`].
+    pub const EXEC_LIST: &str = "exec.list";
+    /// Control plane → agent: [`super::ExecRun`], answered by [`super::ExecResult`].
+    pub const EXEC_RUN: &str = "exec.run";
+}
+
+/// Who asked for an operation, carried to the agent for its audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requester {
+    /// User or API key id.
+    pub actor: String,
+    /// The caller's role, e.g. `operator`.
+    pub role: String,
+    /// The caller's tenant, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Address the API request came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// Id of the API request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Runs a whitelisted command by name with typed parameters (never raw argv).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRun {
+    /// Name of a command in the host's whitelist.
+    pub command: String,
+    /// Values for the command's parameter slots.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Who asked.
+    #[serde(default)]
+    pub requested_by: Requester,
+}
+
+/// How a whitelisted command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecResult {
+    /// Exit status, when the process exited on its own.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, when it was killed.
+    pub signal: Option<i32>,
+    /// Standard output up to the cap (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    /// Standard error up to the cap.
+    pub stderr: String,
+    /// Output beyond the cap was dropped (and the command stopped).
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// The command ran past its timeout and its process group was killed.
+    pub timed_out: bool,
+    /// Wall time from spawn to exit.
+    pub duration_ms: u64,
+}
+
+/// A parameter slot of a whitelisted command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ParamSchema {
+    /// One of a fixed list of strings.
+    Enum { values: Vec<String> },
+    /// An integer in `[min, max]`.
+    Integer { min: i64, max: i64 },
+    /// A string matching `pattern` (anchored) of at most `max_len` bytes, never starting
+    /// with `-` and without control characters.
+    String { pattern: String, max_len: usize },
+    /// A systemd unit name, checked by systemd's own rules.
+    Unit,
+}
+
+/// A whitelisted command as the host describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandInfo {
+    pub name: String,
+    pub description: String,
+    /// Parameter slots by name.
+    pub params: std::collections::BTreeMap<String, ParamSchema>,
+    pub timeout_ms: u64,
+    /// Bytes kept of each of stdout and stderr.
+    pub output_cap: usize,
+    /// The binary exists on the host.
+    pub available: bool,
 }
 
 /// The agent's introduction, sent as the first request on every connection.

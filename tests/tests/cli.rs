@@ -237,6 +237,18 @@ async fn user_commands_work_on_a_stopped_data_dir() {
             "--data-dir",
             &data,
             "--email",
+            ADMIN_EMAIL,
+        ],
+    );
+    assert!(!ok && err.contains("last enabled admin"), "{err}");
+    let (ok, _, err) = run(
+        "axon-cp",
+        &[
+            "user",
+            "disable",
+            "--data-dir",
+            &data,
+            "--email",
             "ghost@axon.test",
         ],
     );

@@ -291,6 +291,39 @@ async fn api_keys_are_confined_by_role_scope_expiry_and_revocation() {
             .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
+    // Even an admin key cannot mint credentials: that needs a user session.
+    let (_, root_key) =
+        w.cp.call(
+            Method::POST,
+            "/api/api-keys",
+            Some(&w.admin),
+            Some(make("admin", json!(["*"]), json!({}))),
+        )
+        .await;
+    let root_key = root_key["key"].as_str().expect("key").to_owned();
+    let (status, _) =
+        w.cp.call(Method::GET, "/api/users", Some(&root_key), None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "an admin key reads users");
+    let (status, _) =
+        w.cp.call(
+            Method::POST,
+            "/api/api-keys",
+            Some(&root_key),
+            Some(make("admin", json!(["*"]), json!({}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) =
+        w.cp.call(
+            Method::POST,
+            "/api/users",
+            Some(&root_key),
+            Some(json!({"email": "new@axon.test", "password": USER_PASSWORD, "role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
     let (_, audit) =
         w.cp.call(
             Method::GET,
@@ -308,6 +341,14 @@ async fn api_keys_are_confined_by_role_scope_expiry_and_revocation() {
     assert!(
         actions.contains(&"api_key.create") && actions.contains(&"api_key.revoke"),
         "{actions:?}"
+    );
+    assert!(
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .all(|r| r["source_ip"] == "127.0.0.1"),
+        "{audit}"
     );
 }
 
@@ -582,6 +623,13 @@ async fn sessions_end_on_logout_password_change_disable_and_role_change() {
     let b = cp.token_for("viewer@axon.test").await;
     let (status, _) = cp.call(Method::POST, "/api/me/password", Some(&a), Some(json!({"current_password": "wrong password!", "new_password": "a brand new password"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Guessing the current password through this route is throttled like login.
+    let guesser = cp.token_for("client@acme.test").await;
+    let mut last = StatusCode::OK;
+    for _ in 0..7 {
+        last = cp.call(Method::POST, "/api/me/password", Some(&guesser), Some(json!({"current_password": "guess guess guess", "new_password": "a brand new password"}))).await.0;
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
     let (status, _) = cp
         .call(
             Method::POST,

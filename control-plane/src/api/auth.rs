@@ -301,11 +301,14 @@ async fn change_password(
         .get(user_id)?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
     check_new_password(&req.new_password)?;
+    let guess_key = format!("password-change:{}", user.id);
+    state.limiter.check(&guess_key, 5)?;
     let (hash, current) = (user.password_hash.clone(), req.current_password);
     let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &current))
         .await
         .unwrap_or(false);
     if !ok {
+        state.limiter.fail(&guess_key);
         state.audit.record(
             state
                 .audit

@@ -57,14 +57,7 @@ async fn create_token(
     caller: Caller,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large("request body is too large")
-        } else {
-            ApiError::bad_request(e.body_text())
-        }
-    })?;
-    let req: CreateToken = super::optional_json(&body)?;
+    let req: CreateToken = super::optional_json(&super::body_bytes(body)?)?;
     let ttl = req.ttl_secs.unwrap_or(enrollment::DEFAULT_TTL_SECS);
     let created = enrollment::create(
         &state.store,

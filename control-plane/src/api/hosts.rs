@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axon_shared::{Capabilities, HostFacts, Pong, op};
+use axon_shared::{Capabilities, CommandInfo, ExecResult, ExecRun, HostFacts, Pong, Requester, op};
 use axum::extract::State;
 use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,8 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::PATCH, "/api/hosts/{id}", patch(update)),
         Route::new(Method::DELETE, "/api/hosts/{id}", delete(revoke)),
         Route::new(Method::POST, "/api/hosts/{id}/ping", post(ping)),
+        Route::new(Method::GET, "/api/hosts/{id}/commands", get(commands)),
+        Route::new(Method::POST, "/api/hosts/{id}/exec", post(exec)),
     ]
 }
 
@@ -236,6 +238,98 @@ async fn ping(
     }))
 }
 
+async fn commands(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Vec<CommandInfo>>, ApiError> {
+    let host = find(&state, &caller, &id)?;
+    if host.revoked_at.is_some() {
+        return Err(ApiError::conflict("the host is revoked"));
+    }
+    let body = state
+        .hub
+        .call(
+            &id,
+            op::EXEC_LIST,
+            &serde_json::Value::Null,
+            state.config.agent_timeout,
+        )
+        .await
+        .map_err(link_error)?;
+    let list = serde_json::from_value(body)
+        .map_err(|e| ApiError::internal(format!("the agent's command list is malformed: {e}")))?;
+    Ok(ApiJson(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    command: String,
+    #[serde(default)]
+    params: BTreeMap<String, serde_json::Value>,
+}
+
+/// How long the API waits for a command: the agent caps commands at ten minutes.
+const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(630);
+
+async fn exec(
+    State(state): State<AppState>,
+    caller: Caller,
+    info: axum::extract::ConnectInfo<std::net::SocketAddr>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ExecBody>,
+) -> Result<ApiJson<ExecResult>, ApiError> {
+    let host = find(&state, &caller, &id)?;
+    if host.revoked_at.is_some() {
+        return Err(ApiError::conflict("the host is revoked"));
+    }
+    let request_id = crate::auth::new_id();
+    let run = ExecRun {
+        command: body.command.clone(),
+        params: body.params,
+        requested_by: Requester {
+            actor: caller.id.clone(),
+            role: serde_json::to_value(caller.role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            tenant_id: caller.tenant_id.clone(),
+            source_ip: Some(info.0.ip().to_string()),
+            request_id: Some(request_id.clone()),
+        },
+    };
+    let target = format!("{id} {}", body.command);
+    let outcome = state.hub.call(&id, op::EXEC_RUN, &run, EXEC_WAIT).await;
+    let event = |outcome: &str| {
+        state
+            .audit
+            .event("host.exec", outcome)
+            .caller(&caller)
+            .ip(info.0.ip())
+            .target(&target)
+    };
+    match outcome {
+        Ok(body) => {
+            let result: ExecResult = serde_json::from_value(body).map_err(|e| {
+                ApiError::internal(format!("the agent's exec result is malformed: {e}"))
+            })?;
+            state.audit.record(event("ok").reason(&format!(
+                "request {request_id}, exit {:?}, timed out {}",
+                result.exit_code, result.timed_out
+            )));
+            Ok(ApiJson(result))
+        }
+        Err(e) => {
+            let denied = matches!(&e, LinkError::Refused { .. });
+            state
+                .audit
+                .record(event(if denied { "denied" } else { "error" }).reason(&e.to_string()));
+            Err(link_error(e))
+        }
+    }
+}
+
 /// Maps a link failure to the API's error shape.
 pub fn link_error(e: LinkError) -> ApiError {
     match &e {
@@ -248,6 +342,8 @@ pub fn link_error(e: LinkError) -> ApiError {
                 axon_shared::ErrorCode::Forbidden => axum::http::StatusCode::FORBIDDEN,
                 axon_shared::ErrorCode::NotFound => axum::http::StatusCode::NOT_FOUND,
                 axon_shared::ErrorCode::BadRequest => axum::http::StatusCode::BAD_REQUEST,
+                axon_shared::ErrorCode::RateLimited => axum::http::StatusCode::TOO_MANY_REQUESTS,
+                axon_shared::ErrorCode::Conflict => axum::http::StatusCode::CONFLICT,
                 _ => axum::http::StatusCode::BAD_GATEWAY,
             },
             code: error.code,

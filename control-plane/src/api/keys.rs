@@ -118,6 +118,7 @@ async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<NewKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
+    caller.require_session()?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(

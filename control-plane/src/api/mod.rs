@@ -135,6 +135,19 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     ))
 }
 
+/// A raw body, with its rejections (too large, unreadable) in the API's error shape.
+pub fn body_bytes(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large("request body is too large")
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })
+}
+
 /// Reads an optional JSON body: empty means all defaults.
 pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {

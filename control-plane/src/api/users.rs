@@ -127,8 +127,9 @@ fn keep_an_admin(state: &AppState, changing: &User) -> Result<(), ApiError> {
 
 async fn list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<Vec<UserView>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let users = state.store.users.values()?;
     Ok(ApiJson(
         users
@@ -145,6 +146,7 @@ async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<NewUser>,
 ) -> Result<(StatusCode, ApiJson<UserView>), ApiError> {
+    caller.require_session()?;
     let email = req.email.trim().to_lowercase();
     if !valid_email(&email) {
         return Err(ApiError::bad_request("email is not a valid address"));
@@ -194,6 +196,7 @@ async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> Result<ApiJson<UserView>, ApiError> {
+    caller.require_session()?;
     let user = find(&state, &id)?;
     if let Some(name) = &patch.name {
         check_name(name)?;
@@ -329,10 +332,11 @@ async fn reset_password(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<ApiJson<ResetResult>, ApiError> {
+    caller.require_session()?;
     find(&state, &id)?;
-    let req: ResetRequest = super::optional_json(&body)?;
+    let req: ResetRequest = super::optional_json(&super::body_bytes(body)?)?;
     let generated = req.password.is_none().then(generate_password);
     let password = req.password.or(generated.clone()).unwrap_or_default();
     check_new_password(&password)?;
