@@ -14,6 +14,7 @@ pub mod config;
 pub mod enroll;
 pub mod exec;
 pub mod facts;
+pub mod jail;
 pub mod link;
 pub mod ops;
 pub mod state;

@@ -21,7 +21,8 @@ pub use frame::{Chunk, ErrorCode, Event, Frame, ProtocolError, Request, Response
 pub use id::{Ulid, hex_decode, hex_encode};
 pub use messages::{
     Capabilities, CertRenew, CertRenewed, CommandInfo, EnrollRequest, EnrollResponse, ExecResult,
-    ExecRun, Hello, HostFacts, ParamSchema, Pong, Requester, Welcome, op,
+    ExecRun, FsContent, FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts, ParamSchema, Pong,
+    Requester, Welcome, op,
 };
 pub use token::{EnrollmentToken, TokenError};
 

@@ -14,6 +14,96 @@ pub mod op {
     pub const EXEC_LIST: &str = "exec.list";
     /// Control plane → agent: [`super::ExecRun`], answered by [`super::ExecResult`].
     pub const EXEC_RUN: &str = "exec.run";
+    /// Control plane → agent, all with an [`super::FsOp`] body: the file jail's verbs.
+    /// `fs.list` → [`super::FsListing`]; `fs.stat` → [`super::FsEntry`]; `fs.read` →
+    /// [`super::FsContent`]; `fs.write` → [`super::FsEntry`]; the rest → [`super::FsEntry`] of
+    /// the result (or `null` for delete).
+    pub const FS_LIST: &str = "fs.list";
+    pub const FS_STAT: &str = "fs.stat";
+    pub const FS_READ: &str = "fs.read";
+    pub const FS_WRITE: &str = "fs.write";
+    pub const FS_MKDIR: &str = "fs.mkdir";
+    pub const FS_RENAME: &str = "fs.rename";
+    pub const FS_DELETE: &str = "fs.delete";
+    pub const FS_CHMOD: &str = "fs.chmod";
+}
+
+/// A file-jail operation: `path` is `<root name>/<relative path>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsOp {
+    pub path: String,
+    /// Destination of `fs.rename`, in the same root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// First byte of `fs.read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Bytes wanted by `fs.read` (capped by the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// New content of `fs.write`, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_b64: Option<String>,
+    /// `fs.write` only succeeds if the current content has this etag (or `*`: any, or
+    /// `none`: the file must not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<String>,
+    /// Permission bits for `fs.chmod` (setuid, setgid and sticky are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// `fs.delete` of a non-empty directory, `fs.mkdir` of missing parents.
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub requested_by: Requester,
+}
+
+/// What a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One file or directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsEntry {
+    /// Path as addressed, `<root>/<relative>`.
+    pub path: String,
+    pub kind: FsKind,
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified: i64,
+    /// SHA-256 of the content (files only, when returned by read or write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+/// A directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsListing {
+    pub path: String,
+    pub entries: Vec<FsEntry>,
+    /// More entries exist than the agent returns in one listing.
+    pub truncated: bool,
+}
+
+/// A range of a file's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsContent {
+    pub entry: FsEntry,
+    pub offset: u64,
+    /// The bytes, base64.
+    pub content_b64: String,
 }
 
 /// Who asked for an operation, carried to the agent for its audit trail.

@@ -1,8 +1,9 @@
 //! Ping round trips through the real link: real axon-cp and agentd processes on loopback,
-//! 10,000 sequential `POST /api/hosts/{id}/ping` calls. Prints a table.
+//! 10,000 sequential `POST /api/hosts/{id}/ping` calls, then 2,000 runs of a whitelisted
+//! `/bin/true` through `POST /api/hosts/{id}/exec`. Prints tables.
 //!
 //! Run: `scripts/bench` (or `cargo build --release --bins && cargo bench -p axon-e2e --bench link`).
-//! PINGS=N overrides the count.
+//! PINGS=N and EXECS=N override the counts.
 
 #![allow(clippy::print_stdout)] // a bench binary prints its table
 
@@ -39,7 +40,13 @@ async fn main() {
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
     let mut agent = Agent::enroll(&cp).await;
-    agent.start(&[]);
+    let config = agent.dir.path().join("agentd.toml");
+    std::fs::write(
+        &config,
+        "[[commands]]\nname = \"true\"\nbinary = \"/bin/true\"\n",
+    )
+    .expect("agent config");
+    agent.start(&["--config", config.to_str().expect("utf-8 path")]);
     let online = wait_until(Duration::from_secs(10), || async {
         cp.host(&admin, &agent.host_id).await["status"] == "online"
     })
@@ -64,6 +71,21 @@ async fn main() {
         link.push(body["rtt_ms"].as_f64().unwrap_or(f64::NAN));
     }
     let total = start.elapsed();
+    let execs: usize = std::env::var("EXECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let exec_path = format!("/api/hosts/{}/exec", agent.host_id);
+    let body = serde_json::json!({"command": "true"});
+    let mut exec = Vec::with_capacity(execs);
+    for _ in 0..execs {
+        let t = Instant::now();
+        let (status, out) = cp
+            .call(Method::POST, &exec_path, Some(&admin), Some(body.clone()))
+            .await;
+        exec.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(status, StatusCode::OK, "{out}");
+    }
     println!();
     println!("ping round trips, {pings} sequential, loopback, one agent");
     println!("| measured                           |  p50 ms  |  p90 ms  |  p99 ms  |  max ms  |");
@@ -75,4 +97,9 @@ async fn main() {
         pings as f64 / total.as_secs_f64(),
         total.as_secs_f64()
     );
+    println!();
+    println!("exec of /bin/true, {execs} sequential");
+    println!("| measured                           |  p50 ms  |  p90 ms  |  p99 ms  |  max ms  |");
+    println!("|------------------------------------|----------|----------|----------|----------|");
+    row("API call (HTTPS, JWT, link, run)", exec);
 }

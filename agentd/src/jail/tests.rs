@@ -1,0 +1,315 @@
+//! Escape attempts against every verb. Outside targets are decoy files in the test's own temp
+//! dir, so a broken jail cannot touch real system files.
+
+use super::*;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    jail: Jail,
+}
+
+const SECRET: &str = "outside secret";
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path().to_path_buf();
+    let root = base.join("www");
+    std::fs::create_dir_all(root.join("site/assets")).expect("dirs");
+    std::fs::write(root.join("site/index.html"), "<h1>hi</h1>").expect("file");
+    // Decoys outside the root, including a sibling sharing the root's name prefix.
+    std::fs::write(base.join("secret.txt"), SECRET).expect("secret");
+    std::fs::create_dir_all(base.join("www-private")).expect("sibling");
+    std::fs::write(base.join("www-private/key"), SECRET).expect("sibling file");
+    std::os::unix::fs::symlink(base.join("secret.txt"), root.join("abs-link")).expect("symlink");
+    std::os::unix::fs::symlink("../secret.txt", root.join("rel-link")).expect("symlink");
+    std::os::unix::fs::symlink("../www-private", root.join("dir-link")).expect("symlink");
+    std::os::unix::fs::symlink("site/index.html", root.join("inside-link")).expect("symlink");
+    std::fs::hard_link(base.join("secret.txt"), root.join("hard-link")).expect("hard link");
+    std::fs::create_dir_all(base.join("ro")).expect("ro");
+    std::fs::write(base.join("ro/readme"), "read only").expect("ro file");
+    let jail = Jail::open(&[
+        RootSpec {
+            name: "www".into(),
+            path: root,
+            mode: Mode::ReadWrite,
+            max_file_size: Some(1 << 20),
+        },
+        RootSpec {
+            name: "ro".into(),
+            path: base.join("ro"),
+            mode: Mode::ReadOnly,
+            max_file_size: None,
+        },
+    ])
+    .expect("jail");
+    Fixture {
+        _tmp: tmp,
+        base,
+        jail,
+    }
+}
+
+fn outside_untouched(f: &Fixture) {
+    assert_eq!(
+        std::fs::read_to_string(f.base.join("secret.txt")).expect("secret"),
+        SECRET
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.base.join("www-private/key")).expect("key"),
+        SECRET
+    );
+    let names: Vec<_> = std::fs::read_dir(&f.base)
+        .expect("base")
+        .map(|e| e.expect("e").file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        4,
+        "something was created outside the roots: {names:?}"
+    );
+}
+
+const ESCAPES: &[&str] = &[
+    "www/..",
+    "www/../secret.txt",
+    "www/site/../../secret.txt",
+    "www/./../secret.txt",
+    "www//../secret.txt",
+    "www/abs-link",
+    "www/rel-link",
+    "www/dir-link/key",
+    "www/hard-link",
+    "www-private/key",
+    "/etc/passwd",
+    "www//etc/passwd",
+    "www/site\0/index.html",
+    "../secret.txt",
+    "",
+];
+
+#[test]
+fn reads_stay_inside() {
+    let f = fixture();
+    let (info, bytes) = f.jail.read("www/site/index.html", 0, None).expect("read");
+    assert_eq!(bytes, b"<h1>hi</h1>");
+    assert_eq!(info.etag.as_deref(), Some(etag(b"<h1>hi</h1>").as_str()));
+    // A symlink that stays inside is followed.
+    assert_eq!(
+        f.jail
+            .read("www/inside-link", 0, None)
+            .expect("inside link")
+            .1,
+        b"<h1>hi</h1>"
+    );
+    for path in ESCAPES {
+        match f.jail.read(path, 0, None) {
+            Ok((_, bytes)) => panic!("{path:?} read {:?}", String::from_utf8_lossy(&bytes)),
+            Err(e) => assert!(!e.to_string().contains(SECRET), "{e}"),
+        }
+        assert!(f.jail.list(path).is_err(), "listed {path:?}");
+        // Entries that exist inside the root (the links themselves) may be stat'ed; nothing else.
+        let entry_inside = ["www/abs-link", "www/rel-link", "www/hard-link"].contains(path);
+        assert!(entry_inside || f.jail.stat(path).is_err(), "stat {path:?}");
+    }
+    outside_untouched(&f);
+}
+
+#[test]
+fn listings_do_not_follow_links_out() {
+    let f = fixture();
+    let root = f.jail.list("www").expect("list");
+    let names: Vec<&str> = root.entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(names.contains(&"www/site"));
+    let link = root
+        .entries
+        .iter()
+        .find(|e| e.path == "www/dir-link")
+        .expect("dir-link");
+    assert_eq!(link.kind, FsKind::Symlink);
+    assert!(
+        f.jail.list("www/dir-link").is_err(),
+        "listing through an escaping symlink"
+    );
+    assert!(f.jail.list("www/..").is_err());
+    assert!(f.jail.stat("www/../www-private").is_err());
+    assert!(matches!(
+        f.jail.list("www-private"),
+        Err(JailError::NoRoot(_))
+    ));
+}
+
+#[test]
+fn writes_stay_inside_and_are_atomic() {
+    let f = fixture();
+    let written = f
+        .jail
+        .write("www/site/new.txt", b"fresh", Some("none"))
+        .expect("write");
+    assert_eq!(written.size, 5);
+    assert_eq!(
+        std::fs::read(f.base.join("www/site/new.txt")).expect("on disk"),
+        b"fresh"
+    );
+    // Optimistic concurrency.
+    let tag = written.etag.expect("etag");
+    assert!(matches!(
+        f.jail.write("www/site/new.txt", b"x", Some("none")),
+        Err(JailError::Conflict { .. })
+    ));
+    assert!(matches!(
+        f.jail.write("www/site/new.txt", b"x", Some("0000")),
+        Err(JailError::Conflict { .. })
+    ));
+    f.jail
+        .write("www/site/new.txt", b"second", Some(&tag))
+        .expect("matching etag");
+    // Every escape form is refused for writes, and the targets outside keep their content.
+    for path in ESCAPES
+        .iter()
+        .chain(["www/abs-link", "www/dir-link/new", "www/hard-link"].iter())
+    {
+        assert!(f.jail.write(path, b"pwned", None).is_err(), "{path}");
+        assert!(
+            f.jail.mkdir(path, true).is_err() || path.starts_with("www/site"),
+            "{path}"
+        );
+        assert!(f.jail.chmod(path, 0o777).is_err(), "chmod {path}");
+        // Links inside the root may be deleted (that removes the link, not what it names).
+        let link_inside = ["www/abs-link", "www/rel-link", "www/hard-link"].contains(path);
+        assert!(
+            link_inside || f.jail.delete(path, true).is_err(),
+            "delete {path}"
+        );
+    }
+    outside_untouched(&f);
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(f.base.join("www/site"))
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains("axon-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn roots_cannot_be_removed_renamed_or_written_when_read_only() {
+    let f = fixture();
+    assert!(f.jail.delete("www", true).is_err());
+    assert!(f.jail.delete("www/", true).is_err());
+    assert!(f.jail.delete("www/.", true).is_err());
+    assert!(f.jail.rename("www", "www/x").is_err());
+    assert!(f.jail.rename("www/site", "www").is_err());
+    assert!(f.jail.rename("www/site", "www/../moved").is_err());
+    assert!(
+        f.jail
+            .rename("www/site/index.html", "ro/index.html")
+            .is_err()
+    );
+    assert!(f.jail.chmod("www", 0o777).is_err());
+    assert_eq!(
+        f.jail.read("ro/readme", 0, None).expect("read").1,
+        b"read only"
+    );
+    assert!(matches!(
+        f.jail.write("ro/readme", b"x", None),
+        Err(JailError::Refused { .. })
+    ));
+    assert!(f.jail.delete("ro/readme", false).is_err());
+    assert!(f.jail.mkdir("ro/d", false).is_err());
+    assert!(f.base.join("www/site/index.html").exists());
+}
+
+#[test]
+fn verbs_work_inside() {
+    let f = fixture();
+    f.jail.mkdir("www/a/b/c", true).expect("mkdir -p");
+    f.jail.write("www/a/b/c/f", b"data", None).expect("write");
+    let moved = f.jail.rename("www/a/b/c/f", "www/a/g").expect("rename");
+    assert_eq!(moved.size, 4);
+    let changed = f.jail.chmod("www/a/g", 0o600).expect("chmod");
+    assert_eq!(changed.mode, 0o600);
+    assert!(
+        matches!(
+            f.jail.chmod("www/a/g", 0o4755),
+            Err(JailError::Refused { .. })
+        ),
+        "setuid refused"
+    );
+    assert!(
+        f.jail.delete("www/a", false).is_err(),
+        "non-empty without recursive"
+    );
+    f.jail.delete("www/a", true).expect("recursive delete");
+    assert!(!f.base.join("www/a").exists());
+    // Deleting a symlink removes the link, not its target.
+    f.jail.delete("www/abs-link", false).expect("delete link");
+    outside_untouched(&f);
+}
+
+#[test]
+fn limits_and_bad_paths() {
+    let f = fixture();
+    let big = vec![b'x'; (1 << 20) + 1];
+    assert!(matches!(
+        f.jail.write("www/big", &big, None),
+        Err(JailError::TooLarge { .. })
+    ));
+    let long_name = format!("www/{}", "n".repeat(256));
+    assert!(matches!(
+        f.jail.write(&long_name, b"x", None),
+        Err(JailError::BadPath(_))
+    ));
+    let long_path = format!("www/{}", "d/".repeat(2100));
+    assert!(matches!(
+        f.jail.stat(&long_path),
+        Err(JailError::BadPath(_))
+    ));
+    assert!(matches!(
+        f.jail.stat("www/a\nb"),
+        Err(JailError::BadPath(_))
+    ));
+    // Ranges.
+    let (_, part) = f
+        .jail
+        .read("www/site/index.html", 4, Some(2))
+        .expect("range");
+    assert_eq!(part, b"hi");
+    let (_, past) = f
+        .jail
+        .read("www/site/index.html", 1000, None)
+        .expect("past the end");
+    assert!(past.is_empty());
+    assert!(RootSpec::parse_flag("www=/srv/www:rw").is_ok());
+    assert!(RootSpec::parse_flag("www=/srv/www:rx").is_err());
+    assert!(Jail::open(&[RootSpec::parse_flag("w=relative:rw").expect("flag")]).is_err());
+    assert!(Jail::open(&[RootSpec::parse_flag("Bad Name=/tmp:rw").expect("flag")]).is_err());
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_during_reads_never_leaks() {
+    let f = fixture();
+    let root = f.base.join("www");
+    std::fs::create_dir_all(root.join("swap")).expect("swap dir");
+    std::fs::write(root.join("swap/key"), "inside").expect("inside file");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (root, base, stop) = (root.clone(), f.base.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::rename(root.join("swap"), root.join("swap-real"));
+                let _ = std::os::unix::fs::symlink(base.join("www-private"), root.join("swap"));
+                let _ = std::fs::remove_file(root.join("swap"));
+                let _ = std::fs::rename(root.join("swap-real"), root.join("swap"));
+            }
+        })
+    };
+    for _ in 0..3000 {
+        if let Ok((_, bytes)) = f.jail.read("www/swap/key", 0, None) {
+            assert_eq!(bytes, b"inside", "read through a swapped-in symlink");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().expect("flipper");
+    outside_untouched(&f);
+}
