@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::exec::{CommandSpec, Whitelist, default_specs};
+use crate::jail::RootSpec;
 
 /// Settings of `agentd run`.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct AgentConfig {
     pub commands: Vec<CommandSpec>,
     /// Where users and groups for `run_as` are looked up (`/etc`).
     pub etc_dir: PathBuf,
+    /// Directories the control plane may reach through the file jail.
+    pub jails: Vec<RootSpec>,
 }
 
 impl AgentConfig {
@@ -40,6 +43,7 @@ impl AgentConfig {
             default_commands: true,
             commands: Vec::new(),
             etc_dir: PathBuf::from("/etc"),
+            jails: Vec::new(),
         }
     }
 
@@ -73,6 +77,9 @@ pub struct FileConfig {
     /// Whitelisted commands, as `[[commands]]` tables.
     #[serde(default)]
     pub commands: Vec<CommandSpec>,
+    /// File-jail roots, as `[[jails]]` tables.
+    #[serde(default)]
+    pub jails: Vec<RootSpec>,
 }
 
 /// The configuration file is unusable.
@@ -124,6 +131,7 @@ impl FileConfig {
             config.default_commands = v;
         }
         config.commands.extend(self.commands);
+        config.jails.extend(self.jails);
         Ok(())
     }
 }

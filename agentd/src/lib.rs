@@ -47,7 +47,9 @@ pub async fn run(
     tracing::info!(host = %identity.host_id, ?capabilities, "agentd starting");
     let whitelist = config.whitelist()?;
     tracing::info!(commands = whitelist.len(), "command whitelist loaded");
-    let ops = std::sync::Arc::new(ops::Ops::new(whitelist));
+    let jail = jail::Jail::open(&config.jails).map_err(config::ConfigError::Invalid)?;
+    tracing::info!(roots = ?jail, "file jail opened");
+    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail));
     let hello = link::hello(facts, capabilities);
     link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.

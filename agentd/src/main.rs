@@ -64,6 +64,9 @@ struct RunArgs {
     /// Largest frame accepted from the control plane, in bytes.
     #[arg(long, env = "AGENTD_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
+    /// A file-jail root, NAME=PATH:ro|rw (repeatable; adds to the config file's roots).
+    #[arg(long = "jail", value_parser = agentd::jail::RootSpec::parse_flag)]
+    jails: Vec<agentd::jail::RootSpec>,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +135,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = args.max_frame_bytes {
                 config.max_frame_bytes = v;
             }
+            config.jails.extend(args.jails);
             runtime()?.block_on(agentd::run(config, shutdown_signal()))?;
             Ok(())
         }

@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axon_shared::{ErrorCode, ExecRun, Pong, Request, Response, op};
+use axon_shared::{ErrorCode, ExecRun, FsOp, Pong, Request, Response, op};
 use tokio::sync::Semaphore;
 
 use crate::exec::{self, ExecError, Whitelist};
+use crate::jail::{Jail, JailError};
 
 /// Commands allowed to run at the same time; more are refused as busy.
 const MAX_CONCURRENT_EXECS: usize = 8;
@@ -25,6 +26,7 @@ pub enum Handled {
 pub struct Ops {
     whitelist: Whitelist,
     exec_slots: Arc<Semaphore>,
+    jail: Arc<Jail>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -35,10 +37,11 @@ pub fn unix_ms() -> u64 {
 }
 
 impl Ops {
-    pub fn new(whitelist: Whitelist) -> Self {
+    pub fn new(whitelist: Whitelist, jail: Jail) -> Self {
         Self {
             whitelist,
             exec_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXECS)),
+            jail: Arc::new(jail),
         }
     }
 
@@ -53,6 +56,14 @@ impl Ops {
             )),
             op::EXEC_LIST => Handled::Now(Response::ok(req.id, &self.whitelist.infos())),
             op::EXEC_RUN => self.exec(req),
+            op::FS_LIST
+            | op::FS_STAT
+            | op::FS_READ
+            | op::FS_WRITE
+            | op::FS_MKDIR
+            | op::FS_RENAME
+            | op::FS_DELETE
+            | op::FS_CHMOD => self.fs(req),
             other => Handled::Now(Response::err(
                 req.id,
                 ErrorCode::UnknownOp,
@@ -62,6 +73,40 @@ impl Ops {
                 ),
             )),
         }
+    }
+
+    fn fs(&self, req: Request) -> Handled {
+        let id = req.id.clone();
+        let fs_op: FsOp = match req.body_as() {
+            Ok(op) => op,
+            Err(e) => {
+                return Handled::Now(Response::err(
+                    id,
+                    ErrorCode::BadRequest,
+                    format!("invalid {} body: {e}", req.op),
+                ));
+            }
+        };
+        let jail = self.jail.clone();
+        let verb = req.op;
+        Handled::Later(Box::pin(async move {
+            let outcome = tokio::task::spawn_blocking(move || fs_call(&jail, &verb, &fs_op)).await;
+            match outcome {
+                Ok(Ok(body)) => Response::ok(id, &body),
+                Ok(Err(e)) => {
+                    let code = match &e {
+                        JailError::BadPath(_) => ErrorCode::BadRequest,
+                        JailError::NoRoot(_) | JailError::NotFound(_) => ErrorCode::NotFound,
+                        JailError::Refused { .. } => ErrorCode::Forbidden,
+                        JailError::TooLarge { .. } => ErrorCode::TooLarge,
+                        JailError::Conflict { .. } => ErrorCode::Conflict,
+                        JailError::Io { .. } => ErrorCode::Internal,
+                    };
+                    Response::err(id, code, e.to_string())
+                }
+                Err(_) => Response::err(id, ErrorCode::Internal, "file operation failed"),
+            }
+        }))
     }
 
     fn exec(&self, req: Request) -> Handled {
@@ -109,5 +154,62 @@ impl Ops {
                 Err(e) => Response::err(id, ErrorCode::Internal, e.to_string()),
             }
         }))
+    }
+}
+
+/// Runs one jail verb (blocking I/O: called on the blocking pool).
+fn fs_call(jail: &Jail, verb: &str, req: &FsOp) -> Result<serde_json::Value, JailError> {
+    use base64::Engine as _;
+    let json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.map_err(|e| JailError::Io {
+            path: req.path.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let who = &req.requested_by.actor;
+    match verb {
+        op::FS_LIST => json(serde_json::to_value(jail.list(&req.path)?)),
+        op::FS_STAT => json(serde_json::to_value(jail.stat(&req.path)?)),
+        op::FS_READ => json(serde_json::to_value(jail.read_content(
+            &req.path,
+            req.offset.unwrap_or(0),
+            req.length,
+        )?)),
+        op::FS_WRITE => {
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(req.content_b64.as_deref().unwrap_or(""))
+                .map_err(|_| JailError::BadPath("content_b64 is not base64".into()))?;
+            tracing::info!(path = %req.path, bytes = content.len(), actor = %who, "file write");
+            json(serde_json::to_value(jail.write(
+                &req.path,
+                &content,
+                req.if_match.as_deref(),
+            )?))
+        }
+        op::FS_MKDIR => {
+            tracing::info!(path = %req.path, actor = %who, "mkdir");
+            json(serde_json::to_value(jail.mkdir(&req.path, req.recursive)?))
+        }
+        op::FS_RENAME => {
+            let to = req
+                .to
+                .as_deref()
+                .ok_or_else(|| JailError::BadPath("rename needs `to`".into()))?;
+            tracing::info!(from = %req.path, %to, actor = %who, "rename");
+            json(serde_json::to_value(jail.rename(&req.path, to)?))
+        }
+        op::FS_DELETE => {
+            tracing::info!(path = %req.path, recursive = req.recursive, actor = %who, "delete");
+            jail.delete(&req.path, req.recursive)?;
+            Ok(serde_json::Value::Null)
+        }
+        op::FS_CHMOD => {
+            let mode = req
+                .mode
+                .ok_or_else(|| JailError::BadPath("chmod needs `mode`".into()))?;
+            tracing::info!(path = %req.path, mode = format!("{mode:o}"), actor = %who, "chmod");
+            json(serde_json::to_value(jail.chmod(&req.path, mode)?))
+        }
+        _ => Err(JailError::BadPath(format!("unknown file verb {verb}"))),
     }
 }

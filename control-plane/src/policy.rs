@@ -88,6 +88,41 @@ pub const RULES: &[Rule] = &[
         Access::Roles(STAFF, "hosts:read"),
     ),
     rule(
+        "GET",
+        "/api/hosts/{id}/files",
+        Access::Roles(STAFF, "files:read"),
+    ),
+    rule(
+        "DELETE",
+        "/api/hosts/{id}/files",
+        Access::Roles(&[A, O], "files:write"),
+    ),
+    rule(
+        "GET",
+        "/api/hosts/{id}/files/content",
+        Access::Roles(&[A, O], "files:read"),
+    ),
+    rule(
+        "PUT",
+        "/api/hosts/{id}/files/content",
+        Access::Roles(&[A, O], "files:write"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/files/mkdir",
+        Access::Roles(&[A, O], "files:write"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/files/rename",
+        Access::Roles(&[A, O], "files:write"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/files/chmod",
+        Access::Roles(&[A, O], "files:write"),
+    ),
+    rule(
         "POST",
         "/api/hosts/{id}/exec",
         Access::Roles(&[A, O], "hosts:exec"),

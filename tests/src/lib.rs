@@ -432,6 +432,37 @@ impl Agent {
         self.child = Some(child);
     }
 
+    /// Starts `agentd run` as the unprivileged user 65534 (nobody), so an escape from the file
+    /// jail cannot write real system files. The state dir is handed to that user.
+    pub fn start_unprivileged(&mut self, extra: &[&str]) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755));
+        let status = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(self.state_dir())
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown of the state dir failed");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agentd.log"))
+            .expect("log");
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin("agentd"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(extra)
+            .env("AGENTD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agentd through setpriv");
+        self.child = Some(child);
+    }
+
     /// The agent's certificate and key PEM.
     pub fn credentials(&self) -> (String, String) {
         (

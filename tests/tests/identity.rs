@@ -93,6 +93,7 @@ async fn role_route_matrix_follows_the_policy_table() {
         ("POST", Method::POST),
         ("PATCH", Method::PATCH),
         ("DELETE", Method::DELETE),
+        ("PUT", Method::PUT),
     ]
     .into();
     for rule in RULES {
@@ -101,7 +102,7 @@ async fn role_route_matrix_follows_the_policy_table() {
             .replace("{id}", MISSING_ID)
             .replace("{slug}", "acme");
         let method = methods[rule.method].clone();
-        let body = matches!(rule.method, "POST" | "PATCH").then(|| json!({}));
+        let body = matches!(rule.method, "POST" | "PATCH" | "PUT").then(|| json!({}));
         // Anonymous callers.
         let (status, _) = w.cp.call(method.clone(), &path, None, body.clone()).await;
         match rule.access {

@@ -4,6 +4,7 @@
 mod audit;
 pub(crate) mod auth;
 mod enroll;
+mod files;
 mod hosts;
 mod keys;
 mod openapi;
@@ -58,6 +59,7 @@ pub fn routes() -> Vec<Route> {
         auth::routes(),
         enroll::routes(),
         hosts::routes(),
+        files::routes(),
         tenants::routes(),
         users::routes(),
         keys::routes(),
