@@ -8,6 +8,7 @@
 //! Limits: frames from the control plane are capped (1 MiB by default); every capability probe
 //! is bounded by a timeout; the private key never leaves the state dir (mode 0600).
 
+pub mod audit;
 pub mod backoff;
 pub mod caps;
 pub mod config;
@@ -49,7 +50,19 @@ pub async fn run(
     tracing::info!(commands = whitelist.len(), "command whitelist loaded");
     let jail = jail::Jail::open(&config.jails).map_err(config::ConfigError::Invalid)?;
     tracing::info!(roots = ?jail, "file jail opened");
-    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail));
+    let auditor = std::sync::Arc::new(
+        audit::Auditor::open(&config.state_dir, audit::DEFAULT_MAX_FILE_BYTES).map_err(|e| {
+            config::ConfigError::Invalid(format!("cannot open the audit trail: {e}"))
+        })?,
+    );
+    auditor.note(
+        "agent.start",
+        "ok",
+        &identity.host_id,
+        &axon_shared::Requester::default(),
+        &format!("agentd {}", env!("CARGO_PKG_VERSION")),
+    );
+    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor));
     let hello = link::hello(facts, capabilities);
     link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axon_shared::{
-    CertInfo, CertRenew, CertRenewed, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Request, Response,
-    Ulid, Welcome, op,
+    CertInfo, CertRenew, CertRenewed, ErrorCode, Event, Frame, Hello, PROTOCOL_VERSION, Request,
+    Response, Ulid, Welcome, op, topic,
 };
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{CertificateParams, KeyPair};
@@ -163,6 +163,27 @@ async fn session(
     .await
 }
 
+/// Encodes a frame for the control plane; an answer too large for its frame limit becomes an
+/// error answer, so an oversized result never costs the link.
+fn fit(frame: Frame, max: usize) -> String {
+    let text = frame.encode();
+    if text.len() <= max {
+        return text;
+    }
+    match frame {
+        Frame::Response(r) => Frame::Response(Response::err(
+            r.id,
+            ErrorCode::TooLarge,
+            format!(
+                "the answer ({} bytes) exceeds the link's frame limit of {max} bytes",
+                text.len()
+            ),
+        ))
+        .encode(),
+        other => other.encode(),
+    }
+}
+
 fn close(code: CloseCode, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
@@ -248,9 +269,25 @@ impl Live<'_> {
         let mut watchdog = tokio::time::interval(interval);
         let mut renew_at = self.renew_deadline();
         let mut answer_rx: Option<(Instant, oneshot::Receiver<Response>)> = None;
+        // Audit records are (re)sent from the start of the spool on every connection; the
+        // control plane stores each sequence number once and acknowledges.
+        let mut sent_up_to = 0u64;
         loop {
+            for record in self.ops.audit.pending(sent_up_to, 64) {
+                sent_up_to = record.seq;
+                let event = Frame::Event(Event {
+                    v: PROTOCOL_VERSION,
+                    topic: topic::AUDIT.to_owned(),
+                    seq: record.seq,
+                    body: serde_json::to_value(&record).unwrap_or_default(),
+                });
+                sink.send(Message::Text(event.encode().into()))
+                    .await
+                    .map_err(|e| SessionError::Closed(e.to_string()))?;
+            }
             let renew_sleep = tokio::time::sleep_until(renew_at.into());
             tokio::select! {
+                _ = self.ops.audit.spooled.notified() => {}
                 msg = stream.next() => {
                     let text = match msg {
                         None => return Err(SessionError::Closed("closed by the control plane".into())),
@@ -283,7 +320,7 @@ impl Live<'_> {
                         }
                     };
                     if let Some(reply) = self.handle(frame) {
-                        sink.send(Message::Text(reply.encode().into()))
+                        sink.send(Message::Text(fit(reply, self.welcome.max_frame_bytes).into()))
                             .await
                             .map_err(|e| SessionError::Closed(e.to_string()))?;
                     }
@@ -332,7 +369,7 @@ impl Live<'_> {
                     };
                 }
                 Some(reply) = replies.recv() => {
-                    sink.send(Message::Text(reply.encode().into()))
+                    sink.send(Message::Text(fit(reply, self.welcome.max_frame_bytes).into()))
                         .await
                         .map_err(|e| SessionError::Closed(e.to_string()))?;
                 }

@@ -26,6 +26,23 @@ enum Command {
     Enroll(EnrollArgs),
     /// Connect to the control plane and serve it until stopped.
     Run(RunArgs),
+    /// Work with the local audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit file; names the first broken line.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The file to check (default: audit.jsonl in the state dir).
+    file: Option<PathBuf>,
+    #[arg(long, env = "AGENTD_STATE_DIR", default_value = "/var/lib/agentd")]
+    state_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -113,6 +130,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("Enrolled as host {}", enrolled.host_id);
             println!("  state dir: {}", args.state_dir.display());
             println!("  agent link: {}", enrolled.agent_url);
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify(args)) => {
+            let file = args
+                .file
+                .unwrap_or_else(|| args.state_dir.join(agentd::audit::AUDIT_FILE));
+            let count = agentd::audit::verify(&file)?;
+            println!("{}: {count} records, chain intact", file.display());
             Ok(())
         }
         Command::Run(args) => {

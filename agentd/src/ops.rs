@@ -7,9 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axon_shared::{ErrorCode, ExecRun, FsOp, Pong, Request, Response, op};
+use axon_shared::{ErrorCode, EventAck, ExecRun, FsOp, Pong, Request, Response, op};
 use tokio::sync::Semaphore;
 
+use crate::audit::Auditor;
 use crate::exec::{self, ExecError, Whitelist};
 use crate::jail::{Jail, JailError};
 
@@ -27,6 +28,8 @@ pub struct Ops {
     whitelist: Whitelist,
     exec_slots: Arc<Semaphore>,
     jail: Arc<Jail>,
+    /// The agent's own audit trail.
+    pub audit: Arc<Auditor>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -37,11 +40,12 @@ pub fn unix_ms() -> u64 {
 }
 
 impl Ops {
-    pub fn new(whitelist: Whitelist, jail: Jail) -> Self {
+    pub fn new(whitelist: Whitelist, jail: Jail, audit: Arc<Auditor>) -> Self {
         Self {
             whitelist,
             exec_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXECS)),
             jail: Arc::new(jail),
+            audit,
         }
     }
 
@@ -56,6 +60,17 @@ impl Ops {
             )),
             op::EXEC_LIST => Handled::Now(Response::ok(req.id, &self.whitelist.infos())),
             op::EXEC_RUN => self.exec(req),
+            op::EVENT_ACK => Handled::Now(match req.body_as::<EventAck>() {
+                Ok(ack) => match self.audit.ack(ack.seq) {
+                    Ok(n) => Response::ok(req.id, &serde_json::json!({ "removed": n })),
+                    Err(e) => Response::err(req.id, ErrorCode::Internal, e.to_string()),
+                },
+                Err(e) => Response::err(
+                    req.id,
+                    ErrorCode::BadRequest,
+                    format!("invalid event.ack: {e}"),
+                ),
+            }),
             op::FS_LIST
             | op::FS_STAT
             | op::FS_READ
@@ -88,12 +103,30 @@ impl Ops {
             }
         };
         let jail = self.jail.clone();
+        let audit = self.audit.clone();
         let verb = req.op;
+        let changes = !matches!(verb.as_str(), op::FS_LIST | op::FS_STAT | op::FS_READ);
+        let (path, who) = (fs_op.path.clone(), fs_op.requested_by.clone());
         Handled::Later(Box::pin(async move {
-            let outcome = tokio::task::spawn_blocking(move || fs_call(&jail, &verb, &fs_op)).await;
+            let call_verb = verb.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || fs_call(&jail, &call_verb, &fs_op)).await;
             match outcome {
-                Ok(Ok(body)) => Response::ok(id, &body),
+                Ok(Ok(body)) => {
+                    if changes {
+                        audit.note(&verb, "ok", &path, &who, "");
+                    }
+                    Response::ok(id, &body)
+                }
                 Ok(Err(e)) => {
+                    let denied = matches!(
+                        e,
+                        JailError::Refused { .. } | JailError::BadPath(_) | JailError::NoRoot(_)
+                    );
+                    if changes || denied {
+                        let outcome = if denied { "denied" } else { "error" };
+                        audit.note(&verb, outcome, &path, &who, &e.to_string());
+                    }
                     let code = match &e {
                         JailError::BadPath(_) => ErrorCode::BadRequest,
                         JailError::NoRoot(_) | JailError::NotFound(_) => ErrorCode::NotFound,
@@ -129,6 +162,13 @@ impl Ops {
                 ExecError::Spawn { .. } => ErrorCode::Internal,
             };
             tracing::warn!(command = %run.command, actor = %run.requested_by.actor, error = %e, "exec refused");
+            self.audit.note(
+                op::EXEC_RUN,
+                "denied",
+                &run.command,
+                &run.requested_by,
+                &e.to_string(),
+            );
             Response::err(id, code, e.to_string())
         };
         let Some(cmd) = self.whitelist.get(&run.command) else {
@@ -138,6 +178,9 @@ impl Ops {
             Ok(argv) => argv,
             Err(e) => return Handled::Now(refuse(id, e)),
         };
+        if !cmd.binary.is_file() {
+            return Handled::Now(refuse(id, ExecError::Unavailable(cmd.name.clone())));
+        }
         let Ok(permit) = self.exec_slots.clone().try_acquire_owned() else {
             return Handled::Now(Response::err(
                 id,
@@ -146,12 +189,29 @@ impl Ops {
             ));
         };
         tracing::info!(command = %cmd.name, actor = %run.requested_by.actor, "exec");
+        let audit = self.audit.clone();
         Handled::Later(Box::pin(async move {
             let result = exec::run(&cmd, argv).await;
             drop(permit);
             match result {
-                Ok(result) => Response::ok(id, &result),
-                Err(e) => Response::err(id, ErrorCode::Internal, e.to_string()),
+                Ok(result) => {
+                    let detail = format!(
+                        "exit {:?}, signal {:?}, timed out {}, {} ms",
+                        result.exit_code, result.signal, result.timed_out, result.duration_ms
+                    );
+                    audit.note(op::EXEC_RUN, "ok", &cmd.name, &run.requested_by, &detail);
+                    Response::ok(id, &result)
+                }
+                Err(e) => {
+                    audit.note(
+                        op::EXEC_RUN,
+                        "error",
+                        &cmd.name,
+                        &run.requested_by,
+                        &e.to_string(),
+                    );
+                    Response::err(id, ErrorCode::Internal, e.to_string())
+                }
             }
         }))
     }

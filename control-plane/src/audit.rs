@@ -33,6 +33,11 @@ pub struct Record {
     pub target: String,
     pub source_ip: Option<String>,
     pub reason: Option<String>,
+    /// For records reported by an agent: the host, and the record's number in its own trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_seq: Option<u64>,
     /// SHA-256 (hex) of the previous record; zeros for the first.
     pub prev_hash: String,
     /// SHA-256 (hex) of this record with `hash` empty.
@@ -50,9 +55,26 @@ pub struct Event {
     target: String,
     source_ip: Option<String>,
     reason: Option<String>,
+    host: Option<(String, u64)>,
 }
 
 impl Event {
+    pub fn host(mut self, host_id: &str, seq: u64) -> Self {
+        self.host = Some((host_id.to_owned(), seq));
+        self
+    }
+    pub fn actor_role_name(mut self, role: &str) -> Self {
+        self.actor_role = serde_json::from_value(serde_json::Value::String(role.to_owned())).ok();
+        self
+    }
+    pub fn tenant(mut self, tenant: Option<&str>) -> Self {
+        self.tenant_id = tenant.map(str::to_owned);
+        self
+    }
+    pub fn source_ip(mut self, ip: Option<&str>) -> Self {
+        self.source_ip = ip.map(str::to_owned);
+        self
+    }
     pub fn caller(mut self, caller: &Caller) -> Self {
         self.actor = caller.id.clone();
         self.actor_role = Some(caller.role);
@@ -99,6 +121,8 @@ pub struct Filter {
     pub outcome: Option<String>,
     pub tenant_id: Option<String>,
     pub target: Option<String>,
+    /// Only records reported by this host.
+    pub host: Option<String>,
     /// RFC 3339; records at or after.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
@@ -121,6 +145,10 @@ impl Filter {
                 .is_none_or(|a| r.action == a || (a.ends_with('.') && r.action.starts_with(a)))
             && eq(&self.outcome, &r.outcome)
             && eq(&self.target, &r.target)
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| r.host_id.as_deref() == Some(h))
             && self
                 .tenant_id
                 .as_deref()
@@ -187,6 +215,8 @@ impl Audit {
             target: event.target,
             source_ip: event.source_ip,
             reason: event.reason,
+            host_id: event.host.as_ref().map(|h| h.0.clone()),
+            host_seq: event.host.map(|h| h.1),
             prev_hash: head.1.clone(),
             hash: String::new(),
         };

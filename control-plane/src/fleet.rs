@@ -20,6 +20,8 @@ pub enum LinkError {
     Timeout { host: String, op: String, secs: u64 },
     #[error("the link to host {host} closed before it answered")]
     Closed { host: String },
+    #[error("the request is larger than the link's frame limit of {limit} bytes")]
+    TooLarge { host: String, limit: usize },
     #[error("host {host} refused {op}: {error}")]
     Refused {
         host: String,
@@ -34,6 +36,7 @@ impl LinkError {
         match self {
             Self::Offline { .. } | Self::Closed { .. } => ErrorCode::Unavailable,
             Self::Timeout { .. } => ErrorCode::Timeout,
+            Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Refused { error, .. } => error.code,
         }
     }
@@ -46,6 +49,7 @@ pub struct AgentConn {
     pub host_id: String,
     pub remote: SocketAddr,
     pub since: Instant,
+    max_frame: usize,
     outbound: mpsc::Sender<Frame>,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
     kill: watch::Sender<bool>,
@@ -60,9 +64,15 @@ impl AgentConn {
         timeout: Duration,
     ) -> Result<Response, LinkError> {
         let id = crate::auth::new_id();
+        let frame = Frame::Request(Request::new(id.clone(), op, body));
+        if frame.encode().len() > self.max_frame {
+            return Err(LinkError::TooLarge {
+                host: self.host_id.clone(),
+                limit: self.max_frame,
+            });
+        }
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id.clone(), tx);
-        let frame = Frame::Request(Request::new(id.clone(), op, body));
         let closed = || LinkError::Closed {
             host: self.host_id.clone(),
         };
@@ -79,6 +89,14 @@ impl AgentConn {
                 op: op.to_owned(),
                 secs: timeout.as_secs(),
             }),
+        }
+    }
+
+    /// Sends a request whose answer nobody waits for (acknowledgements).
+    pub fn notify<T: Serialize>(&self, op: &str, body: &T) {
+        let frame = Frame::Request(Request::new(crate::auth::new_id(), op, body));
+        if self.outbound.try_send(frame).is_err() {
+            tracing::debug!(host = %self.host_id, %op, "outbound queue full; notification dropped");
         }
     }
 
@@ -121,7 +139,12 @@ impl Hub {
     }
 
     /// Registers a new connection for `host_id`, closing any older one of the same host.
-    pub fn register(&self, host_id: &str, remote: SocketAddr) -> (Arc<AgentConn>, ConnTask) {
+    pub fn register(
+        &self,
+        host_id: &str,
+        remote: SocketAddr,
+        max_frame: usize,
+    ) -> (Arc<AgentConn>, ConnTask) {
         let (outbound_tx, outbound_rx) = mpsc::channel(256);
         let (kill_tx, kill_rx) = watch::channel(false);
         let conn = Arc::new(AgentConn {
@@ -129,6 +152,7 @@ impl Hub {
             host_id: host_id.to_owned(),
             remote,
             since: Instant::now(),
+            max_frame,
             outbound: outbound_tx,
             pending: Mutex::new(HashMap::new()),
             kill: kill_tx,
@@ -148,6 +172,8 @@ impl Hub {
 
     /// Removes the connection if it is still the current one for its host; true if it was.
     pub fn unregister(&self, conn: &AgentConn) -> bool {
+        // Whoever still waits on this connection learns now that it is gone.
+        conn.lock_pending().clear();
         let mut conns = self.lock();
         if conns
             .get(&conn.host_id)

@@ -274,7 +274,7 @@ impl Session {
             let _ = sink.send(close(CloseCode::Policy, "revoked")).await;
             return;
         }
-        let (conn, mut task) = self.state.hub.register(&self.host_id, self.addr);
+        let (conn, mut task) = self.state.hub.register(&self.host_id, self.addr, max);
         if self.state.revocations.is_revoked(&self.host_id) {
             conn.kill();
         }
@@ -424,6 +424,10 @@ impl Session {
                 }
                 None
             }
+            Frame::Event(event) if event.topic == axon_shared::topic::AUDIT => {
+                self.store_agent_record(conn, event).await;
+                None
+            }
             Frame::Event(event) => {
                 tracing::debug!(host = %self.host_id, topic = %event.topic, seq = event.seq, "event");
                 None
@@ -488,6 +492,49 @@ impl Session {
             cert_pem: issued.pem,
             not_after: u64::try_from(issued.info.not_after).unwrap_or(0),
         })
+    }
+
+    /// Stores an agent's audit record exactly once (by host and sequence number), then
+    /// acknowledges it so the agent can drop it from its spool.
+    async fn store_agent_record(&self, conn: &AgentConn, event: axon_shared::Event) {
+        let record: axon_shared::AuditRecord = match serde_json::from_value(event.body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(host = %self.host_id, error = %e, "malformed audit event");
+                return;
+            }
+        };
+        let store = &self.state.store;
+        let last = store
+            .agent_audit_seq
+            .get(&self.host_id)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        if record.seq > last {
+            let who = &record.requested_by;
+            self.state.audit.record(
+                self.state
+                    .audit
+                    .event(&format!("agent.{}", record.action), &record.outcome)
+                    .actor_id(&who.actor)
+                    .actor_role_name(&who.role)
+                    .tenant(who.tenant_id.as_deref())
+                    .source_ip(who.source_ip.as_deref())
+                    .target(&record.target)
+                    .reason(&record.detail)
+                    .host(&self.host_id, record.seq),
+            );
+            if let Err(e) = store.agent_audit_seq.put(&self.host_id, &record.seq) {
+                tracing::error!(host = %self.host_id, error = %e, "cannot record the audit sequence");
+                return;
+            }
+            if let Err(e) = store.db.flush().await {
+                tracing::error!(error = %e, "flush failed; not acknowledging");
+                return;
+            }
+        }
+        conn.notify(op::EVENT_ACK, &axon_shared::EventAck { seq: record.seq });
     }
 
     fn mark_online(&self, hello: &Hello) {

@@ -191,6 +191,8 @@ pub struct Store {
     pub api_keys: Tree<ApiKey>,
     /// key id → SHA-256 of the key text
     pub api_key_ids: Tree<String>,
+    /// host id → the highest audit sequence number stored from that host
+    pub agent_audit_seq: Tree<u64>,
 }
 
 impl Store {
@@ -209,6 +211,7 @@ impl Store {
             sessions: db.tree("sessions")?,
             api_keys: db.tree("api_keys")?,
             api_key_ids: db.tree("api_key_ids")?,
+            agent_audit_seq: db.tree("agent_audit_seq")?,
             db,
         })
     }

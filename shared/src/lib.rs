@@ -20,9 +20,9 @@ pub use duration::parse_duration;
 pub use frame::{Chunk, ErrorCode, Event, Frame, ProtocolError, Request, Response, WireError};
 pub use id::{Ulid, hex_decode, hex_encode};
 pub use messages::{
-    Capabilities, CertRenew, CertRenewed, CommandInfo, EnrollRequest, EnrollResponse, ExecResult,
-    ExecRun, FsContent, FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts, ParamSchema, Pong,
-    Requester, Welcome, op,
+    AuditRecord, Capabilities, CertRenew, CertRenewed, CommandInfo, EnrollRequest, EnrollResponse,
+    EventAck, ExecResult, ExecRun, FsContent, FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts,
+    ParamSchema, Pong, Requester, Welcome, op, topic,
 };
 pub use token::{EnrollmentToken, TokenError};
 

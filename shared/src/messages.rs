@@ -26,6 +26,48 @@ pub mod op {
     pub const FS_RENAME: &str = "fs.rename";
     pub const FS_DELETE: &str = "fs.delete";
     pub const FS_CHMOD: &str = "fs.chmod";
+    /// Control plane → agent: [`super::EventAck`]; every event up to `seq` is stored.
+    pub const EVENT_ACK: &str = "event.ack";
+}
+
+/// Event topics.
+pub mod topic {
+    /// An [`super::AuditRecord`] of the agent's own trail.
+    pub const AUDIT: &str = "audit";
+}
+
+/// Acknowledges every event with a sequence number up to `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventAck {
+    pub seq: u64,
+}
+
+/// One record of the agent's tamper-evident audit trail (a line of its JSONL file, and the
+/// body of an `audit` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// Per-agent sequence number, from 1, no gaps.
+    pub seq: u64,
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// e.g. `exec.run`, `fs.write`, `agent.start`.
+    pub action: String,
+    /// `ok`, `denied` or `error`.
+    pub outcome: String,
+    /// What it was about: a command name, a jail path.
+    pub target: String,
+    /// Who asked, as the control plane said.
+    #[serde(default)]
+    pub requested_by: Requester,
+    /// A short human detail (exit code, reason of a refusal).
+    #[serde(default)]
+    pub detail: String,
+    /// SHA-256 (hex) of the previous record's line; zeros for the first record.
+    pub prev_hash: String,
+    /// SHA-256 (hex) of this record serialised with `hash` empty.
+    pub hash: String,
 }
 
 /// A file-jail operation: `path` is `<root name>/<relative path>`.

@@ -463,6 +463,14 @@ impl Agent {
         self.child = Some(child);
     }
 
+    /// Stops the agent (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The agent's certificate and key PEM.
     pub fn credentials(&self) -> (String, String) {
         (

@@ -523,3 +523,101 @@ async fn revoked_agent_says_so_and_stops_hammering() {
         "{attempts} handshakes in 2 s after revocation"
     );
 }
+
+async fn host_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
+    let (_, records) = cp
+        .call(
+            Method::GET,
+            &format!("/api/audit?host={host}&limit=1000"),
+            Some(admin),
+            None,
+        )
+        .await;
+    let mut seqs: Vec<u64> = records
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
+        .unwrap_or_default();
+    seqs.reverse();
+    seqs
+}
+
+#[tokio::test]
+async fn audit_records_made_while_the_control_plane_is_down_arrive_once_in_order() {
+    let mut cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let mut agent = Agent::enroll(&cp).await;
+    agent.start(&["--backoff-initial", "100ms", "--backoff-max", "1s"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || online(
+            &cp,
+            &admin,
+            &agent.host_id
+        ))
+        .await
+        .is_some()
+    );
+    let host = agent.host_id.clone();
+    let first = wait_until(Duration::from_secs(5), || async {
+        host_seqs(&cp, &admin, &host).await == [1]
+    })
+    .await;
+    assert!(
+        first.is_some(),
+        "the start record did not arrive: {:?}",
+        host_seqs(&cp, &admin, &host).await
+    );
+
+    // The control plane goes away; the agent restarts twice, recording each start.
+    cp.kill9();
+    for _ in 0..2 {
+        agent.stop();
+        agent.start(&["--backoff-initial", "100ms", "--backoff-max", "1s"]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    cp.spawn().await;
+    let admin = cp.admin_token().await;
+    let all = wait_until(Duration::from_secs(10), || async {
+        host_seqs(&cp, &admin, &host).await.len() >= 3
+    })
+    .await;
+    assert!(
+        all.is_some(),
+        "records missing: {:?}\n{}",
+        host_seqs(&cp, &admin, &host).await,
+        agent.log()
+    );
+    // A moment more: nothing arrives twice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        host_seqs(&cp, &admin, &host).await,
+        [1, 2, 3],
+        "exactly once, in order"
+    );
+
+    // The local trail verifies, and the CLI names an edited line.
+    let trail = agent.state_dir().join("audit.jsonl");
+    let ok = std::process::Command::new(bin("agentd"))
+        .args(["audit", "verify"])
+        .arg(&trail)
+        .output()
+        .expect("verify");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 records"));
+    let copy = agent.dir.path().join("edited.jsonl");
+    let text = std::fs::read_to_string(&trail).expect("trail");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[1] = lines[1].replace("\"outcome\":\"ok\"", "\"outcome\":\"denied\"");
+    std::fs::write(&copy, lines.join("\n") + "\n").expect("copy");
+    let bad = std::process::Command::new(bin("agentd"))
+        .args(["audit", "verify"])
+        .arg(&copy)
+        .output()
+        .expect("verify");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("line 2"), "{err}");
+}

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Longest timeout a command may have.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest output cap a command may have, per stream.
-pub const MAX_OUTPUT_CAP: usize = 16 << 20;
+pub const MAX_OUTPUT_CAP: usize = 256 * 1024;
 /// Longest parameter value accepted for string slots.
 const MAX_STRING_PARAM: usize = 4096;
 
@@ -220,7 +220,7 @@ impl Command {
         }
         let output_cap = spec.output_cap.unwrap_or(64 * 1024);
         if output_cap == 0 || output_cap > MAX_OUTPUT_CAP {
-            return Err(err("output_cap must be between 1 byte and 16 MiB".into()));
+            return Err(err("output_cap must be between 1 byte and 256 KiB".into()));
         }
         let mut params = BTreeMap::new();
         for (name, schema) in &spec.params {
@@ -544,7 +544,7 @@ pub fn default_specs() -> Vec<CommandSpec> {
             max: 10_000,
         },
     );
-    journal.output_cap = Some(1 << 20);
+    journal.output_cap = Some(MAX_OUTPUT_CAP);
     vec![
         spec(
             "uptime",
@@ -634,8 +634,10 @@ pub async fn run(cmd: &Command, argv: Vec<String>) -> Result<ExecResult, ExecErr
         Some(s) => Some(s),
         None => child.wait().await.ok(),
     };
-    let (out, out_cut) = stdout.await.unwrap_or_default();
-    let (err, err_cut) = stderr.await.unwrap_or_default();
+    // A child that left the group (setsid) may still hold a pipe: stop waiting soon.
+    let drain = Duration::from_secs(2);
+    let (out, out_cut) = finish_capture(stdout, drain).await;
+    let (err, err_cut) = finish_capture(stderr, drain).await;
     use std::os::unix::process::ExitStatusExt;
     Ok(ExecResult {
         exit_code: status.and_then(|s| s.code()),
@@ -647,6 +649,20 @@ pub async fn run(cmd: &Command, argv: Vec<String>) -> Result<ExecResult, ExecErr
         timed_out,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+async fn finish_capture(
+    task: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+    limit: Duration,
+) -> (Vec<u8>, bool) {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(limit, task).await {
+        Ok(result) => result.unwrap_or_default(),
+        Err(_) => {
+            abort.abort();
+            (Vec::new(), true)
+        }
+    }
 }
 
 /// Reads a pipe up to `cap` bytes; past the cap it stops reading and reports, so the command

@@ -337,6 +337,7 @@ pub fn link_error(e: LinkError) -> ApiError {
             ApiError::unavailable(e.to_string())
         }
         LinkError::Timeout { .. } => ApiError::timeout(e.to_string()),
+        LinkError::TooLarge { .. } => ApiError::too_large(e.to_string()),
         LinkError::Refused { error, .. } => ApiError {
             status: match error.code {
                 axon_shared::ErrorCode::Forbidden => axum::http::StatusCode::FORBIDDEN,
