@@ -383,7 +383,7 @@ impl Live<'_> {
 
     fn handle(&mut self, frame: Frame) -> Option<Frame> {
         match frame {
-            Frame::Request(req) => match self.ops.handle(req) {
+            Frame::Request(req) => match self.ops.handle(req, &self.replies) {
                 Handled::Now(response) => Some(Frame::Response(response)),
                 Handled::Later(answer) => {
                     let replies = self.replies.clone();

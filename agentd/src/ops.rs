@@ -7,8 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axon_shared::{ErrorCode, EventAck, ExecRun, FsOp, Pong, Request, Response, op};
-use tokio::sync::Semaphore;
+use axon_shared::{
+    Chunk, ErrorCode, EventAck, ExecRun, Frame, FsOp, PROTOCOL_VERSION, Pong, Request, Response, op,
+};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::audit::Auditor;
 use crate::exec::{self, ExecError, Whitelist};
@@ -50,7 +52,7 @@ impl Ops {
     }
 
     /// Answers one request from the control plane.
-    pub fn handle(&self, req: Request) -> Handled {
+    pub fn handle(&self, req: Request, chunks: &mpsc::Sender<Frame>) -> Handled {
         match req.op.as_str() {
             op::PING => Handled::Now(Response::ok(
                 req.id,
@@ -59,7 +61,7 @@ impl Ops {
                 },
             )),
             op::EXEC_LIST => Handled::Now(Response::ok(req.id, &self.whitelist.infos())),
-            op::EXEC_RUN => self.exec(req),
+            op::EXEC_RUN => self.exec(req, chunks),
             op::EVENT_ACK => Handled::Now(match req.body_as::<EventAck>() {
                 Ok(ack) => match self.audit.ack(ack.seq) {
                     Ok(n) => Response::ok(req.id, &serde_json::json!({ "removed": n })),
@@ -142,7 +144,7 @@ impl Ops {
         }))
     }
 
-    fn exec(&self, req: Request) -> Handled {
+    fn exec(&self, req: Request, chunks: &mpsc::Sender<Frame>) -> Handled {
         let id = req.id.clone();
         let run: ExecRun = match req.body_as() {
             Ok(run) => run,
@@ -190,8 +192,19 @@ impl Ops {
         };
         tracing::info!(command = %cmd.name, actor = %run.requested_by.actor, "exec");
         let audit = self.audit.clone();
+        let live = run
+            .stream
+            .then(|| stream_output(id.clone(), chunks.clone()));
         Handled::Later(Box::pin(async move {
-            let result = exec::run(&cmd, argv).await;
+            let (live_tx, forwarder) = match live {
+                Some((tx, task)) => (Some(tx), Some(task)),
+                None => (None, None),
+            };
+            let result = exec::run(&cmd, argv, live_tx).await;
+            if let Some(task) = forwarder {
+                // The forwarder ends once the pipes' senders are gone; it sends the final chunk.
+                let _ = task.await;
+            }
             drop(permit);
             match result {
                 Ok(result) => {
@@ -215,6 +228,38 @@ impl Ops {
             }
         }))
     }
+}
+
+/// Turns output pieces of request `id` into `chunk` frames on the link, ending with an empty
+/// final chunk.
+fn stream_output(
+    id: String,
+    frames: mpsc::Sender<Frame>,
+) -> (mpsc::Sender<exec::OutputPiece>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<exec::OutputPiece>(64);
+    let task = tokio::spawn(async move {
+        let mut seq = 0;
+        let mut chunk = |stream: &str, data: String, last: bool| {
+            let frame = Frame::Chunk(Chunk {
+                v: PROTOCOL_VERSION,
+                id: id.clone(),
+                seq,
+                last,
+                stream: stream.to_owned(),
+                data,
+            });
+            seq += 1;
+            frame
+        };
+        while let Some((stream, bytes)) = rx.recv().await {
+            let frame = chunk(stream, String::from_utf8_lossy(&bytes).into_owned(), false);
+            if frames.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = frames.send(chunk("stdout", String::new(), true)).await;
+    });
+    (tx, task)
 }
 
 /// Runs one jail verb (blocking I/O: called on the blocking pool).

@@ -161,6 +161,7 @@ impl Filter {
 /// The trail.
 pub struct Audit {
     tree: Tree<Record>,
+    live: crate::live::Live,
     /// Next sequence number and the hash of the last record; appends are serialised.
     head: Mutex<(u64, String)>,
 }
@@ -180,7 +181,7 @@ fn digest(record: &Record) -> String {
 
 impl Audit {
     /// Opens the trail in `db`.
-    pub fn open(db: &Db) -> Result<Self, StoreError> {
+    pub fn open(db: &Db, live: crate::live::Live) -> Result<Self, StoreError> {
         let tree: Tree<Record> = db.tree("audit")?;
         let head = match tree.last()? {
             Some(last) => (last.seq + 1, last.hash),
@@ -188,6 +189,7 @@ impl Audit {
         };
         Ok(Self {
             tree,
+            live,
             head: Mutex::new(head),
         })
     }
@@ -223,7 +225,12 @@ impl Audit {
         record.hash = digest(&record);
         tracing::info!(target: "audit", seq = record.seq, action = %record.action, outcome = %record.outcome, actor = %record.actor, object = %record.target, "audit");
         match self.tree.put(&key(record.seq), &record) {
-            Ok(()) => *head = (record.seq + 1, record.hash),
+            Ok(()) => {
+                *head = (record.seq + 1, record.hash.clone());
+                self.live.publish(crate::live::LiveEvent::Audit {
+                    record: Box::new(record),
+                });
+            }
             Err(e) => {
                 tracing::error!(error = %e, action = %record.action, "AUDIT RECORD LOST: store write failed")
             }
@@ -259,7 +266,7 @@ mod tests {
     fn chain_verifies_and_detects_tampering() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(dir.path()).expect("db");
-        let audit = Audit::open(&db).expect("audit");
+        let audit = Audit::open(&db, crate::live::Live::default()).expect("audit");
         for i in 0..5 {
             audit.record(audit.event("user.create", "ok").target(&format!("u{i}")));
         }
@@ -289,7 +296,7 @@ mod tests {
 
         // Reopening continues the chain.
         drop(audit);
-        let audit = Audit::open(&db).expect("reopen");
+        let audit = Audit::open(&db, crate::live::Live::default()).expect("reopen");
         audit.record(audit.event("user.delete", "ok"));
         assert_eq!(audit.verify().expect("verify"), None);
 

@@ -371,17 +371,7 @@ pub fn scope_matches(granted: &str, wanted: &str) -> bool {
 
 /// Reads and checks the bearer credential of a request.
 pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let header = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+    let token = bearer_token(parts)?;
     if token.starts_with(API_KEY_PREFIX) {
         return authenticate_key(state, parts, token);
     }
@@ -404,6 +394,45 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
         via: Via::Session { sid: claims.sid },
         ip: peer_ip(parts),
     })
+}
+
+/// Subprotocol prefix that carries the token of a browser WebSocket (browsers cannot set
+/// `Authorization` on an upgrade): `Sec-WebSocket-Protocol: axon.v1, axon.bearer.<token>`.
+pub const WS_BEARER_PREFIX: &str = "axon.bearer.";
+
+/// The bearer token: from `Authorization`, or for a WebSocket upgrade from its subprotocols.
+/// Never from the query string.
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    if let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        return header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"));
+    }
+    let upgrade = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        let offered = parts
+            .headers
+            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(WS_BEARER_PREFIX));
+        if let Some(token) = offered.filter(|t| !t.is_empty()) {
+            return Ok(token);
+        }
+    }
+    Err(ApiError::unauthorized(
+        "missing Authorization: Bearer token",
+    ))
 }
 
 /// Prefix of API keys.

@@ -59,11 +59,11 @@ impl AgentConn {
     /// Sends a request and waits for its response.
     pub async fn request<T: Serialize>(
         &self,
+        id: String,
         op: &str,
         body: &T,
         timeout: Duration,
     ) -> Result<Response, LinkError> {
-        let id = crate::auth::new_id();
         let frame = Frame::Request(Request::new(id.clone(), op, body));
         if frame.encode().len() > self.max_frame {
             return Err(LinkError::TooLarge {
@@ -214,10 +214,23 @@ impl Hub {
         body: &T,
         timeout: Duration,
     ) -> Result<serde_json::Value, LinkError> {
+        self.call_as(host_id, crate::auth::new_id(), op, body, timeout)
+            .await
+    }
+
+    /// As `call`, with the request id chosen by the caller (to follow its output chunks).
+    pub async fn call_as<T: Serialize>(
+        &self,
+        host_id: &str,
+        id: String,
+        op: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, LinkError> {
         let conn = self.get(host_id).ok_or_else(|| LinkError::Offline {
             host: host_id.to_owned(),
         })?;
-        let response = conn.request(op, body, timeout).await?;
+        let response = conn.request(id, op, body, timeout).await?;
         response.into_result().map_err(|error| LinkError::Refused {
             host: host_id.to_owned(),
             op: op.to_owned(),

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fleet;
 pub mod init;
 pub mod link;
+pub mod live;
 pub mod model;
 pub mod offline;
 pub mod pki;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub revocations: Arc<Revocations>,
     pub limiter: Arc<api::RateLimiter>,
     pub audit: Arc<audit::Audit>,
+    pub live: live::Live,
 }
 
 /// Starting or running the server failed.
@@ -88,9 +90,11 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
             store.hosts.put(&host.id.clone(), &host)?;
         }
     }
-    let audit = Arc::new(audit::Audit::open(&store.db)?);
+    let live = live::Live::default();
+    let audit = Arc::new(audit::Audit::open(&store.db, live.clone())?);
     Ok(AppState {
         audit,
+        live,
         config: Arc::new(config),
         store: Arc::new(store),
         pki: Arc::new(pki),

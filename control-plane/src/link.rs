@@ -280,6 +280,9 @@ impl Session {
         }
         self.mark_online(&hello);
         tracing::info!(host = %self.host_id, addr = %self.addr, agent = %hello.agent_version, "agent online");
+        self.state.live.publish(crate::live::LiveEvent::HostOnline {
+            host_id: self.host_id.clone(),
+        });
 
         let mut last_rx = Instant::now();
         let mut ticker = tokio::time::interval(interval);
@@ -348,6 +351,12 @@ impl Session {
         };
         if self.state.hub.unregister(&conn) {
             self.mark_offline();
+            self.state
+                .live
+                .publish(crate::live::LiveEvent::HostOffline {
+                    host_id: self.host_id.clone(),
+                    reason: reason.clone(),
+                });
         }
         tracing::info!(host = %self.host_id, %reason, "agent offline");
     }
@@ -433,7 +442,14 @@ impl Session {
                 None
             }
             Frame::Chunk(chunk) => {
-                tracing::debug!(host = %self.host_id, id = %chunk.id, "chunk for no stream");
+                self.state.live.publish(crate::live::LiveEvent::ExecOutput {
+                    host_id: self.host_id.clone(),
+                    request_id: chunk.id,
+                    seq: chunk.seq,
+                    stream: chunk.stream,
+                    data: chunk.data,
+                    last: chunk.last,
+                });
                 None
             }
         }

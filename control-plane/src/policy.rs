@@ -189,6 +189,7 @@ pub const RULES: &[Rule] = &[
         Access::Roles(&[A, C], "portal:read"),
     ),
     rule("GET", "/api/audit", Access::Roles(ADMIN, "audit:read")),
+    rule("GET", "/api/ws", Access::Roles(STAFF, "live:read")),
 ];
 
 /// Roles the table names for staff reads, for handlers that need the same list.

@@ -179,6 +179,9 @@ pub struct ExecRun {
     /// Who asked.
     #[serde(default)]
     pub requested_by: Requester,
+    /// Also send the output as `chunk` frames while the command runs.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// How a whitelisted command ended.

@@ -565,6 +565,47 @@ pub async fn raw_https(cp: &ControlPlane, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Opens `/api/ws` with the token in the subprotocol header, as a browser would.
+pub async fn live_socket(
+    cp: &ControlPlane,
+    token: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (ca, _) = cp.ca();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).expect("ca"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut request = format!("wss://localhost:{}/api/ws", cp.api_port)
+        .into_client_request()
+        .expect("request");
+    let protocols = match token {
+        Some(t) => format!("axon.v1, axon.bearer.{t}"),
+        None => "axon.v1".to_owned(),
+    };
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        protocols.parse().expect("header value"),
+    );
+    tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(config))),
+    )
+    .await
+    .map(|(ws, _)| ws)
+    .map_err(|e| e.to_string())
+}
+
 /// A hello request frame as agentd would send it.
 pub fn hello_frame(id: &str) -> String {
     let hello = axon_shared::Hello {

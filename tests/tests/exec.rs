@@ -233,3 +233,106 @@ async fn a_bad_whitelist_stops_the_agent_with_one_clear_line() {
     assert!(err.contains("absolute"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn output_streams_over_sse_and_live_events_reach_websocket_subscribers() {
+    use futures_util::{SinkExt, StreamExt};
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+
+    // Subscribers: unauthenticated sockets are refused; an admin gets everything it asks for.
+    assert!(live_socket(&cp, None).await.is_err());
+    assert!(live_socket(&cp, Some("forged")).await.is_err());
+    let mut live = live_socket(&cp, Some(&admin)).await.expect("admin socket");
+    live.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"types":["host_online","exec_output","audit"]}"#.into(),
+    ))
+    .await
+    .expect("subscribe");
+    cp.create_user(&admin, "viewer@axon.test", "viewer", None)
+        .await;
+    let viewer = cp.token_for("viewer@axon.test").await;
+    let mut viewer_live = live_socket(&cp, Some(&viewer))
+        .await
+        .expect("viewer socket");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut agent = Agent::enroll(&cp).await;
+    let config = agent.dir.path().join("agentd.toml");
+    std::fs::write(
+        &config,
+        "[[commands]]\nname = \"two-lines\"\nbinary = \"/bin/sh\"\nargs = [\"-c\", \"echo one; sleep 0.3; echo two\"]\n",
+    )
+    .expect("config");
+    agent.start(&["--config", config.to_str().expect("path")]);
+    let host = agent.host_id.clone();
+
+    // SSE: output events as they come, then the result.
+    let client = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    wait_until(Duration::from_secs(5), || async {
+        cp.host(&admin, &host).await["status"] == "online"
+    })
+    .await
+    .expect("online");
+    let resp = client
+        .post(cp.url(&format!("/api/hosts/{host}/exec?stream=sse")))
+        .bearer_auth(&admin)
+        .json(&json!({"command": "two-lines"}))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
+    let text = resp.text().await.expect("stream");
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"result"), "{text}");
+    assert!(
+        events.iter().filter(|e| **e == "output").count() >= 2,
+        "{text}"
+    );
+    let first_output = text.find("one").expect("one");
+    let second_output = text.find("two").expect("two");
+    assert!(first_output < second_output, "{text}");
+
+    // The admin's socket saw the host come online, the output, and the audit records.
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.len() < 3 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), live.next()).await
+            && let Ok(v) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("{}"))
+            && let Some(t) = v["type"].as_str()
+        {
+            seen.insert(t.to_owned());
+        }
+    }
+    for want in ["host_online", "exec_output", "audit"] {
+        assert!(seen.contains(want), "{want} not in {seen:?}");
+    }
+    // The viewer saw host events but never an audit record.
+    let mut viewer_types = std::collections::HashSet::new();
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_millis(500), viewer_live.next()).await
+    {
+        if let Ok(v) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("{}"))
+            && let Some(t) = v["type"].as_str()
+        {
+            viewer_types.insert(t.to_owned());
+        }
+    }
+    assert!(viewer_types.contains("host_online"), "{viewer_types:?}");
+    assert!(
+        !viewer_types.contains("audit"),
+        "audit records leaked to a viewer"
+    );
+}

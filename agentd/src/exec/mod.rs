@@ -582,7 +582,16 @@ pub fn default_specs() -> Vec<CommandSpec> {
 }
 
 /// Runs a checked command with rendered arguments.
-pub async fn run(cmd: &Command, argv: Vec<String>) -> Result<ExecResult, ExecError> {
+/// A piece of output while a command runs: the stream's name and the bytes.
+pub type OutputPiece = (&'static str, Vec<u8>);
+
+/// Runs a checked command with rendered arguments; pieces of output go to `live` as they come
+/// (within the cap), for streaming.
+pub async fn run(
+    cmd: &Command,
+    argv: Vec<String>,
+    live: Option<tokio::sync::mpsc::Sender<OutputPiece>>,
+) -> Result<ExecResult, ExecError> {
     if !cmd.binary.is_file() {
         return Err(ExecError::Unavailable(cmd.name.clone()));
     }
@@ -614,10 +623,18 @@ pub async fn run(cmd: &Command, argv: Vec<String>) -> Result<ExecResult, ExecErr
     let (over_tx, mut over_rx) = tokio::sync::mpsc::channel::<()>(2);
     let stdout = tokio::spawn(capture(
         child.stdout.take(),
+        "stdout",
         cmd.output_cap,
         over_tx.clone(),
+        live.clone(),
     ));
-    let stderr = tokio::spawn(capture(child.stderr.take(), cmd.output_cap, over_tx));
+    let stderr = tokio::spawn(capture(
+        child.stderr.take(),
+        "stderr",
+        cmd.output_cap,
+        over_tx,
+        live,
+    ));
     let mut timed_out = false;
     let status = tokio::select! {
         status = child.wait() => status.ok(),
@@ -669,8 +686,10 @@ async fn finish_capture(
 /// is stopped instead of filling memory.
 async fn capture(
     pipe: Option<impl AsyncRead + Unpin>,
+    name: &'static str,
     cap: usize,
     over: tokio::sync::mpsc::Sender<()>,
+    live: Option<tokio::sync::mpsc::Sender<OutputPiece>>,
 ) -> (Vec<u8>, bool) {
     let Some(mut pipe) = pipe else {
         return (Vec::new(), false);
@@ -682,6 +701,13 @@ async fn capture(
             Ok(0) | Err(_) => return (out, false),
             Ok(n) => {
                 let room = cap - out.len();
+                let kept = n.min(room);
+                if let Some(live) = &live
+                    && kept > 0
+                {
+                    // A slow stream must not stall the command: drop pieces rather than wait.
+                    let _ = live.try_send((name, buf[..kept].to_vec()));
+                }
                 if n > room {
                     out.extend_from_slice(&buf[..room]);
                     let _ = over.send(()).await;

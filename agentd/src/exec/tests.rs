@@ -239,7 +239,7 @@ name = "env"
 binary = "/usr/bin/env"
 "#,
     );
-    let result = run(&cmd, vec![]).await.expect("runs");
+    let result = run(&cmd, vec![], None).await.expect("runs");
     assert_eq!(result.exit_code, Some(0));
     assert_eq!(
         result.stdout, "",
@@ -254,12 +254,12 @@ binary = "/usr/bin/env"
 env = ["PATH"]
 "#,
     );
-    let result = run(&cmd, vec![]).await.expect("runs");
+    let result = run(&cmd, vec![], None).await.expect("runs");
     assert!(result.stdout.starts_with("PATH="), "{}", result.stdout);
     assert_eq!(result.stdout.lines().count(), 1);
 
     let cat = command("name = \"cat\"\nbinary = \"/bin/cat\"\n");
-    let result = run(&cat, vec![]).await.expect("runs");
+    let result = run(&cat, vec![], None).await.expect("runs");
     assert_eq!(result.exit_code, Some(0), "cat sees EOF at once");
     assert!(!result.timed_out);
 }
@@ -279,7 +279,7 @@ timeout = "500ms"
     ));
     let started = Instant::now();
     let argv = cmd.render(&BTreeMap::new()).expect("renders");
-    let result = run(&cmd, argv).await.expect("runs");
+    let result = run(&cmd, argv, None).await.expect("runs");
     assert!(result.timed_out);
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -302,7 +302,7 @@ timeout = "30s"
 "#,
     );
     let started = Instant::now();
-    let result = run(&cmd, vec![]).await.expect("runs");
+    let result = run(&cmd, vec![], None).await.expect("runs");
     assert!(result.stdout_truncated);
     assert_eq!(result.stdout.len(), 4096);
     assert!(
@@ -315,7 +315,7 @@ timeout = "30s"
 #[tokio::test]
 async fn exit_codes_and_stderr_are_reported() {
     let cmd = command("name = \"ls\"\nbinary = \"/bin/ls\"\n");
-    let result = run(&cmd, vec!["/definitely/not/here".into()])
+    let result = run(&cmd, vec!["/definitely/not/here".into()], None)
         .await
         .expect("runs");
     assert_ne!(result.exit_code, Some(0));
@@ -327,7 +327,7 @@ async fn exit_codes_and_stderr_are_reported() {
     let missing = command("name = \"gone\"\nbinary = \"/nonexistent/tool\"\n");
     assert!(!missing.info().available);
     assert_eq!(
-        run(&missing, vec![]).await,
+        run(&missing, vec![], None).await,
         Err(ExecError::Unavailable("gone".into()))
     );
 }

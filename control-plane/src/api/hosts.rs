@@ -273,13 +273,34 @@ struct ExecBody {
 /// How long the API waits for a command: the agent caps commands at ten minutes.
 const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(630);
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExecQuery {
+    /// `sse`: answer with a `text/event-stream` of `output` events, then one `result` (or
+    /// `error`) event.
+    #[serde(default)]
+    stream: Option<String>,
+}
+
 async fn exec(
     State(state): State<AppState>,
     caller: Caller,
     info: axum::extract::ConnectInfo<std::net::SocketAddr>,
     ApiPath(id): ApiPath<String>,
+    query: Result<axum::extract::Query<ExecQuery>, axum::extract::rejection::QueryRejection>,
     ApiJson(body): ApiJson<ExecBody>,
-) -> Result<ApiJson<ExecResult>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let axum::extract::Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let sse = match query.stream.as_deref() {
+        None => false,
+        Some("sse") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "stream={other}: only sse is supported"
+            )));
+        }
+    };
     let host = find(&state, &caller, &id)?;
     if host.revoked_at.is_some() {
         return Err(ApiError::conflict("the host is revoked"));
@@ -298,34 +319,131 @@ async fn exec(
             source_ip: Some(info.0.ip().to_string()),
             request_id: Some(request_id.clone()),
         },
+        stream: sse,
     };
-    let target = format!("{id} {}", body.command);
-    let outcome = state.hub.call(&id, op::EXEC_RUN, &run, EXEC_WAIT).await;
-    let event = |outcome: &str| {
-        state
-            .audit
-            .event("host.exec", outcome)
-            .caller(&caller)
-            .ip(info.0.ip())
-            .target(&target)
+    let audit = ExecAudit {
+        state: state.clone(),
+        caller,
+        ip: info.0.ip(),
+        target: format!("{id} {}", body.command),
+        request_id: request_id.clone(),
     };
-    match outcome {
-        Ok(body) => {
-            let result: ExecResult = serde_json::from_value(body).map_err(|e| {
-                ApiError::internal(format!("the agent's exec result is malformed: {e}"))
-            })?;
-            state.audit.record(event("ok").reason(&format!(
-                "request {request_id}, exit {:?}, timed out {}",
-                result.exit_code, result.timed_out
-            )));
-            Ok(ApiJson(result))
+    if !sse {
+        let outcome = state
+            .hub
+            .call_as(&id, request_id, op::EXEC_RUN, &run, EXEC_WAIT)
+            .await;
+        return audit.finish(outcome).map(|r| ApiJson(r).into_response());
+    }
+    // Subscribe before sending, so no chunk is missed.
+    let mut events = state.live.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<axum::response::sse::Event>(64);
+    tokio::spawn(async move {
+        use axum::response::sse::Event;
+        let wanted = |e: &crate::live::LiveEvent| match e {
+            crate::live::LiveEvent::ExecOutput {
+                host_id,
+                request_id: rid,
+                stream,
+                data,
+                last,
+                ..
+            } if *host_id == id && *rid == request_id && !*last => Some(
+                Event::default()
+                    .event("output")
+                    .json_data(serde_json::json!({"stream": stream, "data": data}))
+                    .ok()?,
+            ),
+            _ => None,
+        };
+        let call = state
+            .hub
+            .call_as(&id, request_id.clone(), op::EXEC_RUN, &run, EXEC_WAIT);
+        tokio::pin!(call);
+        let outcome = loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => {
+                        if let Some(ev) = wanted(&e)
+                            && tx.send(ev).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx.send(Event::default().event("lagged").data(n.to_string())).await;
+                    }
+                    Err(_) => {}
+                },
+                outcome = &mut call => break outcome,
+            }
+        };
+        while let Ok(e) = events.try_recv() {
+            if let Some(ev) = wanted(&e) {
+                let _ = tx.send(ev).await;
+            }
         }
-        Err(e) => {
-            let denied = matches!(&e, LinkError::Refused { .. });
-            state
+        let last = match audit.finish(outcome) {
+            Ok(result) => Event::default().event("result").json_data(&result),
+            Err(e) => Event::default().event("error").json_data(
+                serde_json::json!({"error": {"code": e.code.as_str(), "message": e.message}}),
+            ),
+        };
+        if let Ok(last) = last {
+            let _ = tx.send(last).await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
+}
+
+/// Audits an exec and turns its outcome into the API's result.
+struct ExecAudit {
+    state: AppState,
+    caller: Caller,
+    ip: std::net::IpAddr,
+    target: String,
+    request_id: String,
+}
+
+impl ExecAudit {
+    fn finish(
+        &self,
+        outcome: Result<serde_json::Value, LinkError>,
+    ) -> Result<ExecResult, ApiError> {
+        let event = |outcome: &str| {
+            self.state
                 .audit
-                .record(event(if denied { "denied" } else { "error" }).reason(&e.to_string()));
-            Err(link_error(e))
+                .event("host.exec", outcome)
+                .caller(&self.caller)
+                .ip(self.ip)
+                .target(&self.target)
+        };
+        match outcome {
+            Ok(body) => {
+                let result: ExecResult = serde_json::from_value(body).map_err(|e| {
+                    ApiError::internal(format!("the agent's exec result is malformed: {e}"))
+                })?;
+                self.state.audit.record(event("ok").reason(&format!(
+                    "request {}, exit {:?}, timed out {}",
+                    self.request_id, result.exit_code, result.timed_out
+                )));
+                Ok(result)
+            }
+            Err(e) => {
+                let denied = matches!(&e, LinkError::Refused { .. });
+                self.state.audit.record(
+                    event(if denied { "denied" } else { "error" })
+                        .reason(&format!("request {}: {e}", self.request_id)),
+                );
+                Err(link_error(e))
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod openapi;
 mod portal;
 mod tenants;
 mod users;
+mod ws;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +67,7 @@ pub fn routes() -> Vec<Route> {
         portal::routes(),
         audit::routes(),
         openapi::routes(),
+        ws::routes(),
     ] {
         all.extend(module);
     }

@@ -1,0 +1,89 @@
+//! `GET /api/ws`: a WebSocket of live events for staff — hosts online and offline, audit
+//! records, command output. A client may narrow what it gets by sending
+//! `{"hosts":["<id>",...],"types":["audit",...]}` (empty or absent: everything).
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::Method;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Route;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::live::LiveEvent;
+use crate::model::Role;
+
+/// Largest message a subscriber may send.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+pub fn routes() -> Vec<Route> {
+    vec![Route::new(Method::GET, "/api/ws", get(upgrade))]
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscription {
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    types: Vec<String>,
+}
+
+impl Subscription {
+    fn wants(&self, event: &LiveEvent) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| t == event.kind()))
+            && (self.hosts.is_empty()
+                || event
+                    .host()
+                    .is_some_and(|h| self.hosts.iter().any(|w| w == h)))
+    }
+}
+
+async fn upgrade(State(state): State<AppState>, caller: Caller, ws: WebSocketUpgrade) -> Response {
+    let events = state.live.subscribe();
+    ws.protocols(["axon.v1"])
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| session(socket, events, caller))
+}
+
+async fn session(
+    mut socket: WebSocket,
+    mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<LiveEvent>>,
+    caller: Caller,
+) {
+    let mut filter = Subscription::default();
+    tracing::debug!(caller = %caller.id, "live subscriber connected");
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let text = match event {
+                    // The audit trail is for admins only, here as on GET /api/audit.
+                    Ok(event) if matches!(*event, LiveEvent::Audit { .. }) && caller.role != Role::Admin => continue,
+                    Ok(event) if filter.wants(&event) => serde_json::to_string(&*event).unwrap_or_default(),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => format!(r#"{{"type":"lagged","missed":{missed}}}"#),
+                    Err(RecvError::Closed) => break,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<Subscription>(&text) {
+                    Ok(sub) => filter = sub,
+                    Err(e) => {
+                        let reply = serde_json::json!({"type": "error", "message": format!("invalid subscription: {e}")});
+                        if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
