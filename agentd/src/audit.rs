@@ -93,11 +93,14 @@ fn last_record(path: &Path) -> Result<Option<AuditRecord>, AuditError> {
         if line.trim().is_empty() {
             continue;
         }
-        last = Some(serde_json::from_str(&line).map_err(|e| AuditError::Broken {
-            path: path.to_owned(),
-            line: i + 1,
-            reason: e.to_string(),
-        })?);
+        // A line torn by a crash mid-append stays in the file (verify reports it); the chain
+        // continues from the last whole record.
+        match serde_json::from_str(&line) {
+            Ok(record) => last = Some(record),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), line = i + 1, error = %e, "unreadable audit line")
+            }
+        }
     }
     Ok(last)
 }
@@ -115,7 +118,12 @@ impl Auditor {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        let size = file.metadata().map_err(io(&path))?.len();
+        let mut size = file.metadata().map_err(io(&path))?.len();
+        // Never glue a new record onto a torn last line.
+        if size > 0 && !std::fs::read(&path).map_err(io(&path))?.ends_with(b"\n") {
+            (&file).write_all(b"\n").map_err(io(&path))?;
+            size += 1;
+        }
         let db = sled::Config::new().path(dir.join("spool")).open()?;
         let spool = db.open_tree("audit")?;
         Ok(Self {
@@ -367,6 +375,31 @@ mod tests {
         assert_eq!(audit.pending(3, 100).len(), 1);
         audit.ack(4).expect("ack");
         assert_eq!(audit.spooled_len(), 0);
+    }
+
+    #[test]
+    fn a_torn_last_line_does_not_stop_the_agent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
+            audit
+                .record("agent.start", "ok", "", &Requester::default(), "")
+                .expect("record");
+        }
+        let path = dir.path().join(AUDIT_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"{\"seq\":2,\"time\":\"20").expect("torn");
+        drop(f);
+        let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopens");
+        let next = audit
+            .record("agent.start", "ok", "", &Requester::default(), "")
+            .expect("record");
+        assert_eq!(next.seq, 2);
+        // The torn line is evidence: verify names it.
+        assert!(matches!(
+            verify(&path),
+            Err(AuditError::Broken { line: 2, .. })
+        ));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod state;
 mod sys;
 pub mod tls;
+pub mod watch;
 
 use std::future::Future;
 
@@ -62,7 +63,14 @@ pub async fn run(
         &axon_shared::Requester::default(),
         &format!("agentd {}", env!("CARGO_PKG_VERSION")),
     );
-    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor));
+    let watcher = watch::RootWatcher::start(
+        &config
+            .jails
+            .iter()
+            .map(|r| (r.name.clone(), r.path.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor, watcher));
     let hello = link::hello(facts, capabilities);
     link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.

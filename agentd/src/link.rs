@@ -272,6 +272,8 @@ impl Live<'_> {
         // Audit records are (re)sent from the start of the spool on every connection; the
         // control plane stores each sequence number once and acknowledges.
         let mut sent_up_to = 0u64;
+        let mut changes = self.ops.watcher.subscribe();
+        let mut watch_seq = 0u64;
         loop {
             for record in self.ops.audit.pending(sent_up_to, 64) {
                 sent_up_to = record.seq;
@@ -288,6 +290,26 @@ impl Live<'_> {
             let renew_sleep = tokio::time::sleep_until(renew_at.into());
             tokio::select! {
                 _ = self.ops.audit.spooled.notified() => {}
+                change = changes.recv() => {
+                    let change = match change {
+                        Ok(c) => c,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => crate::watch::Change {
+                            path: String::new(),
+                            kind: "overflow".into(),
+                        },
+                        Err(_) => continue,
+                    };
+                    watch_seq += 1;
+                    let event = Frame::Event(Event {
+                        v: PROTOCOL_VERSION,
+                        topic: topic::WATCH.to_owned(),
+                        seq: watch_seq,
+                        body: serde_json::to_value(&change).unwrap_or_default(),
+                    });
+                    sink.send(Message::Text(event.encode().into()))
+                        .await
+                        .map_err(|e| SessionError::Closed(e.to_string()))?;
+                }
                 msg = stream.next() => {
                     let text = match msg {
                         None => return Err(SessionError::Closed("closed by the control plane".into())),

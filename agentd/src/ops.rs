@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::audit::Auditor;
 use crate::exec::{self, ExecError, Whitelist};
 use crate::jail::{Jail, JailError};
+use crate::watch::RootWatcher;
 
 /// Commands allowed to run at the same time; more are refused as busy.
 const MAX_CONCURRENT_EXECS: usize = 8;
@@ -32,6 +33,8 @@ pub struct Ops {
     jail: Arc<Jail>,
     /// The agent's own audit trail.
     pub audit: Arc<Auditor>,
+    /// Changes in the jail roots.
+    pub watcher: RootWatcher,
 }
 
 pub fn unix_ms() -> u64 {
@@ -42,12 +45,18 @@ pub fn unix_ms() -> u64 {
 }
 
 impl Ops {
-    pub fn new(whitelist: Whitelist, jail: Jail, audit: Arc<Auditor>) -> Self {
+    pub fn new(
+        whitelist: Whitelist,
+        jail: Jail,
+        audit: Arc<Auditor>,
+        watcher: RootWatcher,
+    ) -> Self {
         Self {
             whitelist,
             exec_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXECS)),
             jail: Arc::new(jail),
             audit,
+            watcher,
         }
     }
 
@@ -136,6 +145,7 @@ impl Ops {
                         JailError::TooLarge { .. } => ErrorCode::TooLarge,
                         JailError::Conflict { .. } => ErrorCode::Conflict,
                         JailError::Io { .. } => ErrorCode::Internal,
+                        JailError::State { .. } => ErrorCode::Conflict,
                     };
                     Response::err(id, code, e.to_string())
                 }

@@ -203,8 +203,8 @@ impl Audit {
         }
     }
 
-    /// Appends an event. A failure to write is logged, never hidden from the operator.
-    pub fn record(&self, event: Event) {
+    /// Appends an event; false (and logged) when it could not be stored.
+    pub fn record(&self, event: Event) -> bool {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = Record {
             seq: head.0,
@@ -230,9 +230,11 @@ impl Audit {
                 self.live.publish(crate::live::LiveEvent::Audit {
                     record: Box::new(record),
                 });
+                true
             }
             Err(e) => {
-                tracing::error!(error = %e, action = %record.action, "AUDIT RECORD LOST: store write failed")
+                tracing::error!(error = %e, action = %record.action, "AUDIT RECORD LOST: store write failed");
+                false
             }
         }
     }

@@ -437,6 +437,26 @@ impl Session {
                 self.store_agent_record(conn, event).await;
                 None
             }
+            Frame::Event(event) if event.topic == axon_shared::topic::WATCH => {
+                self.state
+                    .live
+                    .publish(crate::live::LiveEvent::FileChanged {
+                        host_id: self.host_id.clone(),
+                        path: event.body["path"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(4096)
+                            .collect(),
+                        kind: event.body["kind"]
+                            .as_str()
+                            .unwrap_or("other")
+                            .chars()
+                            .take(16)
+                            .collect(),
+                    });
+                None
+            }
             Frame::Event(event) => {
                 tracing::debug!(host = %self.host_id, topic = %event.topic, seq = event.seq, "event");
                 None
@@ -529,10 +549,15 @@ impl Session {
             .unwrap_or(0);
         if record.seq > last {
             let who = &record.requested_by;
-            self.state.audit.record(
+            let action = if record.action.starts_with("agent.") {
+                record.action.clone()
+            } else {
+                format!("agent.{}", record.action)
+            };
+            let stored = self.state.audit.record(
                 self.state
                     .audit
-                    .event(&format!("agent.{}", record.action), &record.outcome)
+                    .event(&action, &record.outcome)
                     .actor_id(&who.actor)
                     .actor_role_name(&who.role)
                     .tenant(who.tenant_id.as_deref())
@@ -541,6 +566,10 @@ impl Session {
                     .reason(&record.detail)
                     .host(&self.host_id, record.seq),
             );
+            if !stored {
+                // Not acknowledged: the agent keeps it and sends it again.
+                return;
+            }
             if let Err(e) = store.agent_audit_seq.put(&self.host_id, &record.seq) {
                 tracing::error!(host = %self.host_id, error = %e, "cannot record the audit sequence");
                 return;

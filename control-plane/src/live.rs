@@ -24,6 +24,12 @@ pub enum LiveEvent {
     Audit {
         record: Box<Record>,
     },
+    /// A change in one of a host's jail roots.
+    FileChanged {
+        host_id: String,
+        path: String,
+        kind: String,
+    },
     /// A piece of a running command's output.
     ExecOutput {
         host_id: String,
@@ -41,7 +47,7 @@ impl LiveEvent {
     pub fn host(&self) -> Option<&str> {
         match self {
             Self::HostOnline { host_id } | Self::HostOffline { host_id, .. } => Some(host_id),
-            Self::ExecOutput { host_id, .. } => Some(host_id),
+            Self::ExecOutput { host_id, .. } | Self::FileChanged { host_id, .. } => Some(host_id),
             Self::Audit { record } => record.host_id.as_deref(),
         }
     }
@@ -53,6 +59,7 @@ impl LiveEvent {
             Self::HostOffline { .. } => "host_offline",
             Self::Audit { .. } => "audit",
             Self::ExecOutput { .. } => "exec_output",
+            Self::FileChanged { .. } => "file_changed",
         }
     }
 }

@@ -34,6 +34,9 @@ pub mod op {
 pub mod topic {
     /// An [`super::AuditRecord`] of the agent's own trail.
     pub const AUDIT: &str = "audit";
+    /// A change in a jail root: `{"path": "<root>/<rel>", "kind": "create|modify|remove|rename|other|overflow"}`.
+    /// Live only, not replayed.
+    pub const WATCH: &str = "watch";
 }
 
 /// Acknowledges every event with a sequence number up to `seq`.

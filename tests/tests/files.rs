@@ -153,7 +153,33 @@ async fn raw_get(s: &Setup, path: &str) -> (StatusCode, Vec<u8>, Option<String>)
 
 #[tokio::test]
 async fn every_verb_works_inside_the_jail() {
+    use futures_util::{SinkExt, StreamExt};
     let s = setup().await;
+    let mut live = live_socket(&s.cp, Some(&s.admin))
+        .await
+        .expect("live socket");
+    live.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"types":["file_changed"]}"#.into(),
+    ))
+    .await
+    .expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A change made on the host itself reaches subscribers, addressed inside the root.
+    std::fs::write(s.base.join("www/site/touched.txt"), "x").expect("touch");
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = live.next().await {
+            let v: serde_json::Value =
+                serde_json::from_str(msg.to_text().unwrap_or("{}")).unwrap_or_default();
+            if v["path"] == "www/site/touched.txt" {
+                return v;
+            }
+        }
+        serde_json::Value::Null
+    })
+    .await
+    .expect("a file_changed event in time");
+    assert_eq!(seen["type"], "file_changed");
+    assert_eq!(seen["host_id"], s.agent.host_id.as_str());
     let (status, root) = s.get("?path=www").await;
     assert_eq!(status, StatusCode::OK, "{root}");
     assert_eq!(root["entry"]["kind"], "dir");

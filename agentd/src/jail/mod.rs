@@ -89,6 +89,8 @@ pub enum JailError {
     Conflict { path: String, expected: String },
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    State { path: String, reason: String },
 }
 
 /// A root opened once at start: the handle every operation resolves against.
@@ -134,6 +136,12 @@ struct Address<'a> {
 fn io_err(path: &str, e: std::io::Error) -> JailError {
     match e.kind() {
         std::io::ErrorKind::NotFound => JailError::NotFound(path.to_owned()),
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty => {
+            JailError::State {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        }
         std::io::ErrorKind::PermissionDenied => JailError::Refused {
             path: path.to_owned(),
             // cap-std reports an escape attempt as permission denied.
@@ -501,6 +509,8 @@ impl Jail {
             .custom_flags(libc::O_NOFOLLOW);
         let result = (|| {
             let mut file = dir.open_with(&tmp, &opts)?;
+            // The process umask must not narrow the file's mode.
+            file.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))?;
             file.write_all(content)?;
             file.sync_all()?;
             dir.rename(&tmp, &dir, &name)?;

@@ -463,6 +463,7 @@ pub fn link_error(e: LinkError) -> ApiError {
                 axon_shared::ErrorCode::BadRequest => axum::http::StatusCode::BAD_REQUEST,
                 axon_shared::ErrorCode::RateLimited => axum::http::StatusCode::TOO_MANY_REQUESTS,
                 axon_shared::ErrorCode::Conflict => axum::http::StatusCode::CONFLICT,
+                axon_shared::ErrorCode::TooLarge => axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 _ => axum::http::StatusCode::BAD_GATEWAY,
             },
             code: error.code,
