@@ -1,8 +1,10 @@
 //! The control plane's audit trail: who did what to which object, from where, and how it
 //! ended — logins, refusals, key and token changes, every admin change.
 //!
-//! Records live in their own sled tree keyed by a sequence number, each carrying the SHA-256 of
-//! the previous one, so removing or editing a record breaks the chain (`verify`).
+//! Records are appended, fsynced, to `<data-dir>/audit.jsonl` (one JSON line each, the same
+//! lines as agentd's trail format) and indexed in a sled tree keyed by sequence number for the
+//! API's filters. Each record carries the SHA-256 of the previous one, so removing or editing a
+//! record breaks the chain (`verify`).
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -161,6 +163,8 @@ impl Filter {
 /// The trail.
 pub struct Audit {
     tree: Tree<Record>,
+    /// The append-only JSONL file, when the trail has one (tests may run without).
+    file: Option<Mutex<std::fs::File>>,
     live: crate::live::Live,
     /// Next sequence number and the hash of the last record; appends are serialised.
     head: Mutex<(u64, String)>,
@@ -180,7 +184,26 @@ fn digest(record: &Record) -> String {
 }
 
 impl Audit {
-    /// Opens the trail in `db`.
+    /// Opens the trail: the index in `db`, the JSONL file at `jsonl` (created if missing).
+    pub fn open_with_file(
+        db: &Db,
+        jsonl: &std::path::Path,
+        live: crate::live::Live,
+    ) -> Result<Self, StoreError> {
+        let mut audit = Self::open(db, live)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(jsonl)
+            .map_err(|e| StoreError::File {
+                path: jsonl.to_owned(),
+                source: e,
+            })?;
+        audit.file = Some(Mutex::new(file));
+        Ok(audit)
+    }
+
+    /// Opens the trail in `db` only.
     pub fn open(db: &Db, live: crate::live::Live) -> Result<Self, StoreError> {
         let tree: Tree<Record> = db.tree("audit")?;
         let head = match tree.last()? {
@@ -189,6 +212,7 @@ impl Audit {
         };
         Ok(Self {
             tree,
+            file: None,
             live,
             head: Mutex::new(head),
         })
@@ -224,6 +248,16 @@ impl Audit {
         };
         record.hash = digest(&record);
         tracing::info!(target: "audit", seq = record.seq, action = %record.action, outcome = %record.outcome, actor = %record.actor, object = %record.target, "audit");
+        if let Some(file) = &self.file {
+            use std::io::Write;
+            let mut line = serde_json::to_vec(&record).unwrap_or_default();
+            line.push(b'\n');
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+                tracing::error!(error = %e, action = %record.action, "AUDIT RECORD LOST: audit.jsonl write failed");
+                return false;
+            }
+        }
         match self.tree.put(&key(record.seq), &record) {
             Ok(()) => {
                 *head = (record.seq + 1, record.hash.clone());
@@ -268,7 +302,9 @@ mod tests {
     fn chain_verifies_and_detects_tampering() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(dir.path()).expect("db");
-        let audit = Audit::open(&db, crate::live::Live::default()).expect("audit");
+        let jsonl = dir.path().join("audit.jsonl");
+        let audit =
+            Audit::open_with_file(&db, &jsonl, crate::live::Live::default()).expect("audit");
         for i in 0..5 {
             audit.record(audit.event("user.create", "ok").target(&format!("u{i}")));
         }
@@ -298,9 +334,28 @@ mod tests {
 
         // Reopening continues the chain.
         drop(audit);
-        let audit = Audit::open(&db, crate::live::Live::default()).expect("reopen");
+        let audit =
+            Audit::open_with_file(&db, &jsonl, crate::live::Live::default()).expect("reopen");
         audit.record(audit.event("user.delete", "ok"));
         assert_eq!(audit.verify().expect("verify"), None);
+        // The JSONL file holds the same records, in order, one per line.
+        let lines: Vec<Record> = std::fs::read_to_string(&jsonl)
+            .expect("jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("record"))
+            .collect();
+        assert_eq!(
+            lines.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(
+            lines.last().map(|r| r.hash.clone()),
+            audit
+                .query(&Filter::default())
+                .expect("q")
+                .first()
+                .map(|r| r.hash.clone())
+        );
 
         let tree: Tree<Record> = db.tree("audit").expect("tree");
         let mut third = tree.get(&key(3)).expect("get").expect("record");

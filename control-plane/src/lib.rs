@@ -91,7 +91,11 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         }
     }
     let live = live::Live::default();
-    let audit = Arc::new(audit::Audit::open(&store.db, live.clone())?);
+    let audit = Arc::new(audit::Audit::open_with_file(
+        &store.db,
+        &config.data_dir.join("audit.jsonl"),
+        live.clone(),
+    )?);
     Ok(AppState {
         audit,
         live,

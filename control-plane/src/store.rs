@@ -28,6 +28,12 @@ pub enum StoreError {
         tree: &'static str,
         source: sled::Error,
     },
+    /// A file beside the database could not be opened or written.
+    #[error("cannot open {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A stored value could not be decoded.
     #[error("stored record {tree}/{key} is unreadable: {source}")]
     Corrupt {

@@ -159,11 +159,22 @@ async fn whitelisted_commands_run_by_name_and_everything_else_is_refused() {
         assert_eq!(out["error"]["code"], "forbidden");
     }
 
-    // Limits hold through the link.
+    // Limits hold through the link, and the agent's memory stays bounded however much a
+    // command prints.
     let (status, out) = exec(&cp, &admin, host, json!({"command": "flood"})).await;
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out["stdout_truncated"], true);
     assert_eq!(out["stdout"].as_str().map(str::len), Some(1000));
+    let before = agent.rss_bytes().expect("rss");
+    for _ in 0..30 {
+        let (status, _) = exec(&cp, &admin, host, json!({"command": "flood"})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let after = agent.rss_bytes().expect("rss");
+    assert!(
+        after < before + (16 << 20),
+        "agentd grew from {before} to {after} bytes"
+    );
     let (status, out) = exec(
         &cp,
         &admin,
