@@ -281,6 +281,16 @@ impl Audit {
             .scan_rev(upper.as_deref(), limit, |r| filter.matches(r))
     }
 
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Whether the trail is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
     /// Checks the whole chain; returns the sequence number of the first broken record.
     pub fn verify(&self) -> Result<Option<u64>, StoreError> {
         let mut prev = GENESIS.to_owned();

@@ -34,6 +34,8 @@ enum Command {
     /// Manage users on a stopped server's data dir.
     #[command(subcommand)]
     User(UserCommand),
+    /// Check the hash chain of the audit trail on a stopped server's data dir.
+    AuditVerify(DataDirArg),
     /// Add a new JWT signing key (takes effect at the next start; old tokens stay valid until
     /// they expire).
     RotateSigningKey(DataDirArg),
@@ -215,6 +217,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::User(cmd) => user_command(cmd),
+        Command::AuditVerify(a) => match axon_control_plane::offline::verify_audit(&a.data_dir)? {
+            Ok(count) => {
+                println!("audit trail: {count} records, chain intact");
+                Ok(())
+            }
+            Err(seq) => anyhow::bail!("audit trail broken at record {seq}"),
+        },
         Command::RotateSigningKey(a) => {
             let count = axon_control_plane::offline::rotate_signing_key(&a.data_dir)?;
             println!("new signing key added ({count} stored); restart axon-cp to sign with it");

@@ -172,3 +172,14 @@ pub fn rotate_signing_key(data_dir: &Path) -> Result<usize, OfflineError> {
     store.db.flush_blocking()?;
     Ok(store.signing_keys.len())
 }
+
+/// Checks the hash chain of the control plane's audit trail; returns the number of records, or
+/// the sequence number of the first broken one.
+pub fn verify_audit(data_dir: &Path) -> Result<Result<usize, u64>, OfflineError> {
+    let store = open(data_dir)?;
+    let audit = crate::audit::Audit::open(&store.db, crate::live::Live::default())?;
+    Ok(match audit.verify()? {
+        None => Ok(audit.len()),
+        Some(seq) => Err(seq),
+    })
+}

@@ -294,6 +294,8 @@ async fn rotating_the_signing_key_keeps_issued_tokens_valid() {
     };
     cp.terminate();
     let data = cp.data_dir().to_string_lossy().into_owned();
+    let (ok, out, err) = run("axon-cp", &["audit-verify", "--data-dir", &data]);
+    assert!(ok && out.contains("chain intact"), "{out}{err}");
     let (ok, out, err) = run("axon-cp", &["rotate-signing-key", "--data-dir", &data]);
     assert!(ok && out.contains("2 stored"), "{out}{err}");
     cp.spawn().await;
