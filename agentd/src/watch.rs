@@ -41,12 +41,16 @@ impl RootWatcher {
             .collect();
         let resolve = names.clone();
         let handler = move |result: notify::Result<notify::Event>| {
-            let Ok(event) = result else {
-                let _ = sender.send(Change {
-                    path: String::new(),
-                    kind: "overflow".into(),
-                });
-                return;
+            let event = match result {
+                // An event without paths is the kernel's queue overflowing: changes were lost.
+                Ok(event) if !event.paths.is_empty() => event,
+                _ => {
+                    let _ = sender.send(Change {
+                        path: String::new(),
+                        kind: "overflow".into(),
+                    });
+                    return;
+                }
             };
             let kind = match event.kind {
                 EventKind::Create(_) => "create",
@@ -74,7 +78,10 @@ impl RootWatcher {
                 });
             }
         };
-        let watcher = match notify::recommended_watcher(handler) {
+        // Symlinks are not followed: a link to a directory outside a root must not report (or
+        // walk) what lies outside.
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let watcher = match notify::RecommendedWatcher::new(handler, config) {
             Ok(mut w) => {
                 for (name, path) in &names {
                     if let Err(e) = w.watch(path, RecursiveMode::Recursive) {

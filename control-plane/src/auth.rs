@@ -354,6 +354,17 @@ impl Caller {
         }
     }
 
+    /// Who is asking, as carried to an agent for its audit trail, with a fresh request id.
+    pub fn requester(&self, request_id: &str) -> axon_shared::Requester {
+        axon_shared::Requester {
+            actor: self.id.clone(),
+            role: self.role.as_str().to_owned(),
+            tenant_id: self.tenant_id.clone(),
+            source_ip: self.ip.map(|ip| ip.to_string()),
+            request_id: Some(request_id.to_owned()),
+        }
+    }
+
     /// The user id behind the call, if a user (not a key) is calling.
     pub fn user_id(&self) -> Option<&str> {
         matches!(self.via, Via::Session { .. }).then_some(self.id.as_str())

@@ -547,6 +547,13 @@ impl Session {
             .ok()
             .flatten()
             .unwrap_or(0);
+        // In order only: after a record that could not be stored, later ones wait (no ack)
+        // until the agent replays from the missing one. The first record ever seen from a host
+        // sets the starting point.
+        if record.seq > last + 1 && last != 0 {
+            tracing::warn!(host = %self.host_id, seq = record.seq, last, "audit record out of order; waiting for replay");
+            return;
+        }
         if record.seq > last {
             let who = &record.requested_by;
             let action = if record.action.starts_with("agent.") {

@@ -256,7 +256,7 @@ fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
             println!(
                 "created {} ({}) id {}",
                 user.email,
-                role_name(user.role),
+                user.role.as_str(),
                 user.id
             );
             if let Some(p) = generated {
@@ -270,7 +270,7 @@ fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
                     "{}\t{}\t{}\t{}\t{}",
                     u.id,
                     u.email,
-                    role_name(u.role),
+                    u.role.as_str(),
                     u.tenant_id.unwrap_or_default(),
                     state
                 );
@@ -288,13 +288,6 @@ fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn role_name(role: Role) -> String {
-    serde_json::to_value(role)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

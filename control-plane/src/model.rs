@@ -22,6 +22,18 @@ pub enum Role {
     Client,
 }
 
+impl Role {
+    /// The name used in the API and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Viewer => "viewer",
+            Self::Client => "client",
+        }
+    }
+}
+
 /// A person or automation account that logs in to the API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {

@@ -182,8 +182,9 @@ pub struct ExecRun {
     /// Who asked.
     #[serde(default)]
     pub requested_by: Requester,
-    /// Also send the output as `chunk` frames while the command runs.
-    #[serde(default)]
+    /// Also send the output as `chunk` frames while the command runs (omitted when false, so
+    /// agents that predate it still accept the request).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
 }
 

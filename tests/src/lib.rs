@@ -66,6 +66,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Client TLS trusting only the control plane's CA.
+fn api_tls(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("ca"))
+        .expect("root");
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// A running `axon-cp serve` over a fresh data dir.
 pub struct ControlPlane {
     pub dir: tempfile::TempDir,
@@ -92,16 +105,8 @@ impl ControlPlane {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let ca = std::fs::read(dir.path().join("data/pki/ca.pem")).expect("ca.pem");
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(&ca).expect("ca der"))
-            .expect("root");
-        let tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let ca = std::fs::read_to_string(dir.path().join("data/pki/ca.pem")).expect("ca.pem");
+        let tls = api_tls(&ca);
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(Duration::from_secs(20))
@@ -556,16 +561,7 @@ pub async fn raw_link(cp: &ControlPlane, creds: Option<(&str, &str)>) -> Result<
 /// is never sent.
 pub async fn raw_https(cp: &ControlPlane, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (ca, _) = cp.ca();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.as_bytes()).expect("ca"))
-        .expect("root");
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = api_tls(&cp.ca().0);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", cp.api_port))
         .await
@@ -589,16 +585,7 @@ pub async fn live_socket(
     String,
 > {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let (ca, _) = cp.ca();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.as_bytes()).expect("ca"))
-        .expect("root");
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = api_tls(&cp.ca().0);
     let mut request = format!("wss://localhost:{}/api/ws", cp.api_port)
         .into_client_request()
         .expect("request");

@@ -1,16 +1,15 @@
 //! The file jail of a host through the API: `?path=<root>/<relative path>`. The agent decides
 //! what is reachable; the control plane passes the request, its caller and the bytes along.
 
-use axon_shared::{FsContent, FsEntry, FsKind, FsListing, FsOp, Requester, op};
+use axon_shared::{FsContent, FsEntry, FsKind, FsListing, FsOp, op};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 
 use super::Route;
 use super::hosts::link_error;
@@ -90,19 +89,6 @@ fn query(q: QueryResult) -> Result<PathQuery, ApiError> {
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-fn requester(caller: &Caller, ip: &ConnectInfo<SocketAddr>) -> Requester {
-    Requester {
-        actor: caller.id.clone(),
-        role: serde_json::to_value(caller.role)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        tenant_id: caller.tenant_id.clone(),
-        source_ip: Some(ip.0.ip().to_string()),
-        request_id: Some(crate::auth::new_id()),
-    }
-}
-
 /// Sends one jail verb to the host; audits changes and refusals.
 async fn call(
     state: &AppState,
@@ -157,14 +143,13 @@ fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiE
 async fn list_or_stat(
     State(state): State<AppState>,
     caller: Caller,
-    info: ConnectInfo<SocketAddr>,
     ApiPath(id): ApiPath<String>,
     q: QueryResult,
 ) -> Result<ApiJson<Listing>, ApiError> {
     let q = query(q)?;
     let op_body = FsOp {
         path: q.path.clone(),
-        requested_by: requester(&caller, &info),
+        requested_by: caller.requester(&crate::auth::new_id()),
         ..FsOp::default()
     };
     let entry: FsEntry = parse(call(&state, &caller, &id, op::FS_STAT, op_body.clone()).await?)?;
@@ -186,7 +171,6 @@ async fn list_or_stat(
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    info: ConnectInfo<SocketAddr>,
     ApiPath(id): ApiPath<String>,
     q: QueryResult,
 ) -> Result<Response, ApiError> {
@@ -195,7 +179,7 @@ async fn read(
         path: q.path,
         offset: q.offset,
         length: q.length,
-        requested_by: requester(&caller, &info),
+        requested_by: caller.requester(&crate::auth::new_id()),
         ..FsOp::default()
     };
     let content: FsContent = parse(call(&state, &caller, &id, op::FS_READ, body).await?)?;
@@ -224,7 +208,6 @@ async fn read(
 async fn write(
     State(state): State<AppState>,
     caller: Caller,
-    info: ConnectInfo<SocketAddr>,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     q: QueryResult,
@@ -254,7 +237,7 @@ async fn write(
         path: q.path,
         content_b64: Some(STANDARD.encode(&bytes)),
         if_match,
-        requested_by: requester(&caller, &info),
+        requested_by: caller.requester(&crate::auth::new_id()),
         ..FsOp::default()
     };
     Ok(ApiJson(parse(
@@ -265,7 +248,6 @@ async fn write(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    info: ConnectInfo<SocketAddr>,
     ApiPath(id): ApiPath<String>,
     q: QueryResult,
 ) -> Result<StatusCode, ApiError> {
@@ -273,7 +255,7 @@ async fn remove(
     let body = FsOp {
         path: q.path,
         recursive: q.recursive,
-        requested_by: requester(&caller, &info),
+        requested_by: caller.requester(&crate::auth::new_id()),
         ..FsOp::default()
     };
     call(&state, &caller, &id, op::FS_DELETE, body).await?;
@@ -283,14 +265,13 @@ async fn remove(
 async fn mkdir(
     State(state): State<AppState>,
     caller: Caller,
-    info: ConnectInfo<SocketAddr>,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<MkdirBody>,
 ) -> Result<(StatusCode, ApiJson<FsEntry>), ApiError> {
     let body = FsOp {
         path: req.path,
         recursive: req.parents,
-        requested_by: requester(&caller, &info),
+        requested_by: caller.requester(&crate::auth::new_id()),
         ..FsOp::default()
     };
     Ok((
@@ -304,14 +285,13 @@ async fn mkdir(
 async fn rename(
     State(state): State<AppState>,
     caller: Caller,
-    info: ConnectInfo<SocketAddr>,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RenameBody>,
 ) -> Result<ApiJson<FsEntry>, ApiError> {
     let body = FsOp {
         path: req.from,
         to: Some(req.to),
-        requested_by: requester(&caller, &info),
+        requested_by: caller.requester(&crate::auth::new_id()),
         ..FsOp::default()
     };
     Ok(ApiJson(parse(
@@ -322,7 +302,6 @@ async fn rename(
 async fn chmod(
     State(state): State<AppState>,
     caller: Caller,
-    info: ConnectInfo<SocketAddr>,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ChmodBody>,
 ) -> Result<ApiJson<FsEntry>, ApiError> {
@@ -334,7 +313,7 @@ async fn chmod(
     let body = FsOp {
         path: req.path,
         mode: Some(mode),
-        requested_by: requester(&caller, &info),
+        requested_by: caller.requester(&crate::auth::new_id()),
         ..FsOp::default()
     };
     Ok(ApiJson(parse(

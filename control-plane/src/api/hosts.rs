@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axon_shared::{Capabilities, CommandInfo, ExecResult, ExecRun, HostFacts, Pong, Requester, op};
+use axon_shared::{Capabilities, CommandInfo, ExecResult, ExecRun, HostFacts, Pong, op};
 use axum::extract::State;
 use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
@@ -309,16 +309,7 @@ async fn exec(
     let run = ExecRun {
         command: body.command.clone(),
         params: body.params,
-        requested_by: Requester {
-            actor: caller.id.clone(),
-            role: serde_json::to_value(caller.role)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            tenant_id: caller.tenant_id.clone(),
-            source_ip: Some(info.0.ip().to_string()),
-            request_id: Some(request_id.clone()),
-        },
+        requested_by: caller.requester(&request_id),
         stream: sse,
     };
     let audit = ExecAudit {
@@ -367,6 +358,8 @@ async fn exec(
                         if let Some(ev) = wanted(&e)
                             && tx.send(ev).await.is_err()
                         {
+                            // The client left; the command still runs and is still audited.
+                            let _ = audit.finish((&mut call).await);
                             return;
                         }
                     }

@@ -43,15 +43,7 @@ pub fn build() -> Value {
                 op["description"] = json!("Public.");
             }
             Access::Roles(roles, scope) => {
-                let names: Vec<String> = roles
-                    .iter()
-                    .map(|r| {
-                        serde_json::to_value(r)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    })
-                    .collect();
+                let names: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
                 op["security"] = json!([{"bearer": []}]);
                 op["description"] = json!(format!(
                     "Roles: {}. API-key scope: {scope}.",

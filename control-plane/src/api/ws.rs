@@ -61,7 +61,8 @@ async fn session(
             event = events.recv() => {
                 let text = match event {
                     // The audit trail is for admins only, here as on GET /api/audit.
-                    Ok(event) if matches!(*event, LiveEvent::Audit { .. }) && caller.role != Role::Admin => continue,
+                    Ok(event) if matches!(*event, LiveEvent::Audit { .. })
+                        && !(caller.role == Role::Admin && caller.has_scope("audit:read")) => continue,
                     Ok(event) if filter.wants(&event) => serde_json::to_string(&*event).unwrap_or_default(),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => format!(r#"{{"type":"lagged","missed":{missed}}}"#),
