@@ -21,6 +21,7 @@ pub mod ops;
 pub mod state;
 mod sys;
 pub mod tls;
+pub mod units;
 pub mod watch;
 
 use std::future::Future;

@@ -1,0 +1,220 @@
+//! systemd over D-Bus (zbus): list units in one call, read one unit, and run start / stop /
+//! restart / reload with job tracking — the call returns when systemd's job finishes, with its
+//! result, or times out clearly. The bus address can be overridden (tests run a real systemd in
+//! its own namespaces and reach it through `DBUS_SYSTEM_BUS_ADDRESS`).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use zbus::wire::OwnedObjectPath;
+
+const DEST: &str = "org.freedesktop.systemd1";
+const PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT: &str = "org.freedesktop.systemd1.Unit";
+
+/// A unit as `ListUnits` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitInfo {
+    pub name: String,
+    pub description: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    /// systemd's job result: `done`, `failed`, `canceled`, `timeout`, `dependency`, `skipped`.
+    pub job_result: String,
+    /// The unit's state after the job.
+    pub active_state: String,
+    pub sub_state: String,
+}
+
+/// A unit operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error("systemd is not reachable on the system bus: {0}")]
+    Unavailable(String),
+    #[error("unit {0} not found")]
+    NotFound(String),
+    #[error("systemd refused {action} on {unit}: {reason}")]
+    Refused {
+        unit: String,
+        action: String,
+        reason: String,
+    },
+    #[error("{action} of {unit} did not finish within {secs} s")]
+    Timeout {
+        unit: String,
+        action: String,
+        secs: u64,
+    },
+}
+
+/// The systemd manager on one bus.
+pub struct Systemd {
+    conn: zbus::Connection,
+}
+
+type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
+impl Systemd {
+    /// Connects to `address`, or to the system bus (honouring `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub async fn connect(address: Option<&str>) -> Result<Self, UnitError> {
+        let builder = match address {
+            Some(a) => zbus::connection::Builder::address(a),
+            None => zbus::connection::Builder::system(),
+        };
+        let conn = builder
+            .build()
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        Ok(Self { conn })
+    }
+
+    async fn manager(&self) -> Result<zbus::Proxy<'_>, UnitError> {
+        zbus::Proxy::new(&self.conn, DEST, PATH, MANAGER)
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))
+    }
+
+    /// Every loaded unit, in one D-Bus call.
+    pub async fn list(&self) -> Result<Vec<UnitInfo>, UnitError> {
+        let units: Vec<ListedUnit> = self
+            .manager()
+            .await?
+            .call("ListUnits", &())
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let mut out: Vec<UnitInfo> = units
+            .into_iter()
+            .map(|u| UnitInfo {
+                name: u.0,
+                description: u.1,
+                load_state: u.2,
+                active_state: u.3,
+                sub_state: u.4,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The unit's current state (loading it if needed).
+    pub async fn state(&self, unit: &str) -> Result<UnitInfo, UnitError> {
+        let path: OwnedObjectPath = self
+            .manager()
+            .await?
+            .call("LoadUnit", &(unit,))
+            .await
+            .map_err(|e| UnitError::Refused {
+                unit: unit.into(),
+                action: "load".into(),
+                reason: e.to_string(),
+            })?;
+        let proxy = zbus::Proxy::new(&self.conn, DEST, path, UNIT)
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let prop = |name: &'static str| {
+            let proxy = &proxy;
+            async move { proxy.get_property::<String>(name).await.unwrap_or_default() }
+        };
+        let info = UnitInfo {
+            name: unit.to_owned(),
+            description: prop("Description").await,
+            load_state: prop("LoadState").await,
+            active_state: prop("ActiveState").await,
+            sub_state: prop("SubState").await,
+        };
+        if info.load_state == "not-found" {
+            return Err(UnitError::NotFound(unit.to_owned()));
+        }
+        Ok(info)
+    }
+
+    /// Runs `start`, `stop`, `restart` or `reload` and waits for systemd's job to finish.
+    pub async fn act(
+        &self,
+        unit: &str,
+        action: &str,
+        timeout: Duration,
+    ) -> Result<ActionOutcome, UnitError> {
+        let method = match action {
+            "start" => "StartUnit",
+            "stop" => "StopUnit",
+            "restart" => "RestartUnit",
+            "reload" => "ReloadUnit",
+            other => {
+                return Err(UnitError::Refused {
+                    unit: unit.into(),
+                    action: other.into(),
+                    reason: "not a job action".into(),
+                });
+            }
+        };
+        self.state(unit).await?;
+        let manager = self.manager().await?;
+        // Signals flow only to subscribers (once per connection; a repeat is refused, which is
+        // fine). Listen before asking, so the job's end is not missed.
+        if let Err(e) = manager.call::<_, _, ()>("Subscribe", &()).await
+            && !e.to_string().contains("AlreadySubscribed")
+        {
+            return Err(UnitError::Unavailable(e.to_string()));
+        }
+        let mut removed = manager
+            .receive_signal("JobRemoved")
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let job: OwnedObjectPath = manager
+            .call(method, &(unit, "replace"))
+            .await
+            .map_err(|e| UnitError::Refused {
+                unit: unit.into(),
+                action: action.into(),
+                reason: e.to_string(),
+            })?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                let Ok((_, path, _, result)) = signal
+                    .body()
+                    .deserialize::<(u32, OwnedObjectPath, String, String)>()
+                else {
+                    continue;
+                };
+                if path == job {
+                    return Some(result);
+                }
+            }
+            None
+        };
+        let job_result = tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| UnitError::Timeout {
+                unit: unit.into(),
+                action: action.into(),
+                secs: timeout.as_secs(),
+            })?
+            .unwrap_or_else(|| "unknown".into());
+        let after = self.state(unit).await?;
+        Ok(ActionOutcome {
+            job_result,
+            active_state: after.active_state,
+            sub_state: after.sub_state,
+        })
+    }
+}
