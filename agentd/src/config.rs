@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::exec::{CommandSpec, Whitelist, default_specs};
 use crate::jail::RootSpec;
+use crate::services::AllowRule;
 
 /// Settings of `agentd run`.
 #[derive(Debug, Clone)]
@@ -30,6 +31,10 @@ pub struct AgentConfig {
     pub etc_dir: PathBuf,
     /// Directories the control plane may reach through the file jail.
     pub jails: Vec<RootSpec>,
+    /// Which service actions the control plane may run, on which units.
+    pub allow: Vec<AllowRule>,
+    /// D-Bus system bus address (default: the system bus, or `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub system_bus: Option<String>,
 }
 
 impl AgentConfig {
@@ -44,6 +49,8 @@ impl AgentConfig {
             commands: Vec::new(),
             etc_dir: PathBuf::from("/etc"),
             jails: Vec::new(),
+            allow: Vec::new(),
+            system_bus: None,
         }
     }
 
@@ -80,6 +87,10 @@ pub struct FileConfig {
     /// File-jail roots, as `[[jails]]` tables.
     #[serde(default)]
     pub jails: Vec<RootSpec>,
+    /// Service allow rules, as `[[allow]]` tables.
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    pub system_bus: Option<String>,
 }
 
 /// The configuration file is unusable.
@@ -132,6 +143,13 @@ impl FileConfig {
         }
         config.commands.extend(self.commands);
         config.jails.extend(self.jails);
+        for rule in &self.allow {
+            rule.check().map_err(ConfigError::Invalid)?;
+        }
+        config.allow.extend(self.allow);
+        if let Some(v) = self.system_bus {
+            config.system_bus = Some(v);
+        }
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ pub mod facts;
 pub mod jail;
 pub mod link;
 pub mod ops;
+pub mod services;
 pub mod state;
 mod sys;
 pub mod tls;
@@ -71,7 +72,8 @@ pub async fn run(
             .map(|r| (r.name.clone(), r.path.clone()))
             .collect::<Vec<_>>(),
     );
-    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor, watcher));
+    let services = services::Services::new(config.allow.clone(), config.system_bus.clone());
+    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor, watcher, services));
     let hello = link::hello(facts, capabilities);
     link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.

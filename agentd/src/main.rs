@@ -84,6 +84,10 @@ struct RunArgs {
     /// A file-jail root, NAME=PATH:ro|rw (repeatable; adds to the config file's roots).
     #[arg(long = "jail", value_parser = agentd::jail::RootSpec::parse_flag)]
     jails: Vec<agentd::jail::RootSpec>,
+    /// Allow service actions, KIND:ACTIONS:PATTERN (repeatable), e.g.
+    /// systemd:start,stop,restart:web-*.service
+    #[arg(long = "allow", value_parser = agentd::services::AllowRule::parse_flag)]
+    allow: Vec<agentd::services::AllowRule>,
 }
 
 fn main() -> ExitCode {
@@ -161,6 +165,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 config.max_frame_bytes = v;
             }
             config.jails.extend(args.jails);
+            config.allow.extend(args.allow);
             runtime()?.block_on(agentd::run(config, shutdown_signal()))?;
             Ok(())
         }

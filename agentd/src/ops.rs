@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axon_shared::{
-    Chunk, ErrorCode, EventAck, ExecRun, Frame, FsOp, PROTOCOL_VERSION, Pong, Request, Response, op,
+    Chunk, ErrorCode, EventAck, ExecRun, Frame, FsOp, PROTOCOL_VERSION, Pong, Request, Response,
+    ServiceOp, op,
 };
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::audit::Auditor;
 use crate::exec::{self, ExecError, Whitelist};
 use crate::jail::{Jail, JailError};
+use crate::services::{ServiceError, Services};
+use crate::units::UnitError;
 use crate::watch::RootWatcher;
 
 /// Commands allowed to run at the same time; more are refused as busy.
@@ -35,6 +38,7 @@ pub struct Ops {
     pub audit: Arc<Auditor>,
     /// Changes in the jail roots.
     pub watcher: RootWatcher,
+    services: Arc<Services>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -50,6 +54,7 @@ impl Ops {
         jail: Jail,
         audit: Arc<Auditor>,
         watcher: RootWatcher,
+        services: Services,
     ) -> Self {
         Self {
             whitelist,
@@ -57,6 +62,7 @@ impl Ops {
             jail: Arc::new(jail),
             audit,
             watcher,
+            services: Arc::new(services),
         }
     }
 
@@ -71,6 +77,7 @@ impl Ops {
             )),
             op::EXEC_LIST => Handled::Now(Response::ok(req.id, &self.whitelist.infos())),
             op::EXEC_RUN => self.exec(req, chunks),
+            op::SERVICE_LIST | op::SERVICE_GET | op::SERVICE_ACT => self.service(req),
             op::EVENT_ACK => Handled::Now(match req.body_as::<EventAck>() {
                 Ok(ack) => match self.audit.ack(ack.seq) {
                     Ok(n) => Response::ok(req.id, &serde_json::json!({ "removed": n })),
@@ -99,6 +106,61 @@ impl Ops {
                 ),
             )),
         }
+    }
+
+    fn service(&self, req: Request) -> Handled {
+        let id = req.id.clone();
+        let body: ServiceOp = match req.body_as() {
+            Ok(b) => b,
+            Err(e) => {
+                return Handled::Now(Response::err(
+                    id,
+                    ErrorCode::BadRequest,
+                    format!("invalid {} body: {e}", req.op),
+                ));
+            }
+        };
+        let (services, audit) = (self.services.clone(), self.audit.clone());
+        Handled::Later(Box::pin(async move {
+            let outcome = match req.op.as_str() {
+                op::SERVICE_LIST => services
+                    .list(&body.kind)
+                    .await
+                    .map(|l| serde_json::to_value(l).unwrap_or_default()),
+                op::SERVICE_GET => services
+                    .get(&body.kind, &body.name)
+                    .await
+                    .map(|i| serde_json::to_value(i).unwrap_or_default()),
+                _ => {
+                    let acted = services.act(&body.kind, &body.name, &body.action).await;
+                    let target = format!("{} {}", body.kind, body.name);
+                    let (outcome, detail) = match &acted {
+                        Ok(a) if a.job_result == "done" => {
+                            ("ok", format!("{}: job {}", body.action, a.job_result))
+                        }
+                        Ok(a) => ("failed", format!("{}: job {}", body.action, a.job_result)),
+                        Err(ServiceError::NotAllowed { .. }) => ("denied", body.action.clone()),
+                        Err(e) => ("error", format!("{}: {e}", body.action)),
+                    };
+                    audit.note("service.act", outcome, &target, &body.requested_by, &detail);
+                    acted.map(|a| serde_json::to_value(a).unwrap_or_default())
+                }
+            };
+            match outcome {
+                Ok(v) => Response::ok(id, &v),
+                Err(e) => {
+                    let code = match &e {
+                        ServiceError::NotAllowed { .. } => ErrorCode::Forbidden,
+                        ServiceError::Kind(_) => ErrorCode::BadRequest,
+                        ServiceError::Unit(UnitError::NotFound(_)) => ErrorCode::NotFound,
+                        ServiceError::Unit(UnitError::Unavailable(_)) => ErrorCode::Unavailable,
+                        ServiceError::Unit(UnitError::Timeout { .. }) => ErrorCode::Timeout,
+                        ServiceError::Unit(UnitError::Refused { .. }) => ErrorCode::Conflict,
+                    };
+                    Response::err(id, code, e.to_string())
+                }
+            }
+        }))
     }
 
     fn fs(&self, req: Request) -> Handled {

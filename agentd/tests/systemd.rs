@@ -2,54 +2,10 @@
 //! namespaces by `scripts/systemd-box`, reached over its own D-Bus system bus. A box that cannot
 //! start fails the test; nothing is skipped.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use agentd::units::{Systemd, UnitError};
-
-struct SystemdBox {
-    dir: tempfile::TempDir,
-    address: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/systemd-box")
-}
-
-impl SystemdBox {
-    fn start(units: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut files = Vec::new();
-        for (name, text) in units {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).expect("unit file");
-            files.push(path);
-        }
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path().join("box"))
-            .args(&files)
-            .output()
-            .expect("run scripts/systemd-box");
-        assert!(
-            out.status.success(),
-            "the systemd box did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        Self { dir, address }
-    }
-}
-
-impl Drop for SystemdBox {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path().join("box"))
-            .status();
-    }
-}
+use axon_e2e::SystemdBox;
 
 const HELLO: &str = "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/sleep infinity\n";
 const BROKEN: &str = "[Unit]\nDescription=broken\n[Service]\nType=oneshot\nExecStart=/bin/false\n";

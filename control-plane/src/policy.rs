@@ -190,6 +190,21 @@ pub const RULES: &[Rule] = &[
     ),
     rule("GET", "/api/audit", Access::Roles(ADMIN, "audit:read")),
     rule("GET", "/api/ws", Access::Roles(STAFF, "live:read")),
+    rule(
+        "GET",
+        "/api/hosts/{id}/services",
+        Access::Roles(STAFF, "services:read"),
+    ),
+    rule(
+        "GET",
+        "/api/hosts/{id}/services/{kind}/{name}",
+        Access::Roles(STAFF, "services:read"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/services/{kind}/{name}/{action}",
+        Access::Roles(&[A, O], "services:operate"),
+    ),
 ];
 
 /// Roles the table names for staff reads, for handlers that need the same list.

@@ -22,7 +22,7 @@ pub use id::{Ulid, hex_decode, hex_encode};
 pub use messages::{
     AuditRecord, Capabilities, CertRenew, CertRenewed, CommandInfo, EnrollRequest, EnrollResponse,
     EventAck, ExecResult, ExecRun, FsContent, FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts,
-    ParamSchema, Pong, Requester, Welcome, op, topic,
+    ParamSchema, Pong, Requester, ServiceActed, ServiceInfo, ServiceOp, Welcome, op, topic,
 };
 pub use token::{EnrollmentToken, TokenError};
 

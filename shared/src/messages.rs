@@ -26,6 +26,13 @@ pub mod op {
     pub const FS_RENAME: &str = "fs.rename";
     pub const FS_DELETE: &str = "fs.delete";
     pub const FS_CHMOD: &str = "fs.chmod";
+    /// Control plane → agent: [`super::ServiceOp`]; answered by a list of [`super::ServiceInfo`].
+    pub const SERVICE_LIST: &str = "service.list";
+    /// Control plane → agent: [`super::ServiceOp`]; answered by one [`super::ServiceInfo`].
+    pub const SERVICE_GET: &str = "service.get";
+    /// Control plane → agent: [`super::ServiceOp`] with an action; answered by
+    /// [`super::ServiceActed`].
+    pub const SERVICE_ACT: &str = "service.act";
     /// Control plane → agent: [`super::EventAck`]; every event up to `seq` is stored.
     pub const EVENT_ACK: &str = "event.ack";
 }
@@ -370,4 +377,43 @@ pub struct EnrollResponse {
     pub agent_url: String,
     /// End of the certificate's validity, seconds since the Unix epoch.
     pub not_after: u64,
+}
+
+/// A service request: `kind` is `systemd` (Docker joins later).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceOp {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// `start`, `stop`, `restart` or `reload` for `service.act`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub action: String,
+    #[serde(default)]
+    pub requested_by: Requester,
+}
+
+/// One service (a systemd unit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceInfo {
+    pub kind: String,
+    pub name: String,
+    pub description: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+}
+
+/// How a service action ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceActed {
+    pub kind: String,
+    pub name: String,
+    pub action: String,
+    /// systemd's job result: `done`, `failed`, `canceled`, `timeout`, `dependency`, `skipped`.
+    pub job_result: String,
+    pub active_state: String,
+    pub sub_state: String,
 }

@@ -360,6 +360,53 @@ pub struct Agent {
     child: Option<Child>,
 }
 
+/// A real systemd in its own namespaces (`scripts/systemd-box`), stopped on drop. A box that
+/// cannot start fails the test.
+pub struct SystemdBox {
+    dir: tempfile::TempDir,
+    /// D-Bus address of the box's system bus.
+    pub address: String,
+}
+
+fn systemd_box_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/systemd-box")
+}
+
+impl SystemdBox {
+    /// Starts a box with these unit files (name, text).
+    pub fn start(units: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = Vec::new();
+        for (name, text) in units {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("unit file");
+            files.push(path);
+        }
+        let out = Command::new(systemd_box_script())
+            .arg("start")
+            .arg(dir.path().join("box"))
+            .args(&files)
+            .output()
+            .expect("run scripts/systemd-box");
+        assert!(
+            out.status.success(),
+            "the systemd box did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Self { dir, address }
+    }
+}
+
+impl Drop for SystemdBox {
+    fn drop(&mut self) {
+        let _ = Command::new(systemd_box_script())
+            .arg("stop")
+            .arg(self.dir.path().join("box"))
+            .status();
+    }
+}
+
 /// Result of running `agentd enroll`.
 pub struct EnrollOutcome {
     pub success: bool,
@@ -419,6 +466,11 @@ impl Agent {
 
     /// Starts `agentd run` with extra flags.
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_with_env(extra, &[]);
+    }
+
+    /// Starts `agentd run` with extra flags and environment variables.
+    pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -429,6 +481,7 @@ impl Agent {
             .arg("--state-dir")
             .arg(self.state_dir())
             .args(extra)
+            .envs(env.iter().copied())
             .env("AGENTD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -9,6 +9,7 @@ mod hosts;
 mod keys;
 mod openapi;
 mod portal;
+mod services;
 mod tenants;
 mod users;
 mod ws;
@@ -61,6 +62,7 @@ pub fn routes() -> Vec<Route> {
         enroll::routes(),
         hosts::routes(),
         files::routes(),
+        services::routes(),
         tenants::routes(),
         users::routes(),
         keys::routes(),
