@@ -12,7 +12,7 @@ use crate::units::{Systemd, UnitError};
 
 /// How long an action's job may take.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
-const ACTIONS: &[&str] = &["start", "stop", "restart", "reload"];
+const ACTIONS: &[&str] = &["start", "stop", "restart", "reload", "enable", "disable"];
 
 /// One allow rule.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -147,13 +147,54 @@ impl Systemd {
         Ok(info)
     }
 
-    /// Runs `start`, `stop`, `restart` or `reload` and waits for systemd's job to finish.
+    /// `enable` or `disable` the unit's install section (persistently), then reload systemd.
+    async fn install(&self, unit: &str, action: &str) -> Result<ActionOutcome, UnitError> {
+        self.state(unit).await?;
+        let manager = self.manager().await?;
+        let refused = |e: zbus::Error| UnitError::Refused {
+            unit: unit.into(),
+            action: action.into(),
+            reason: e.to_string(),
+        };
+        if action == "enable" {
+            let _: (bool, Vec<(String, String, String)>) = manager
+                .call("EnableUnitFiles", &(vec![unit], false, false))
+                .await
+                .map_err(refused)?;
+        } else {
+            let _: Vec<(String, String, String)> = manager
+                .call("DisableUnitFiles", &(vec![unit], false))
+                .await
+                .map_err(refused)?;
+        }
+        let _: () = manager.call("Reload", &()).await.map_err(refused)?;
+        let file_state: String = manager
+            .call("GetUnitFileState", &(unit,))
+            .await
+            .unwrap_or_default();
+        let after = self.state(unit).await?;
+        Ok(ActionOutcome {
+            job_result: if (action == "enable") == (file_state == "enabled") {
+                "done".into()
+            } else {
+                format!("unit file is {file_state}")
+            },
+            active_state: after.active_state,
+            sub_state: after.sub_state,
+        })
+    }
+
+    /// Runs `start`, `stop`, `restart` or `reload` and waits for systemd's job to finish;
+    /// `enable` and `disable` change the install state (no job).
     pub async fn act(
         &self,
         unit: &str,
         action: &str,
         timeout: Duration,
     ) -> Result<ActionOutcome, UnitError> {
+        if matches!(action, "enable" | "disable") {
+            return self.install(unit, action).await;
+        }
         let method = match action {
             "start" => "StartUnit",
             "stop" => "StopUnit",

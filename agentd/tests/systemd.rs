@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentd::units::{Systemd, UnitError};
 use axon_e2e::SystemdBox;
 
-const HELLO: &str = "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/sleep infinity\n";
+const HELLO: &str = "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n";
 const BROKEN: &str = "[Unit]\nDescription=broken\n[Service]\nType=oneshot\nExecStart=/bin/false\n";
 
 #[tokio::test]
@@ -52,6 +52,17 @@ async fn lists_starts_stops_and_reports_failures_against_a_real_systemd() {
         .expect("stop");
     assert_eq!(stopped.job_result, "done");
     assert_eq!(stopped.active_state, "inactive");
+
+    let enabled = systemd
+        .act("hello.service", "enable", Duration::from_secs(10))
+        .await
+        .expect("enable");
+    assert_eq!(enabled.job_result, "done");
+    let disabled = systemd
+        .act("hello.service", "disable", Duration::from_secs(10))
+        .await
+        .expect("disable");
+    assert_eq!(disabled.job_result, "done");
 
     // A oneshot whose command fails: systemd's job result says so.
     let failed = systemd
