@@ -105,6 +105,26 @@ fn last_record(path: &Path) -> Result<Option<AuditRecord>, AuditError> {
     Ok(last)
 }
 
+/// Opens the spool, waiting briefly for a previous holder in this process to let go of sled's
+/// file lock (it is released by a background thread after the last handle drops).
+fn open_spool(path: &Path) -> Result<sled::Db, AuditError> {
+    let mut attempt = 0;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if attempt < 40
+                    && (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock")) =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Auditor {
     /// Opens the trail in `dir` (the state dir), continuing its chain.
     pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Self, AuditError> {
@@ -124,7 +144,7 @@ impl Auditor {
             (&file).write_all(b"\n").map_err(io(&path))?;
             size += 1;
         }
-        let db = sled::Config::new().path(dir.join("spool")).open()?;
+        let db = open_spool(&dir.join("spool"))?;
         let spool = db.open_tree("audit")?;
         Ok(Self {
             dir: dir.to_owned(),

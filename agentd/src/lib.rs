@@ -47,7 +47,11 @@ pub async fn run(
     config.validate()?;
     let identity = state::StateDir::new(&config.state_dir).identity()?;
     let facts = facts::collect();
-    let capabilities = caps::detect(&caps::Probes::default()).await;
+    let probes = caps::Probes {
+        system_bus: config.system_bus.clone(),
+        ..caps::Probes::default()
+    };
+    let capabilities = caps::detect(&probes).await;
     tracing::info!(host = %identity.host_id, ?capabilities, "agentd starting");
     let whitelist = config.whitelist()?;
     tracing::info!(commands = whitelist.len(), "command whitelist loaded");

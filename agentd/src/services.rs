@@ -175,7 +175,11 @@ impl Services {
     pub async fn get(&self, kind: &str, name: &str) -> Result<ServiceInfo, ServiceError> {
         Self::check_kind(kind)?;
         crate::exec::check_unit_name(name).map_err(|_| UnitError::NotFound(name.to_owned()))?;
-        Ok(info(kind, self.systemd().await?.state(name).await?))
+        let result = self.systemd().await?.state(name).await;
+        if matches!(result, Err(UnitError::Unavailable(_))) {
+            self.reset().await;
+        }
+        Ok(info(kind, result?))
     }
 
     pub async fn act(
@@ -194,11 +198,15 @@ impl Services {
                 name: name.to_owned(),
             });
         }
-        let outcome = self
+        let result = self
             .systemd()
             .await?
             .act(name, action, ACTION_TIMEOUT)
-            .await?;
+            .await;
+        if matches!(result, Err(UnitError::Unavailable(_))) {
+            self.reset().await;
+        }
+        let outcome = result?;
         Ok(ServiceActed {
             kind: kind.to_owned(),
             name: name.to_owned(),

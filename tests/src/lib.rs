@@ -39,11 +39,16 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A loopback port that was free a moment ago.
+/// Ports are picked below the kernel's ephemeral range (32768 and up by default), so the
+/// outgoing connections of agents and clients cannot take a port a test is about to bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes; returns the time taken.
@@ -87,6 +92,8 @@ pub struct ControlPlane {
     extra: Vec<String>,
     child: Option<Child>,
     client: reqwest::Client,
+    /// Retries with new ports left for the first start.
+    fresh_ports_left: u32,
 }
 
 impl ControlPlane {
@@ -119,8 +126,10 @@ impl ControlPlane {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             client,
+            fresh_ports_left: 3,
         };
         cp.spawn().await;
+        cp.fresh_ports_left = 0;
         cp
     }
 
@@ -160,6 +169,17 @@ impl ControlPlane {
                 .is_ok_and(|r| r.status().is_success())
         })
         .await;
+        if ready.is_none() && self.log().contains("Address already in use") {
+            // Another test took the port between our check and the bind: try fresh ports,
+            // unless this is a restart that must come back where the agents expect it.
+            if self.fresh_ports_left > 0 {
+                self.fresh_ports_left -= 1;
+                self.kill9();
+                self.api_port = free_port();
+                self.agent_port = free_port();
+                return Box::pin(self.spawn()).await;
+            }
+        }
         assert!(
             ready.is_some(),
             "axon-cp did not become healthy; log:\n{}",

@@ -457,6 +457,8 @@ pub fn link_error(e: LinkError) -> ApiError {
                 axon_shared::ErrorCode::RateLimited => axum::http::StatusCode::TOO_MANY_REQUESTS,
                 axon_shared::ErrorCode::Conflict => axum::http::StatusCode::CONFLICT,
                 axon_shared::ErrorCode::TooLarge => axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                axon_shared::ErrorCode::Unavailable => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axon_shared::ErrorCode::Timeout => axum::http::StatusCode::GATEWAY_TIMEOUT,
                 _ => axum::http::StatusCode::BAD_GATEWAY,
             },
             code: error.code,

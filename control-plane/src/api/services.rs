@@ -113,10 +113,17 @@ async fn act(
         .call(&id, op::SERVICE_ACT, &body, ACTION_WAIT)
         .await;
     let target = format!("{id} {kind}/{name}");
+    // The action is the caller's text: only known names become part of the action name.
+    let audit_action =
+        if ["start", "stop", "restart", "reload", "enable", "disable"].contains(&action.as_str()) {
+            action.as_str()
+        } else {
+            "unknown"
+        };
     let event = |o: &str| {
         state
             .audit
-            .event(&format!("host.service.{action}"), o)
+            .event(&format!("host.service.{audit_action}"), o)
             .caller(&caller)
             .target(&target)
     };
