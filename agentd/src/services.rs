@@ -123,6 +123,11 @@ fn info(kind: &str, u: crate::units::UnitInfo) -> ServiceInfo {
         load_state: u.load_state,
         active_state: u.active_state,
         sub_state: u.sub_state,
+        main_pid: None,
+        memory_bytes: None,
+        cpu_nsec: None,
+        active_since: None,
+        last_result: None,
     }
 }
 
@@ -175,11 +180,20 @@ impl Services {
     pub async fn get(&self, kind: &str, name: &str) -> Result<ServiceInfo, ServiceError> {
         Self::check_kind(kind)?;
         crate::exec::check_unit_name(name).map_err(|_| UnitError::NotFound(name.to_owned()))?;
-        let result = self.systemd().await?.state(name).await;
+        let systemd = self.systemd().await?;
+        let result = systemd.state(name).await;
         if matches!(result, Err(UnitError::Unavailable(_))) {
             self.reset().await;
         }
-        Ok(info(kind, result?))
+        let mut out = info(kind, result?);
+        if let Ok(d) = systemd.detail(name).await {
+            out.main_pid = d.main_pid;
+            out.memory_bytes = d.memory_bytes;
+            out.cpu_nsec = d.cpu_nsec;
+            out.active_since = d.active_since;
+            out.last_result = d.last_result;
+        }
+        Ok(out)
     }
 
     pub async fn act(

@@ -24,6 +24,16 @@ pub struct UnitInfo {
     pub sub_state: String,
 }
 
+/// Details of one unit, where systemd has them (u64::MAX means "not accounted" to systemd).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitDetail {
+    pub main_pid: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub cpu_nsec: Option<u64>,
+    pub active_since: Option<u64>,
+    pub last_result: Option<String>,
+}
+
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionOutcome {
@@ -182,6 +192,41 @@ impl Systemd {
             active_state: after.active_state,
             sub_state: after.sub_state,
         })
+    }
+
+    /// Main PID, memory, CPU, since when active and the last result of a unit.
+    pub async fn detail(&self, unit: &str) -> Result<UnitDetail, UnitError> {
+        let path: OwnedObjectPath = self
+            .manager()
+            .await?
+            .call("LoadUnit", &(unit,))
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let unit_proxy = zbus::Proxy::new(&self.conn, DEST, path.clone(), UNIT)
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let since_us = unit_proxy
+            .get_property::<u64>("ActiveEnterTimestamp")
+            .await
+            .ok();
+        let mut detail = UnitDetail {
+            active_since: since_us.filter(|t| *t > 0).map(|t| t / 1_000_000),
+            ..UnitDetail::default()
+        };
+        // Service-only properties: other unit types simply do not have them.
+        if unit.ends_with(".service") {
+            let service =
+                zbus::Proxy::new(&self.conn, DEST, path, "org.freedesktop.systemd1.Service")
+                    .await
+                    .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+            let accounted = |v: Option<u64>| v.filter(|n| *n != u64::MAX);
+            detail.main_pid = service.get_property::<u32>("MainPID").await.ok();
+            detail.memory_bytes =
+                accounted(service.get_property::<u64>("MemoryCurrent").await.ok());
+            detail.cpu_nsec = accounted(service.get_property::<u64>("CPUUsageNSec").await.ok());
+            detail.last_result = service.get_property::<String>("Result").await.ok();
+        }
+        Ok(detail)
     }
 
     /// Runs `start`, `stop`, `restart` or `reload` and waits for systemd's job to finish;

@@ -41,6 +41,11 @@ async fn lists_starts_stops_and_reports_failures_against_a_real_systemd() {
             .any(|u| u.name == "hello.service" && u.sub_state == "running")
     );
 
+    let running = systemd.detail("hello.service").await.expect("detail");
+    assert!(running.main_pid.is_some_and(|p| p > 0), "{running:?}");
+    assert!(running.active_since.is_some(), "{running:?}");
+    assert_eq!(running.last_result.as_deref(), Some("success"));
+
     let restarted = systemd
         .act("hello.service", "restart", Duration::from_secs(10))
         .await
@@ -71,6 +76,8 @@ async fn lists_starts_stops_and_reports_failures_against_a_real_systemd() {
         .expect("start broken");
     assert_eq!(failed.job_result, "failed");
     assert_eq!(failed.active_state, "failed");
+    let broken = systemd.detail("broken.service").await.expect("detail");
+    assert_eq!(broken.last_result.as_deref(), Some("exit-code"));
 
     match systemd
         .act("no-such-unit.service", "start", Duration::from_secs(5))

@@ -403,6 +403,21 @@ pub struct ServiceInfo {
     pub load_state: String,
     pub active_state: String,
     pub sub_state: String,
+    /// Details of one service (absent in listings): main process id (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_pid: Option<u32>,
+    /// Memory in use, bytes, where systemd accounts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU time used, nanoseconds, where systemd accounts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_nsec: Option<u64>,
+    /// When the unit last became active, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_since: Option<u64>,
+    /// The result of the last run: `success`, `exit-code`, `signal`, `timeout`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
 }
 
 /// How a service action ended.

@@ -71,6 +71,16 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
     assert_eq!(status, StatusCode::OK, "{started}");
     assert_eq!(started["job_result"], "done");
     assert_eq!(started["sub_state"], "running");
+    let (_, running) = cp
+        .call(
+            Method::GET,
+            &svc("/systemd/hello.service"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(running["main_pid"].as_u64().unwrap_or(0) > 0, "{running}");
+    assert_eq!(running["last_result"], "success");
     let (status, _) = cp
         .call(
             Method::POST,
