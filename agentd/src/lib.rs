@@ -78,6 +78,7 @@ pub async fn run(
     );
     let services = services::Services::new(config.allow.clone(), config.system_bus.clone());
     let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor, watcher, services));
+    ops.services.spawn_job_follower();
     let hello = link::hello(facts, capabilities);
     link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.

@@ -273,6 +273,7 @@ impl Live<'_> {
         // control plane stores each sequence number once and acknowledges.
         let mut sent_up_to = 0u64;
         let mut changes = self.ops.watcher.subscribe();
+        let mut jobs = self.ops.services.jobs();
         let mut watch_seq = 0u64;
         loop {
             for record in self.ops.audit.pending(sent_up_to, 64) {
@@ -290,6 +291,19 @@ impl Live<'_> {
             let renew_sleep = tokio::time::sleep_until(renew_at.into());
             tokio::select! {
                 _ = self.ops.audit.spooled.notified() => {}
+                job = jobs.recv() => {
+                    let Ok((unit, result)) = job else { continue };
+                    watch_seq += 1;
+                    let event = Frame::Event(Event {
+                        v: PROTOCOL_VERSION,
+                        topic: topic::SERVICE.to_owned(),
+                        seq: watch_seq,
+                        body: serde_json::json!({"kind": "systemd", "name": unit, "job_result": result}),
+                    });
+                    sink.send(Message::Text(event.encode().into()))
+                        .await
+                        .map_err(|e| SessionError::Closed(e.to_string()))?;
+                }
                 change = changes.recv() => {
                     let change = match change {
                         Ok(c) => c,

@@ -38,7 +38,7 @@ pub struct Ops {
     pub audit: Arc<Auditor>,
     /// Changes in the jail roots.
     pub watcher: RootWatcher,
-    services: Arc<Services>,
+    pub services: Arc<Services>,
 }
 
 pub fn unix_ms() -> u64 {

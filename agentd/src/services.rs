@@ -113,6 +113,8 @@ pub struct Services {
     rules: Vec<AllowRule>,
     bus: Option<String>,
     systemd: Mutex<Option<std::sync::Arc<Systemd>>>,
+    /// Finished systemd jobs (unit, result), for live subscribers.
+    jobs: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 fn info(kind: &str, u: crate::units::UnitInfo) -> ServiceInfo {
@@ -138,7 +140,27 @@ impl Services {
             rules,
             bus,
             systemd: Mutex::new(None),
+            jobs: tokio::sync::broadcast::channel(256).0,
         }
+    }
+
+    /// Follows systemd's finished jobs for as long as the agent runs, reconnecting after bus
+    /// failures; a host without systemd just waits.
+    pub fn spawn_job_follower(self: &std::sync::Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(systemd) = Systemd::connect(this.bus.as_deref()).await {
+                    let _ = systemd.follow_jobs(this.jobs.clone()).await;
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+    }
+
+    /// A subscription to finished jobs (unit, result).
+    pub fn jobs(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.jobs.subscribe()
     }
 
     /// Whether the host's rules allow `action` on `name`.

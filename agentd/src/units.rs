@@ -103,6 +103,32 @@ impl Systemd {
             .map_err(|e| UnitError::Unavailable(e.to_string()))
     }
 
+    /// Follows systemd's finished jobs (`JobRemoved`: unit and result) until the bus goes away.
+    pub async fn follow_jobs(
+        &self,
+        tx: tokio::sync::broadcast::Sender<(String, String)>,
+    ) -> Result<(), UnitError> {
+        let manager = self.manager().await?;
+        if let Err(e) = manager.call::<_, _, ()>("Subscribe", &()).await
+            && !e.to_string().contains("AlreadySubscribed")
+        {
+            return Err(UnitError::Unavailable(e.to_string()));
+        }
+        let mut removed = manager
+            .receive_signal("JobRemoved")
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        while let Some(signal) = removed.next().await {
+            if let Ok((_, _, unit, result)) = signal
+                .body()
+                .deserialize::<(u32, OwnedObjectPath, String, String)>()
+            {
+                let _ = tx.send((unit, result));
+            }
+        }
+        Ok(())
+    }
+
     /// Every loaded unit, in one D-Bus call.
     pub async fn list(&self) -> Result<Vec<UnitInfo>, UnitError> {
         let units: Vec<ListedUnit> = self

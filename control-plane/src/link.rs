@@ -437,6 +437,25 @@ impl Session {
                 self.store_agent_record(conn, event).await;
                 None
             }
+            Frame::Event(event) if event.topic == axon_shared::topic::SERVICE => {
+                let text = |k: &str| -> String {
+                    event.body[k]
+                        .as_str()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(256)
+                        .collect()
+                };
+                self.state
+                    .live
+                    .publish(crate::live::LiveEvent::ServiceChanged {
+                        host_id: self.host_id.clone(),
+                        kind: text("kind"),
+                        name: text("name"),
+                        job_result: text("job_result"),
+                    });
+                None
+            }
             Frame::Event(event) if event.topic == axon_shared::topic::WATCH => {
                 self.state
                     .live

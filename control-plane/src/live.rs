@@ -24,6 +24,13 @@ pub enum LiveEvent {
     Audit {
         record: Box<Record>,
     },
+    /// A service changed state on a host (a systemd job finished).
+    ServiceChanged {
+        host_id: String,
+        kind: String,
+        name: String,
+        job_result: String,
+    },
     /// A change in one of a host's jail roots.
     FileChanged {
         host_id: String,
@@ -47,7 +54,9 @@ impl LiveEvent {
     pub fn host(&self) -> Option<&str> {
         match self {
             Self::HostOnline { host_id } | Self::HostOffline { host_id, .. } => Some(host_id),
-            Self::ExecOutput { host_id, .. } | Self::FileChanged { host_id, .. } => Some(host_id),
+            Self::ExecOutput { host_id, .. }
+            | Self::FileChanged { host_id, .. }
+            | Self::ServiceChanged { host_id, .. } => Some(host_id),
             Self::Audit { record } => record.host_id.as_deref(),
         }
     }
@@ -60,6 +69,7 @@ impl LiveEvent {
             Self::Audit { .. } => "audit",
             Self::ExecOutput { .. } => "exec_output",
             Self::FileChanged { .. } => "file_changed",
+            Self::ServiceChanged { .. } => "service_changed",
         }
     }
 }

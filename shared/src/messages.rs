@@ -44,6 +44,9 @@ pub mod topic {
     /// A change in a jail root: `{"path": "<root>/<rel>", "kind": "create|modify|remove|rename|other|overflow"}`.
     /// Live only, not replayed.
     pub const WATCH: &str = "watch";
+    /// A systemd job finished: `{"kind": "systemd", "name": "<unit>", "job_result": "done|failed|..."}`.
+    /// Live only, not replayed.
+    pub const SERVICE: &str = "service";
 }
 
 /// Acknowledges every event with a sequence number up to `seq`.
