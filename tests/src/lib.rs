@@ -681,6 +681,67 @@ pub async fn live_socket(
     .map_err(|e| e.to_string())
 }
 
+/// A live socket for `token` subscribed to event `types`.
+pub async fn subscribe_live(cp: &ControlPlane, token: &str, types: &[&str]) -> LiveSocket {
+    use futures_util::SinkExt;
+    let mut live = live_socket(cp, Some(token)).await.expect("live socket");
+    let subscription = serde_json::json!({ "types": types }).to_string();
+    live.send(tokio_tungstenite::tungstenite::Message::Text(
+        subscription.into(),
+    ))
+    .await
+    .expect("subscribe");
+    // Let the subscription land before the test makes something happen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    live
+}
+
+/// A socket of `/api/ws`.
+pub type LiveSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The first live event within 5 s for which `wanted` holds.
+pub async fn next_live(live: &mut LiveSocket, wanted: impl Fn(&Value) -> bool) -> Value {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = live.next().await {
+            let v: Value = serde_json::from_str(msg.to_text().unwrap_or("{}")).unwrap_or_default();
+            if wanted(&v) {
+                return v;
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("a live event in time")
+}
+
+/// `"<action> <outcome>"` of the newest audit records whose action starts with `prefix`.
+pub async fn audit_outcomes(cp: &ControlPlane, admin: &str, prefix: &str) -> Vec<String> {
+    let (_, records) = cp
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/audit?action={prefix}&limit=100"),
+            Some(admin),
+            None,
+        )
+        .await;
+    records
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    format!(
+                        "{} {}",
+                        r["action"].as_str().unwrap_or(""),
+                        r["outcome"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A hello request frame as agentd would send it.
 pub fn hello_frame(id: &str) -> String {
     let hello = axon_shared::Hello {

@@ -153,31 +153,11 @@ async fn raw_get(s: &Setup, path: &str) -> (StatusCode, Vec<u8>, Option<String>)
 
 #[tokio::test]
 async fn every_verb_works_inside_the_jail() {
-    use futures_util::{SinkExt, StreamExt};
     let s = setup().await;
-    let mut live = live_socket(&s.cp, Some(&s.admin))
-        .await
-        .expect("live socket");
-    live.send(tokio_tungstenite::tungstenite::Message::Text(
-        r#"{"types":["file_changed"]}"#.into(),
-    ))
-    .await
-    .expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut live = subscribe_live(&s.cp, &s.admin, &["file_changed"]).await;
     // A change made on the host itself reaches subscribers, addressed inside the root.
     std::fs::write(s.base.join("www/site/touched.txt"), "x").expect("touch");
-    let seen = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(msg)) = live.next().await {
-            let v: serde_json::Value =
-                serde_json::from_str(msg.to_text().unwrap_or("{}")).unwrap_or_default();
-            if v["path"] == "www/site/touched.txt" {
-                return v;
-            }
-        }
-        serde_json::Value::Null
-    })
-    .await
-    .expect("a file_changed event in time");
+    let seen = next_live(&mut live, |v| v["path"] == "www/site/touched.txt").await;
     assert_eq!(seen["type"], "file_changed");
     assert_eq!(seen["host_id"], s.agent.host_id.as_str());
     let (status, root) = s.get("?path=www").await;
@@ -289,26 +269,7 @@ async fn every_verb_works_inside_the_jail() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Changes are audited with the path.
-    let (_, records) =
-        s.cp.call(
-            Method::GET,
-            "/api/audit?action=host.fs.&limit=50",
-            Some(&s.admin),
-            None,
-        )
-        .await;
-    let actions: Vec<String> = records
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["action"].as_str().unwrap_or(""),
-                r["outcome"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let actions = audit_outcomes(&s.cp, &s.admin, "host.fs.").await;
     for want in [
         "host.fs.write ok",
         "host.fs.mkdir ok",

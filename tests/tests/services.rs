@@ -60,14 +60,7 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
     assert_eq!(status, StatusCode::OK, "{unit}");
     assert_eq!(unit["active_state"], "inactive");
 
-    use futures_util::{SinkExt, StreamExt};
-    let mut live = live_socket(&cp, Some(&admin)).await.expect("live socket");
-    live.send(tokio_tungstenite::tungstenite::Message::Text(
-        r#"{"types":["service_changed"]}"#.into(),
-    ))
-    .await
-    .expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut live = subscribe_live(&cp, &admin, &["service_changed"]).await;
     let (status, started) = cp
         .call(
             Method::POST,
@@ -80,18 +73,7 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
     assert_eq!(started["job_result"], "done");
     assert_eq!(started["sub_state"], "running");
     // The state change reached the live subscriber.
-    let changed = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(msg)) = live.next().await {
-            let v: serde_json::Value =
-                serde_json::from_str(msg.to_text().unwrap_or("{}")).unwrap_or_default();
-            if v["name"] == "hello.service" {
-                return v;
-            }
-        }
-        serde_json::Value::Null
-    })
-    .await
-    .expect("a service_changed event in time");
+    let changed = next_live(&mut live, |v| v["name"] == "hello.service").await;
     assert_eq!(changed["type"], "service_changed");
     assert_eq!(changed["job_result"], "done");
     assert_eq!(changed["host_id"], host.as_str());
@@ -192,26 +174,7 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Actions and refusals are in both trails.
-    let (_, records) = cp
-        .call(
-            Method::GET,
-            "/api/audit?action=host.service.&limit=50",
-            Some(&admin),
-            None,
-        )
-        .await;
-    let outcomes: Vec<String> = records
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["action"].as_str().unwrap_or(""),
-                r["outcome"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let outcomes = audit_outcomes(&cp, &admin, "host.service.").await;
     for want in [
         "host.service.start ok",
         "host.service.start failed",
