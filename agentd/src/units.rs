@@ -103,21 +103,50 @@ impl Systemd {
             .map_err(|e| UnitError::Unavailable(e.to_string()))
     }
 
+    /// A proxy for `iface` on the unit's object (loading the unit if needed).
+    async fn unit_proxy(
+        &self,
+        unit: &str,
+        iface: &'static str,
+    ) -> Result<zbus::Proxy<'_>, UnitError> {
+        let path: OwnedObjectPath = self
+            .manager()
+            .await?
+            .call("LoadUnit", &(unit,))
+            .await
+            .map_err(|e| UnitError::Refused {
+                unit: unit.into(),
+                action: "load".into(),
+                reason: e.to_string(),
+            })?;
+        zbus::Proxy::new(&self.conn, DEST, path, iface)
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))
+    }
+
+    /// The stream of `JobRemoved` signals. Signals flow only to subscribers; subscribing is
+    /// once per connection (a repeat is refused, which is fine).
+    async fn job_signals(
+        manager: &zbus::Proxy<'_>,
+    ) -> Result<zbus::proxy::SignalStream<'static>, UnitError> {
+        if let Err(e) = manager.call::<_, _, ()>("Subscribe", &()).await
+            && !e.to_string().contains("AlreadySubscribed")
+        {
+            return Err(UnitError::Unavailable(e.to_string()));
+        }
+        manager
+            .receive_signal("JobRemoved")
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))
+    }
+
     /// Follows systemd's finished jobs (`JobRemoved`: unit and result) until the bus goes away.
     pub async fn follow_jobs(
         &self,
         tx: tokio::sync::broadcast::Sender<(String, String)>,
     ) -> Result<(), UnitError> {
         let manager = self.manager().await?;
-        if let Err(e) = manager.call::<_, _, ()>("Subscribe", &()).await
-            && !e.to_string().contains("AlreadySubscribed")
-        {
-            return Err(UnitError::Unavailable(e.to_string()));
-        }
-        let mut removed = manager
-            .receive_signal("JobRemoved")
-            .await
-            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let mut removed = Self::job_signals(&manager).await?;
         while let Some(signal) = removed.next().await {
             if let Ok((_, _, unit, result)) = signal
                 .body()
@@ -153,19 +182,7 @@ impl Systemd {
 
     /// The unit's current state (loading it if needed).
     pub async fn state(&self, unit: &str) -> Result<UnitInfo, UnitError> {
-        let path: OwnedObjectPath = self
-            .manager()
-            .await?
-            .call("LoadUnit", &(unit,))
-            .await
-            .map_err(|e| UnitError::Refused {
-                unit: unit.into(),
-                action: "load".into(),
-                reason: e.to_string(),
-            })?;
-        let proxy = zbus::Proxy::new(&self.conn, DEST, path, UNIT)
-            .await
-            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let proxy = self.unit_proxy(unit, UNIT).await?;
         let prop = |name: &'static str| {
             let proxy = &proxy;
             async move { proxy.get_property::<String>(name).await.unwrap_or_default() }
@@ -222,15 +239,7 @@ impl Systemd {
 
     /// Main PID, memory, CPU, since when active and the last result of a unit.
     pub async fn detail(&self, unit: &str) -> Result<UnitDetail, UnitError> {
-        let path: OwnedObjectPath = self
-            .manager()
-            .await?
-            .call("LoadUnit", &(unit,))
-            .await
-            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
-        let unit_proxy = zbus::Proxy::new(&self.conn, DEST, path.clone(), UNIT)
-            .await
-            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let unit_proxy = self.unit_proxy(unit, UNIT).await?;
         let since_us = unit_proxy
             .get_property::<u64>("ActiveEnterTimestamp")
             .await
@@ -241,10 +250,9 @@ impl Systemd {
         };
         // Service-only properties: other unit types simply do not have them.
         if unit.ends_with(".service") {
-            let service =
-                zbus::Proxy::new(&self.conn, DEST, path, "org.freedesktop.systemd1.Service")
-                    .await
-                    .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+            let service = self
+                .unit_proxy(unit, "org.freedesktop.systemd1.Service")
+                .await?;
             let accounted = |v: Option<u64>| v.filter(|n| *n != u64::MAX);
             detail.main_pid = service.get_property::<u32>("MainPID").await.ok();
             detail.memory_bytes =
@@ -281,17 +289,8 @@ impl Systemd {
         };
         self.state(unit).await?;
         let manager = self.manager().await?;
-        // Signals flow only to subscribers (once per connection; a repeat is refused, which is
-        // fine). Listen before asking, so the job's end is not missed.
-        if let Err(e) = manager.call::<_, _, ()>("Subscribe", &()).await
-            && !e.to_string().contains("AlreadySubscribed")
-        {
-            return Err(UnitError::Unavailable(e.to_string()));
-        }
-        let mut removed = manager
-            .receive_signal("JobRemoved")
-            .await
-            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        // Listen before asking, so the job's end is not missed.
+        let mut removed = Self::job_signals(&manager).await?;
         let job: OwnedObjectPath = manager
             .call(method, &(unit, "replace"))
             .await
