@@ -229,12 +229,22 @@ pub struct Db {
 
 impl Db {
     /// Opens (or creates) the database under `dir`.
+    /// A lock still held by an earlier handle of this process (sled releases it from a
+    /// background thread after the last handle drops) is waited for up to a second.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|source| classify_open_error(dir, source))?;
-        Ok(Self { db })
+        let mut attempt = 0;
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(source) => match classify_open_error(dir, source) {
+                    StoreError::Locked { .. } if attempt < 20 => {
+                        attempt += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
     }
 
     /// A typed tree.
