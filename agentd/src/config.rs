@@ -35,6 +35,12 @@ pub struct AgentConfig {
     pub allow: Vec<AllowRule>,
     /// D-Bus system bus address (default: the system bus, or `DBUS_SYSTEM_BUS_ADDRESS`).
     pub system_bus: Option<String>,
+    /// `journalctl`, run for unit logs.
+    pub journalctl: PathBuf,
+    /// A journal directory to read instead of the system journal (`journalctl --directory`).
+    pub journal_dir: Option<PathBuf>,
+    /// How often capabilities are detected again (a bus or engine may come or go).
+    pub capabilities_interval: Duration,
 }
 
 impl AgentConfig {
@@ -51,6 +57,9 @@ impl AgentConfig {
             jails: Vec::new(),
             allow: Vec::new(),
             system_bus: None,
+            journalctl: PathBuf::from("/usr/bin/journalctl"),
+            journal_dir: None,
+            capabilities_interval: Duration::from_secs(30),
         }
     }
 
@@ -91,6 +100,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub allow: Vec<AllowRule>,
     pub system_bus: Option<String>,
+    pub journalctl: Option<PathBuf>,
+    pub journal_dir: Option<PathBuf>,
+    /// e.g. "30s"
+    pub capabilities_interval: Option<String>,
 }
 
 /// The configuration file is unusable.
@@ -150,6 +163,15 @@ impl FileConfig {
         if let Some(v) = self.system_bus {
             config.system_bus = Some(v);
         }
+        if let Some(v) = self.journalctl {
+            config.journalctl = v;
+        }
+        if let Some(v) = self.journal_dir {
+            config.journal_dir = Some(v);
+        }
+        if let Some(v) = self.capabilities_interval {
+            config.capabilities_interval = duration(&v)?;
+        }
         Ok(())
     }
 }
@@ -160,6 +182,11 @@ impl AgentConfig {
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return Err(ConfigError::Invalid(
                 "backoff: initial must be > 0 and not above max".into(),
+            ));
+        }
+        if self.capabilities_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "capabilities_interval must be at least 1s".into(),
             ));
         }
         if self.max_frame_bytes < 4096 {

@@ -12,10 +12,12 @@ pub mod audit;
 pub mod backoff;
 pub mod caps;
 pub mod config;
+pub mod docker;
 pub mod enroll;
 pub mod exec;
 pub mod facts;
 pub mod jail;
+pub mod journal;
 pub mod link;
 pub mod ops;
 pub mod services;
@@ -76,9 +78,28 @@ pub async fn run(
             .map(|r| (r.name.clone(), r.path.clone()))
             .collect::<Vec<_>>(),
     );
-    let services = services::Services::new(config.allow.clone(), config.system_bus.clone());
+    let journal = journal::Journal {
+        journalctl: config.journalctl.clone(),
+        directory: config.journal_dir.clone(),
+    };
+    let mount_roots = config
+        .jails
+        .iter()
+        .map(|r| services::MountRoot {
+            path: r.path.clone(),
+            writable: r.mode == jail::Mode::ReadWrite,
+        })
+        .collect();
+    let services = services::Services::new(
+        config.allow.clone(),
+        config.system_bus.clone(),
+        journal,
+        mount_roots,
+    );
     let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor, watcher, services));
-    ops.services.spawn_job_follower();
+    ops.services.spawn_followers();
+    ops.capabilities.send_replace(capabilities);
+    spawn_capability_watch(ops.clone(), probes, config.capabilities_interval);
     let hello = link::hello(facts, capabilities);
     link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.
@@ -87,4 +108,26 @@ pub async fn run(
     .await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())
+}
+
+/// Detects capabilities again every `interval`; a change reaches the control plane at once.
+fn spawn_capability_watch(
+    ops: std::sync::Arc<ops::Ops>,
+    probes: caps::Probes,
+    interval: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let now = caps::detect(&probes).await;
+            let changed = ops.capabilities.send_if_modified(|old| {
+                let changed = *old != now;
+                *old = now;
+                changed
+            });
+            if changed {
+                tracing::info!(capabilities = ?now, "capabilities changed");
+            }
+        }
+    });
 }

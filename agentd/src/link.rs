@@ -142,9 +142,14 @@ async fn session(
             .map_err(|e| if is_revoked(&e) { SessionError::Revoked } else { connect_err(e.to_string()) })?,
         _ = shutdown.changed() => return Err(SessionError::Shutdown),
     };
+    // The capabilities as detected last, not only at start.
+    let hello = Hello {
+        capabilities: *ops.capabilities.borrow(),
+        ..hello.clone()
+    };
     let welcome = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        say_hello(&mut ws, hello, config.max_frame_bytes),
+        say_hello(&mut ws, &hello, config.max_frame_bytes),
     )
     .await
     .map_err(|_| SessionError::Closed("no welcome in time".into()))??;
@@ -273,7 +278,8 @@ impl Live<'_> {
         // control plane stores each sequence number once and acknowledges.
         let mut sent_up_to = 0u64;
         let mut changes = self.ops.watcher.subscribe();
-        let mut jobs = self.ops.services.jobs();
+        let mut service_changes = self.ops.services.changes();
+        let mut capabilities = self.ops.capabilities.subscribe();
         let mut watch_seq = 0u64;
         loop {
             for record in self.ops.audit.pending(sent_up_to, 64) {
@@ -291,14 +297,30 @@ impl Live<'_> {
             let renew_sleep = tokio::time::sleep_until(renew_at.into());
             tokio::select! {
                 _ = self.ops.audit.spooled.notified() => {}
-                job = jobs.recv() => {
-                    let Ok((unit, result)) = job else { continue };
+                change = service_changes.recv() => {
+                    let Ok(change) = change else { continue };
                     watch_seq += 1;
                     let event = Frame::Event(Event {
                         v: PROTOCOL_VERSION,
                         topic: topic::SERVICE.to_owned(),
                         seq: watch_seq,
-                        body: serde_json::json!({"kind": "systemd", "name": unit, "job_result": result}),
+                        body: serde_json::to_value(&change).unwrap_or_default(),
+                    });
+                    sink.send(Message::Text(event.encode().into()))
+                        .await
+                        .map_err(|e| SessionError::Closed(e.to_string()))?;
+                }
+                changed = capabilities.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let now = *capabilities.borrow_and_update();
+                    watch_seq += 1;
+                    let event = Frame::Event(Event {
+                        v: PROTOCOL_VERSION,
+                        topic: topic::CAPABILITIES.to_owned(),
+                        seq: watch_seq,
+                        body: serde_json::to_value(now).unwrap_or_default(),
                     });
                     sink.send(Message::Text(event.encode().into()))
                         .await

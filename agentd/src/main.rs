@@ -88,6 +88,12 @@ struct RunArgs {
     /// systemd:start,stop,restart:web-*.service
     #[arg(long = "allow", value_parser = agentd::services::AllowRule::parse_flag)]
     allow: Vec<agentd::services::AllowRule>,
+    /// Read unit logs from this journal directory instead of the system journal.
+    #[arg(long, env = "AGENTD_JOURNAL_DIR")]
+    journal_dir: Option<PathBuf>,
+    /// How often capabilities (systemd, Docker, GPU, model servers) are detected again.
+    #[arg(long, env = "AGENTD_CAPABILITIES_INTERVAL", value_parser = parse_duration)]
+    capabilities_interval: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -163,6 +169,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = args.max_frame_bytes {
                 config.max_frame_bytes = v;
+            }
+            if let Some(v) = args.journal_dir {
+                config.journal_dir = Some(v);
+            }
+            if let Some(v) = args.capabilities_interval {
+                config.capabilities_interval = v;
             }
             config.jails.extend(args.jails);
             config.allow.extend(args.allow);

@@ -2,26 +2,40 @@
 //! at once (ping, listings) or in a task of its own (commands), so a slow command never holds
 //! up the link.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axon_shared::{
-    Chunk, ErrorCode, EventAck, ExecRun, Frame, FsOp, PROTOCOL_VERSION, Pong, Request, Response,
-    ServiceOp, op,
+    Cancel, Chunk, ContainerRun, ContainerStats, ErrorCode, EventAck, ExecRun, Frame, FsOp,
+    ImagePull, LogLine, PROTOCOL_VERSION, Pong, Request, Response, ServiceOp, op,
 };
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::audit::Auditor;
+use crate::docker::EngineError;
 use crate::exec::{self, ExecError, Whitelist};
 use crate::jail::{Jail, JailError};
+use crate::journal::JournalError;
 use crate::services::{ServiceError, Services};
 use crate::units::UnitError;
 use crate::watch::RootWatcher;
 
 /// Commands allowed to run at the same time; more are refused as busy.
 const MAX_CONCURRENT_EXECS: usize = 8;
+/// Logs and stats followed at the same time.
+const MAX_FOLLOWS: usize = 16;
+/// How long a follow lasts unless the caller says (and at most).
+const DEFAULT_FOLLOW_SECS: u32 = 300;
+const MAX_FOLLOW_SECS: u32 = 3600;
+
+type Follows = Arc<std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A request's answer: ready now, or later from a task.
 pub enum Handled {
@@ -39,6 +53,10 @@ pub struct Ops {
     /// Changes in the jail roots.
     pub watcher: RootWatcher,
     pub services: Arc<Services>,
+    /// Following requests, by id, with their cancel switch.
+    follows: Follows,
+    /// What the host offers, as detected last.
+    pub capabilities: tokio::sync::watch::Sender<axon_shared::Capabilities>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -63,6 +81,8 @@ impl Ops {
             audit,
             watcher,
             services: Arc::new(services),
+            follows: Follows::default(),
+            capabilities: tokio::sync::watch::Sender::new(Default::default()),
         }
     }
 
@@ -77,7 +97,15 @@ impl Ops {
             )),
             op::EXEC_LIST => Handled::Now(Response::ok(req.id, &self.whitelist.infos())),
             op::EXEC_RUN => self.exec(req, chunks),
-            op::SERVICE_LIST | op::SERVICE_GET | op::SERVICE_ACT => self.service(req),
+            op::SERVICE_LIST
+            | op::SERVICE_GET
+            | op::SERVICE_ACT
+            | op::SERVICE_LOGS
+            | op::SERVICE_STATS
+            | op::CONTAINER_RUN
+            | op::IMAGE_LIST
+            | op::IMAGE_PULL => self.service(req, chunks),
+            op::CANCEL => Handled::Now(self.cancel(req)),
             op::EVENT_ACK => Handled::Now(match req.body_as::<EventAck>() {
                 Ok(ack) => match self.audit.ack(ack.seq) {
                     Ok(n) => Response::ok(req.id, &serde_json::json!({ "removed": n })),
@@ -108,59 +136,173 @@ impl Ops {
         }
     }
 
-    fn service(&self, req: Request) -> Handled {
+    fn service(&self, req: Request, chunks: &mpsc::Sender<Frame>) -> Handled {
         let id = req.id.clone();
-        let body: ServiceOp = match req.body_as() {
-            Ok(b) => b,
-            Err(e) => {
-                return Handled::Now(Response::err(
-                    id,
-                    ErrorCode::BadRequest,
-                    format!("invalid {} body: {e}", req.op),
-                ));
-            }
+        let bad = |e: serde_json::Error| {
+            Handled::Now(Response::err(
+                id.clone(),
+                ErrorCode::BadRequest,
+                format!("invalid {} body: {e}", req.op),
+            ))
         };
         let (services, audit) = (self.services.clone(), self.audit.clone());
+        match req.op.as_str() {
+            op::IMAGE_LIST => {
+                return Handled::Later(Box::pin(
+                    async move { answer(id, services.images().await) },
+                ));
+            }
+            op::IMAGE_PULL => {
+                let pull: ImagePull = match req.body_as() {
+                    Ok(b) => b,
+                    Err(e) => return bad(e),
+                };
+                return Handled::Later(Box::pin(async move {
+                    let result = services.pull(&pull.image).await;
+                    audit.note(
+                        op::IMAGE_PULL,
+                        outcome_of(&result),
+                        &pull.image,
+                        &pull.requested_by,
+                        &result
+                            .as_ref()
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default(),
+                    );
+                    answer(id, result)
+                }));
+            }
+            op::CONTAINER_RUN => {
+                let run: ContainerRun = match req.body_as() {
+                    Ok(b) => b,
+                    Err(e) => return bad(e),
+                };
+                return Handled::Later(Box::pin(async move {
+                    let result = services.run(&run).await;
+                    let detail = match &result {
+                        Ok(_) => format!("image {}", run.image),
+                        Err(e) => format!("image {}: {e}", run.image),
+                    };
+                    let target = format!("docker {}", run.name);
+                    audit.note(
+                        op::CONTAINER_RUN,
+                        outcome_of(&result),
+                        &target,
+                        &run.requested_by,
+                        &detail,
+                    );
+                    answer(id, result)
+                }));
+            }
+            _ => {}
+        }
+        let body: ServiceOp = match req.body_as() {
+            Ok(b) => b,
+            Err(e) => return bad(e),
+        };
+        // Following requests stream chunks until cancelled or their time is up.
+        let follow = if body.follow
+            && matches!(req.op.as_str(), op::SERVICE_LOGS | op::SERVICE_STATS)
+        {
+            match self.follow(&id, chunks) {
+                Ok(f) => Some(f),
+                Err(e) => return Handled::Now(Response::err(id, service_code(&e), e.to_string())),
+            }
+        } else {
+            None
+        };
+        let follows = self.follows.clone();
         Handled::Later(Box::pin(async move {
-            let outcome = match req.op.as_str() {
-                op::SERVICE_LIST => services
-                    .list(&body.kind)
-                    .await
-                    .map(|l| serde_json::to_value(l).unwrap_or_default()),
-                op::SERVICE_GET => services
-                    .get(&body.kind, &body.name)
-                    .await
-                    .map(|i| serde_json::to_value(i).unwrap_or_default()),
-                _ => {
-                    let acted = services.act(&body.kind, &body.name, &body.action).await;
-                    let target = format!("{} {}", body.kind, body.name);
-                    let (outcome, detail) = match &acted {
-                        Ok(a) if a.job_result == "done" => {
-                            ("ok", format!("{}: job {}", body.action, a.job_result))
+            let secs = body
+                .follow_secs
+                .unwrap_or(DEFAULT_FOLLOW_SECS)
+                .clamp(1, MAX_FOLLOW_SECS);
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs.into());
+            let response = match req.op.as_str() {
+                op::SERVICE_LIST => answer(id.clone(), services.list(&body.kind, body.all).await),
+                op::SERVICE_GET => answer(id.clone(), services.get(&body.kind, &body.name).await),
+                op::SERVICE_LOGS => {
+                    let lines = body.lines.unwrap_or(100);
+                    match follow {
+                        Some(f) => {
+                            let (tx, forwarder) = f.forward::<LogLine>("log");
+                            let result = services
+                                .logs(&body.kind, &body.name, lines, Some((tx, until)))
+                                .await;
+                            let _ = forwarder.await;
+                            answer(id.clone(), result)
                         }
-                        Ok(a) => ("failed", format!("{}: job {}", body.action, a.job_result)),
-                        Err(ServiceError::NotAllowed { .. }) => ("denied", body.action.clone()),
-                        Err(e) => ("error", format!("{}: {e}", body.action)),
+                        None => answer(
+                            id.clone(),
+                            services.logs(&body.kind, &body.name, lines, None).await,
+                        ),
+                    }
+                }
+                op::SERVICE_STATS => match follow {
+                    Some(f) => {
+                        let (tx, forwarder) = f.forward::<ContainerStats>("stats");
+                        let result = services
+                            .stats(&body.kind, &body.name, Some((tx, until)))
+                            .await;
+                        let _ = forwarder.await;
+                        answer(id.clone(), result)
+                    }
+                    None => answer(
+                        id.clone(),
+                        services.stats(&body.kind, &body.name, None).await,
+                    ),
+                },
+                _ => {
+                    let acted = services
+                        .act(&body.kind, &body.name, &body.action, body.force)
+                        .await;
+                    let target = format!("{} {}", body.kind, body.name);
+                    let detail = match &acted {
+                        Ok(a) => format!("{}: job {}", body.action, a.job_result),
+                        Err(ServiceError::NotAllowed { .. }) => body.action.clone(),
+                        Err(e) => format!("{}: {e}", body.action),
+                    };
+                    let outcome = match &acted {
+                        Ok(a) if a.job_result != "done" => "failed",
+                        other => outcome_of(other),
                     };
                     audit.note("service.act", outcome, &target, &body.requested_by, &detail);
-                    acted.map(|a| serde_json::to_value(a).unwrap_or_default())
+                    answer(id.clone(), acted)
                 }
             };
-            match outcome {
-                Ok(v) => Response::ok(id, &v),
-                Err(e) => {
-                    let code = match &e {
-                        ServiceError::NotAllowed { .. } => ErrorCode::Forbidden,
-                        ServiceError::Kind(_) => ErrorCode::BadRequest,
-                        ServiceError::Unit(UnitError::NotFound(_)) => ErrorCode::NotFound,
-                        ServiceError::Unit(UnitError::Unavailable(_)) => ErrorCode::Unavailable,
-                        ServiceError::Unit(UnitError::Timeout { .. }) => ErrorCode::Timeout,
-                        ServiceError::Unit(UnitError::Refused { .. }) => ErrorCode::Conflict,
-                    };
-                    Response::err(id, code, e.to_string())
-                }
-            }
+            lock(&follows).remove(&id);
+            response
         }))
+    }
+
+    /// Registers a following request so `request.cancel` can stop it.
+    fn follow(&self, id: &str, chunks: &mpsc::Sender<Frame>) -> Result<Follow, ServiceError> {
+        let mut follows = lock(&self.follows);
+        if follows.len() >= MAX_FOLLOWS {
+            return Err(ServiceError::Busy(MAX_FOLLOWS));
+        }
+        let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
+        follows.insert(id.to_owned(), cancel_tx);
+        Ok(Follow {
+            id: id.to_owned(),
+            frames: chunks.clone(),
+            cancel: cancel_rx,
+        })
+    }
+
+    fn cancel(&self, req: Request) -> Response {
+        match req.body_as::<Cancel>() {
+            Ok(c) => {
+                let found = lock(&self.follows).remove(&c.id).map(|tx| tx.send(()));
+                Response::ok(req.id, &serde_json::json!({ "cancelled": found.is_some() }))
+            }
+            Err(e) => Response::err(
+                req.id,
+                ErrorCode::BadRequest,
+                format!("invalid request.cancel: {e}"),
+            ),
+        }
     }
 
     fn fs(&self, req: Request) -> Handled {
@@ -299,6 +441,106 @@ impl Ops {
                 }
             }
         }))
+    }
+}
+
+/// The wire code of a service failure.
+fn service_code(e: &ServiceError) -> ErrorCode {
+    match e {
+        ServiceError::NotAllowed { .. } | ServiceError::Mount(_) => ErrorCode::Forbidden,
+        ServiceError::Kind(_) => ErrorCode::BadRequest,
+        ServiceError::Busy(_) => ErrorCode::RateLimited,
+        ServiceError::Unit(u) => match u {
+            UnitError::NotFound(_) => ErrorCode::NotFound,
+            UnitError::Unavailable(_) => ErrorCode::Unavailable,
+            UnitError::Timeout { .. } => ErrorCode::Timeout,
+            UnitError::Refused { .. } => ErrorCode::Conflict,
+        },
+        ServiceError::Engine(d) => match d {
+            EngineError::Unavailable(_) => ErrorCode::Unavailable,
+            EngineError::NotFound(_) | EngineError::NoImage(_) => ErrorCode::NotFound,
+            EngineError::BadRequest(_) => ErrorCode::BadRequest,
+            EngineError::Conflict(_) => ErrorCode::Conflict,
+            EngineError::Failed(_) => ErrorCode::Internal,
+            EngineError::Timeout(_) => ErrorCode::Timeout,
+        },
+        ServiceError::Journal(j) => match j {
+            JournalError::Unavailable(_) => ErrorCode::Unavailable,
+            JournalError::Timeout(_) => ErrorCode::Timeout,
+        },
+    }
+}
+
+fn outcome_of<T>(result: &Result<T, ServiceError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ServiceError::NotAllowed { .. } | ServiceError::Mount(_)) => "denied",
+        Err(_) => "error",
+    }
+}
+
+fn answer<T: serde::Serialize>(id: String, result: Result<T, ServiceError>) -> Response {
+    match result {
+        Ok(v) => Response::ok(id, &v),
+        Err(e) => Response::err(id, service_code(&e), e.to_string()),
+    }
+}
+
+/// A following request: its pieces go out as chunks until it ends or is cancelled.
+struct Follow {
+    id: String,
+    frames: mpsc::Sender<Frame>,
+    cancel: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Follow {
+    /// A sender for the pieces and the task that turns them into `stream` chunks (JSON text),
+    /// ending with an empty final chunk once the sender is dropped or the request cancelled.
+    fn forward<T: serde::Serialize + Send + 'static>(
+        self,
+        stream: &'static str,
+    ) -> (mpsc::Sender<T>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<T>(64);
+        let Follow {
+            id,
+            frames,
+            mut cancel,
+        } = self;
+        let task = tokio::spawn(async move {
+            let mut seq = 0;
+            loop {
+                let piece = tokio::select! {
+                    piece = rx.recv() => piece,
+                    _ = &mut cancel => None,
+                };
+                let Some(piece) = piece else { break };
+                let frame = Frame::Chunk(Chunk {
+                    v: PROTOCOL_VERSION,
+                    id: id.clone(),
+                    seq,
+                    last: false,
+                    stream: stream.to_owned(),
+                    data: serde_json::to_string(&piece).unwrap_or_default(),
+                });
+                seq += 1;
+                if frames.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            // Closing the receiver tells the producer to stop.
+            drop(rx);
+            let _ = frames
+                .send(Frame::Chunk(Chunk {
+                    v: PROTOCOL_VERSION,
+                    id,
+                    seq,
+                    last: true,
+                    stream: stream.to_owned(),
+                    data: String::new(),
+                }))
+                .await;
+        });
+        (tx, task)
     }
 }
 

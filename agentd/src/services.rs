@@ -1,33 +1,47 @@
-//! Service management as the host allows it: who may act on which unit is the host owner's
-//! decision (`[[allow]]` in the config, `--allow KIND:ACTIONS:PATTERN` on the command line).
-//! By default everything may be listed and nothing may be acted on.
+//! Service management as the host allows it: who may act on which unit or container is the
+//! host owner's decision (`[[allow]]` in the config, `--allow KIND:ACTIONS:PATTERN` on the
+//! command line). By default everything may be listed, inspected and its logs read, and
+//! nothing may be acted on.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axon_shared::{ServiceActed, ServiceInfo};
+use axon_shared::{
+    ContainerRun, ContainerStats, ImageInfo, LogLine, ServiceActed, ServiceEvent, ServiceInfo,
+    ServiceLogs,
+};
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast, mpsc};
 
+use crate::docker::{DockerEngine, EngineError};
+use crate::journal::{Journal, JournalError};
 use crate::units::{Systemd, UnitError};
 
 /// How long an action's job may take.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
 const ACTIONS: &[&str] = &["start", "stop", "restart", "reload", "enable", "disable"];
+const DOCKER_ACTIONS: &[&str] = &["start", "stop", "restart", "remove", "run", "pull"];
+/// How long a pull may take.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One allow rule.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowRule {
-    /// `systemd`.
+    /// `systemd` or `docker`.
     pub kind: String,
     /// Actions allowed, or `*` for all.
     pub actions: Vec<String>,
-    /// Unit names allowed: a glob with `*` and `?`.
+    /// Unit or container names allowed: a glob with `*` and `?`. For Docker also
+    /// `label:KEY=GLOB`, matching containers by a label (and images by name for `pull`).
     pub pattern: String,
 }
 
 impl AllowRule {
-    /// Parses `KIND:ACTIONS:PATTERN`, e.g. `systemd:start,stop,restart:web-*.service`.
+    /// Parses `KIND:ACTIONS:PATTERN`, e.g. `systemd:start,stop,restart:web-*.service` or
+    /// `docker:*:axon-test-*`.
     pub fn parse_flag(text: &str) -> Result<Self, String> {
         let mut parts = text.splitn(3, ':');
         let (Some(kind), Some(actions), Some(pattern)) = (parts.next(), parts.next(), parts.next())
@@ -45,32 +59,55 @@ impl AllowRule {
 
     /// Refuses unknown kinds, actions and empty patterns.
     pub fn check(&self) -> Result<(), String> {
-        if self.kind != "systemd" {
-            return Err(format!(
-                "allow rule kind {:?}: only systemd is supported",
-                self.kind
-            ));
-        }
+        let known = match self.kind.as_str() {
+            "systemd" => ACTIONS,
+            "docker" => DOCKER_ACTIONS,
+            other => {
+                return Err(format!("allow rule kind {other:?}: use systemd or docker"));
+            }
+        };
         if let Some(bad) = self
             .actions
             .iter()
-            .find(|a| *a != "*" && !ACTIONS.contains(&a.as_str()))
+            .find(|a| *a != "*" && !known.contains(&a.as_str()))
         {
             return Err(format!(
-                "allow rule action {bad:?}: use {} or *",
-                ACTIONS.join(", ")
+                "allow rule action {bad:?} for {}: use {} or *",
+                self.kind,
+                known.join(", ")
             ));
         }
         if self.pattern.is_empty() {
             return Err("allow rule pattern is empty".into());
         }
+        if let Some(label) = self.pattern.strip_prefix("label:")
+            && (self.kind != "docker" || !label.contains('=') || label.starts_with('='))
+        {
+            return Err(format!(
+                "allow rule pattern {:?}: label:KEY=GLOB is for docker rules",
+                self.pattern
+            ));
+        }
         Ok(())
     }
 
-    fn allows(&self, kind: &str, action: &str, name: &str) -> bool {
-        self.kind == kind
-            && self.actions.iter().any(|a| a == "*" || a == action)
-            && glob(&self.pattern, name)
+    fn allows(
+        &self,
+        kind: &str,
+        action: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        if self.kind != kind || !self.actions.iter().any(|a| a == "*" || a == action) {
+            return false;
+        }
+        match self.pattern.strip_prefix("label:") {
+            Some(label) => {
+                let (key, value) = label.split_once('=').unwrap_or((label, "*"));
+                labels.get(key).is_some_and(|v| glob(value, v))
+            }
+            None => glob(&self.pattern, name),
+        }
     }
 }
 
@@ -102,120 +139,194 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 pub enum ServiceError {
     #[error("{action} on {name} is not allowed on this host")]
     NotAllowed { action: String, name: String },
-    #[error("service kind {0:?} is not supported")]
+    #[error("{0}")]
     Kind(String),
+    #[error("mount refused: {0}")]
+    Mount(String),
+    #[error("too many logs or stats are being followed on this host ({0})")]
+    Busy(usize),
     #[error(transparent)]
     Unit(#[from] UnitError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// A directory bind mounts may come from.
+#[derive(Debug, Clone)]
+pub struct MountRoot {
+    pub path: PathBuf,
+    pub writable: bool,
 }
 
 /// Service management of one host.
 pub struct Services {
     rules: Vec<AllowRule>,
     bus: Option<String>,
-    systemd: Mutex<Option<std::sync::Arc<Systemd>>>,
-    /// Finished systemd jobs (unit, result), for live subscribers.
-    jobs: tokio::sync::broadcast::Sender<(String, String)>,
+    systemd: Mutex<Option<Arc<Systemd>>>,
+    docker: Mutex<Option<Arc<DockerEngine>>>,
+    journal: Journal,
+    mount_roots: Vec<MountRoot>,
+    /// State changes of units and containers, for live subscribers.
+    changes: broadcast::Sender<ServiceEvent>,
 }
 
 fn info(kind: &str, u: crate::units::UnitInfo) -> ServiceInfo {
-    ServiceInfo {
-        kind: kind.to_owned(),
-        name: u.name,
-        description: u.description,
-        load_state: u.load_state,
-        active_state: u.active_state,
-        sub_state: u.sub_state,
-        main_pid: None,
-        memory_bytes: None,
-        cpu_nsec: None,
-        active_since: None,
-        last_result: None,
-    }
+    let mut info = ServiceInfo::new(kind, &u.name, &u.description);
+    info.load_state = u.load_state;
+    info.active_state = u.active_state;
+    info.sub_state = u.sub_state;
+    info.unit_file_state = u.unit_file_state;
+    info
 }
 
 impl Services {
     /// `bus`: the system bus address (`None`: the default, honouring `DBUS_SYSTEM_BUS_ADDRESS`).
-    pub fn new(rules: Vec<AllowRule>, bus: Option<String>) -> Self {
+    pub fn new(
+        rules: Vec<AllowRule>,
+        bus: Option<String>,
+        journal: Journal,
+        mount_roots: Vec<MountRoot>,
+    ) -> Self {
         Self {
             rules,
             bus,
             systemd: Mutex::new(None),
-            jobs: tokio::sync::broadcast::channel(256).0,
+            docker: Mutex::new(None),
+            journal,
+            mount_roots,
+            changes: broadcast::channel(256).0,
         }
     }
 
-    /// Follows systemd's finished jobs for as long as the agent runs, reconnecting after bus
-    /// failures; a host without systemd just waits.
-    pub fn spawn_job_follower(self: &std::sync::Arc<Self>) {
+    /// Follows systemd's jobs and unit state changes and the Docker engine's container events
+    /// for as long as the agent runs, reconnecting after failures; a host without either just
+    /// keeps looking.
+    pub fn spawn_followers(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
                 if let Ok(systemd) = Systemd::connect(this.bus.as_deref()).await {
-                    let _ = systemd.follow_jobs(this.jobs.clone()).await;
+                    let _ = systemd.follow_changes(&this.changes).await;
                 }
-                tokio::time::sleep(Duration::from_secs(10)).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(engine) = DockerEngine::connect().await {
+                    engine.follow_events(&this.changes).await;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
     }
 
-    /// A subscription to finished jobs (unit, result).
-    pub fn jobs(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
-        self.jobs.subscribe()
+    /// A subscription to state changes.
+    pub fn changes(&self) -> broadcast::Receiver<ServiceEvent> {
+        self.changes.subscribe()
     }
 
-    /// Whether the host's rules allow `action` on `name`.
-    pub fn allowed(&self, kind: &str, action: &str, name: &str) -> bool {
-        self.rules.iter().any(|r| r.allows(kind, action, name))
+    /// Whether the host's rules allow `action` on `name` (with its labels, for containers).
+    pub fn allowed(
+        &self,
+        kind: &str,
+        action: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.allows(kind, action, name, labels))
     }
 
-    async fn systemd(&self) -> Result<std::sync::Arc<Systemd>, ServiceError> {
+    fn refuse(action: &str, name: &str) -> ServiceError {
+        ServiceError::NotAllowed {
+            action: action.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    async fn systemd(&self) -> Result<Arc<Systemd>, ServiceError> {
         let mut slot = self.systemd.lock().await;
         if let Some(s) = slot.as_ref() {
             return Ok(s.clone());
         }
-        let s = std::sync::Arc::new(Systemd::connect(self.bus.as_deref()).await?);
+        let s = Arc::new(Systemd::connect(self.bus.as_deref()).await?);
         *slot = Some(s.clone());
         Ok(s)
     }
 
-    async fn reset(&self) {
-        *self.systemd.lock().await = None;
+    async fn docker(&self) -> Result<Arc<DockerEngine>, ServiceError> {
+        let mut slot = self.docker.lock().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(DockerEngine::connect().await?);
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Drops a connection that failed, so the next call dials again.
+    async fn forget<T>(&self, result: &Result<T, ServiceError>) {
+        match result {
+            Err(ServiceError::Unit(UnitError::Unavailable(_))) => {
+                *self.systemd.lock().await = None;
+            }
+            Err(ServiceError::Engine(EngineError::Unavailable(_) | EngineError::Timeout(_))) => {
+                *self.docker.lock().await = None;
+            }
+            _ => {}
+        }
     }
 
     fn check_kind(kind: &str) -> Result<(), ServiceError> {
-        if kind == "systemd" {
-            Ok(())
-        } else {
-            Err(ServiceError::Kind(kind.to_owned()))
+        match kind {
+            "systemd" | "docker" => Ok(()),
+            other => Err(ServiceError::Kind(format!(
+                "service kind {other:?} is not supported: use systemd or docker"
+            ))),
         }
     }
 
-    pub async fn list(&self, kind: &str) -> Result<Vec<ServiceInfo>, ServiceError> {
+    pub async fn list(&self, kind: &str, all: bool) -> Result<Vec<ServiceInfo>, ServiceError> {
         Self::check_kind(kind)?;
-        let result = self.systemd().await?.list().await;
-        if result.is_err() {
-            self.reset().await;
+        let result = async {
+            if kind == "docker" {
+                return Ok(self.docker().await?.list(all).await?);
+            }
+            let units = self.systemd().await?.list().await?;
+            Ok(units.into_iter().map(|u| info(kind, u)).collect())
         }
-        Ok(result?.into_iter().map(|u| info(kind, u)).collect())
+        .await;
+        self.forget(&result).await;
+        result
     }
 
     pub async fn get(&self, kind: &str, name: &str) -> Result<ServiceInfo, ServiceError> {
         Self::check_kind(kind)?;
-        crate::exec::check_unit_name(name).map_err(|_| UnitError::NotFound(name.to_owned()))?;
-        let systemd = self.systemd().await?;
-        let result = systemd.state(name).await;
-        if matches!(result, Err(UnitError::Unavailable(_))) {
-            self.reset().await;
+        let result = async {
+            if kind == "docker" {
+                return Ok(self.docker().await?.inspect(name).await?);
+            }
+            crate::exec::check_unit_name(name).map_err(|_| UnitError::NotFound(name.to_owned()))?;
+            let systemd = self.systemd().await?;
+            let mut out = info(kind, systemd.state(name).await?);
+            if let Ok(d) = systemd.detail(name).await {
+                out.main_pid = d.main_pid;
+                out.memory_bytes = d.memory_bytes;
+                out.cpu_nsec = d.cpu_nsec;
+                out.active_since = d.active_since;
+                out.last_result = d.last_result;
+                out.unit_file_state = d.unit_file_state;
+            }
+            Ok(out)
         }
-        let mut out = info(kind, result?);
-        if let Ok(d) = systemd.detail(name).await {
-            out.main_pid = d.main_pid;
-            out.memory_bytes = d.memory_bytes;
-            out.cpu_nsec = d.cpu_nsec;
-            out.active_since = d.active_since;
-            out.last_result = d.last_result;
-        }
-        Ok(out)
+        .await;
+        self.forget(&result).await;
+        result
     }
 
     pub async fn act(
@@ -223,40 +334,239 @@ impl Services {
         kind: &str,
         name: &str,
         action: &str,
+        force: bool,
     ) -> Result<ServiceActed, ServiceError> {
         Self::check_kind(kind)?;
-        if !ACTIONS.contains(&action)
-            || crate::exec::check_unit_name(name).is_err()
-            || !self.allowed(kind, action, name)
-        {
-            return Err(ServiceError::NotAllowed {
-                action: action.to_owned(),
+        let result = async {
+            if kind == "docker" {
+                if !matches!(action, "start" | "stop" | "restart" | "remove") {
+                    return Err(Self::refuse(action, name));
+                }
+                let engine = self.docker().await?;
+                let labels = engine.inspect(name).await?.labels;
+                if !self.allowed(kind, action, name, &labels) {
+                    return Err(Self::refuse(action, name));
+                }
+                return Ok(engine.act(name, action, force).await?);
+            }
+            if !ACTIONS.contains(&action)
+                || crate::exec::check_unit_name(name).is_err()
+                || !self.allowed(kind, action, name, &BTreeMap::new())
+            {
+                return Err(Self::refuse(action, name));
+            }
+            let outcome = self
+                .systemd()
+                .await?
+                .act(name, action, ACTION_TIMEOUT)
+                .await?;
+            Ok(ServiceActed {
+                kind: kind.to_owned(),
                 name: name.to_owned(),
-            });
+                action: action.to_owned(),
+                job_result: outcome.job_result,
+                active_state: outcome.active_state,
+                sub_state: outcome.sub_state,
+            })
         }
-        let result = self
-            .systemd()
-            .await?
-            .act(name, action, ACTION_TIMEOUT)
-            .await;
-        if matches!(result, Err(UnitError::Unavailable(_))) {
-            self.reset().await;
+        .await;
+        self.forget(&result).await;
+        result
+    }
+
+    /// The last `lines` log lines; with `live`, new lines follow until `until`.
+    pub async fn logs(
+        &self,
+        kind: &str,
+        name: &str,
+        lines: u32,
+        live: Option<(mpsc::Sender<LogLine>, tokio::time::Instant)>,
+    ) -> Result<ServiceLogs, ServiceError> {
+        Self::check_kind(kind)?;
+        let lines = lines.min(crate::docker::MAX_LOG_LINES);
+        let result = async {
+            let (lines, truncated) = if kind == "docker" {
+                self.docker().await?.logs(name, lines, live).await?
+            } else {
+                crate::exec::check_unit_name(name)
+                    .map_err(|_| UnitError::NotFound(name.to_owned()))?;
+                // A unit systemd does not know is 404; without a bus the journal still answers.
+                if let Ok(systemd) = self.systemd().await
+                    && let Err(UnitError::NotFound(n)) = systemd.state(name).await
+                {
+                    return Err(UnitError::NotFound(n).into());
+                }
+                self.journal.logs(name, lines, live).await?
+            };
+            Ok(ServiceLogs {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                lines,
+                truncated,
+            })
         }
-        let outcome = result?;
-        Ok(ServiceActed {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            action: action.to_owned(),
-            job_result: outcome.job_result,
-            active_state: outcome.active_state,
-            sub_state: outcome.sub_state,
-        })
+        .await;
+        self.forget(&result).await;
+        result
+    }
+
+    /// One stats sample of a container; with `live`, samples follow until `until`.
+    pub async fn stats(
+        &self,
+        kind: &str,
+        name: &str,
+        live: Option<(mpsc::Sender<ContainerStats>, tokio::time::Instant)>,
+    ) -> Result<Option<ContainerStats>, ServiceError> {
+        if kind != "docker" {
+            return Err(ServiceError::Kind(
+                "stats are for containers; a unit's memory and CPU are in its detail".into(),
+            ));
+        }
+        let result = async {
+            let engine = self.docker().await?;
+            Ok(match live {
+                Some((tx, until)) => {
+                    engine.stats_stream(name, tx, until).await?;
+                    None
+                }
+                None => Some(engine.stats(name).await?),
+            })
+        }
+        .await;
+        self.forget(&result).await;
+        result
+    }
+
+    pub async fn images(&self) -> Result<Vec<ImageInfo>, ServiceError> {
+        let result = async { Ok(self.docker().await?.images().await?) }.await;
+        self.forget(&result).await;
+        result
+    }
+
+    pub async fn pull(&self, image: &str) -> Result<ImageInfo, ServiceError> {
+        crate::docker::check_image(image)?;
+        if !self.allowed("docker", "pull", image, &BTreeMap::new()) {
+            return Err(Self::refuse("pull", image));
+        }
+        let result = async { Ok(self.docker().await?.pull(image, PULL_TIMEOUT).await?) }.await;
+        self.forget(&result).await;
+        result
+    }
+
+    /// Runs a container from a local image: its name (or labels) must be allowed for `run`,
+    /// and every bind mount must come from one of the host's roots.
+    pub async fn run(&self, spec: &ContainerRun) -> Result<ServiceInfo, ServiceError> {
+        crate::docker::check_name(&spec.name)?;
+        if !self.allowed("docker", "run", &spec.name, &spec.labels) {
+            return Err(Self::refuse("run", &spec.name));
+        }
+        let mut mounts = Vec::new();
+        for m in &spec.mounts {
+            let source = self.mount_source(Path::new(&m.source), m.read_only)?;
+            let target = Path::new(&m.target);
+            if !target.is_absolute()
+                || target
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                || m.target.len() > 4096
+            {
+                return Err(ServiceError::Mount(format!(
+                    "target {:?} must be an absolute path without '..'",
+                    m.target
+                )));
+            }
+            mounts.push((source, m.target.clone(), m.read_only));
+        }
+        let result = async { Ok(self.docker().await?.run(spec, mounts).await?) }.await;
+        self.forget(&result).await;
+        result
+    }
+
+    /// A mount source as the engine will see it: it must resolve to itself (no symlink on
+    /// the way) and lie in a root; a read-only root gives read-only mounts only.
+    fn mount_source(&self, source: &Path, read_only: bool) -> Result<String, ServiceError> {
+        let refuse = |why: &str| ServiceError::Mount(format!("{}: {why}", source.display()));
+        if !source.is_absolute() {
+            return Err(refuse("must be an absolute path"));
+        }
+        let real = std::fs::canonicalize(source).map_err(|_| refuse("does not exist"))?;
+        if real != source {
+            return Err(refuse("must be written without links, '.' or '..'"));
+        }
+        let root = self
+            .mount_roots
+            .iter()
+            .filter_map(|r| std::fs::canonicalize(&r.path).ok().map(|p| (p, r.writable)))
+            .find(|(p, _)| real.starts_with(p))
+            .ok_or_else(|| refuse("is not inside one of this host's file roots"))?;
+        if !read_only && !root.1 {
+            return Err(refuse("its root is read-only: mount it read_only"));
+        }
+        real.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| refuse("is not UTF-8"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn services(rules: Vec<AllowRule>, mount_roots: Vec<MountRoot>) -> Services {
+        let journal = Journal {
+            journalctl: "/usr/bin/journalctl".into(),
+            directory: None,
+        };
+        Services::new(rules, None, journal, mount_roots)
+    }
+
+    #[test]
+    fn docker_rules_match_names_or_labels() {
+        let rules = vec![
+            AllowRule::parse_flag("docker:*:axon-test-*").expect("rule"),
+            AllowRule::parse_flag("docker:restart:label:team=web*").expect("rule"),
+        ];
+        let s = services(rules, Vec::new());
+        let none = BTreeMap::new();
+        let web: BTreeMap<String, String> = [("team".to_owned(), "web-1".to_owned())].into();
+        assert!(s.allowed("docker", "remove", "axon-test-1", &none));
+        assert!(s.allowed("docker", "run", "axon-test-1", &none));
+        assert!(!s.allowed("docker", "stop", "prod-db", &none));
+        assert!(s.allowed("docker", "restart", "prod-web", &web));
+        assert!(!s.allowed("docker", "stop", "prod-web", &web));
+    }
+
+    #[test]
+    fn mounts_come_only_from_roots_without_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = std::fs::canonicalize(dir.path()).expect("canonical");
+        let (rw, ro, outside) = (base.join("rw"), base.join("ro"), base.join("outside"));
+        for d in [&rw, &ro, &outside] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        std::os::unix::fs::symlink(&outside, rw.join("link")).expect("symlink");
+        let s = services(
+            Vec::new(),
+            vec![
+                MountRoot {
+                    path: rw.clone(),
+                    writable: true,
+                },
+                MountRoot {
+                    path: ro.clone(),
+                    writable: false,
+                },
+            ],
+        );
+        assert!(s.mount_source(&rw, false).is_ok());
+        assert!(s.mount_source(&ro, true).is_ok());
+        assert!(s.mount_source(&ro, false).is_err());
+        assert!(s.mount_source(&outside, true).is_err());
+        assert!(s.mount_source(&rw.join("link"), true).is_err());
+        assert!(s.mount_source(&rw.join("../outside"), true).is_err());
+        assert!(s.mount_source(Path::new("rw"), true).is_err());
+        assert!(s.mount_source(&rw.join("missing"), true).is_err());
+    }
 
     #[test]
     fn globs_match_whole_names() {
@@ -270,18 +580,25 @@ mod tests {
 
     #[test]
     fn rules_default_to_nothing_and_parse_strictly() {
-        let none = Services::new(Vec::new(), None);
-        assert!(!none.allowed("systemd", "start", "nginx.service"));
+        let none = services(Vec::new(), Vec::new());
+        let no_labels = BTreeMap::new();
+        assert!(!none.allowed("systemd", "start", "nginx.service", &no_labels));
         let rule = AllowRule::parse_flag("systemd:start,stop:web-*.service").expect("rule");
-        let s = Services::new(vec![rule], None);
-        assert!(s.allowed("systemd", "start", "web-a.service"));
-        assert!(!s.allowed("systemd", "restart", "web-a.service"));
-        assert!(!s.allowed("systemd", "start", "db.service"));
+        let s = services(vec![rule], Vec::new());
+        assert!(s.allowed("systemd", "start", "web-a.service", &no_labels));
+        assert!(!s.allowed("systemd", "restart", "web-a.service", &no_labels));
+        assert!(!s.allowed("systemd", "start", "db.service", &no_labels));
+        // A systemd rule says nothing about containers of the same name.
+        assert!(!s.allowed("docker", "start", "web-a.service", &no_labels));
         for bad in [
             "systemd:start",
-            "docker:*:x",
+            "podman:*:x",
             "systemd:kill:x",
+            "systemd:remove:x",
+            "docker:reload:x",
             "systemd:start:",
+            "systemd:start:label:a=b",
+            "docker:start:label:novalue",
         ] {
             assert!(AllowRule::parse_flag(bad).is_err(), "{bad}");
         }

@@ -22,6 +22,8 @@ pub struct UnitInfo {
     pub load_state: String,
     pub active_state: String,
     pub sub_state: String,
+    /// `enabled`, `disabled`, `static`, ... for units with a file.
+    pub unit_file_state: Option<String>,
 }
 
 /// Details of one unit, where systemd has them (u64::MAX means "not accounted" to systemd).
@@ -32,6 +34,7 @@ pub struct UnitDetail {
     pub cpu_nsec: Option<u64>,
     pub active_since: Option<u64>,
     pub last_result: Option<String>,
+    pub unit_file_state: Option<String>,
 }
 
 /// How an action ended.
@@ -140,35 +143,78 @@ impl Systemd {
             .map_err(|e| UnitError::Unavailable(e.to_string()))
     }
 
-    /// Follows systemd's finished jobs (`JobRemoved`: unit and result) until the bus goes away.
-    pub async fn follow_jobs(
+    /// Follows systemd's finished jobs (`JobRemoved`) and units' state changes
+    /// (`PropertiesChanged` of `ActiveState`, also when a unit stops or crashes on its own)
+    /// until the bus goes away.
+    pub async fn follow_changes(
         &self,
-        tx: tokio::sync::broadcast::Sender<(String, String)>,
+        tx: &tokio::sync::broadcast::Sender<axon_shared::ServiceEvent>,
     ) -> Result<(), UnitError> {
+        let unavailable = |e: zbus::Error| UnitError::Unavailable(e.to_string());
         let manager = self.manager().await?;
         let mut removed = Self::job_signals(&manager).await?;
-        while let Some(signal) = removed.next().await {
-            if let Ok((_, _, unit, result)) = signal
-                .body()
-                .deserialize::<(u32, OwnedObjectPath, String, String)>()
-            {
-                let _ = tx.send((unit, result));
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(DEST)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace("/org/freedesktop/systemd1/unit")
+            .build()
+            .map_err(unavailable)?;
+        let mut changed = zbus::MessageStream::for_match_rule(
+            rule,
+            &self.conn,
+            std::num::NonZeroUsize::new(1024),
+        )
+        .await
+        .map_err(unavailable)?;
+        loop {
+            tokio::select! {
+                signal = removed.next() => {
+                    let Some(signal) = signal else { return Ok(()) };
+                    if let Ok((_, _, unit, result)) = signal
+                        .body()
+                        .deserialize::<(u32, OwnedObjectPath, String, String)>()
+                    {
+                        let _ = tx.send(axon_shared::ServiceEvent {
+                            kind: "systemd".into(),
+                            name: unit,
+                            job_result: Some(result),
+                            ..Default::default()
+                        });
+                    }
+                }
+                message = changed.next() => {
+                    let Some(Ok(message)) = message else { return Ok(()) };
+                    if let Some(event) = state_change(&message) {
+                        let _ = tx.send(event);
+                    }
+                }
             }
         }
-        Ok(())
     }
 
-    /// Every loaded unit, in one D-Bus call.
+    /// Every loaded unit in one D-Bus call, with unit-file states from a second.
     pub async fn list(&self) -> Result<Vec<UnitInfo>, UnitError> {
-        let units: Vec<ListedUnit> = self
-            .manager()
-            .await?
+        let manager = self.manager().await?;
+        let units: Vec<ListedUnit> = manager
             .call("ListUnits", &())
             .await
             .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        let files: std::collections::HashMap<String, String> = manager
+            .call::<_, _, Vec<(String, String)>>("ListUnitFiles", &())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(path, state)| {
+                let name = path.rsplit('/').next()?.to_owned();
+                Some((name, state))
+            })
+            .collect();
         let mut out: Vec<UnitInfo> = units
             .into_iter()
             .map(|u| UnitInfo {
+                unit_file_state: files.get(&u.0).cloned(),
                 name: u.0,
                 description: u.1,
                 load_state: u.2,
@@ -193,6 +239,7 @@ impl Systemd {
             load_state: prop("LoadState").await,
             active_state: prop("ActiveState").await,
             sub_state: prop("SubState").await,
+            unit_file_state: Some(prop("UnitFileState").await).filter(|s| !s.is_empty()),
         };
         if info.load_state == "not-found" {
             return Err(UnitError::NotFound(unit.to_owned()));
@@ -246,6 +293,11 @@ impl Systemd {
             .ok();
         let mut detail = UnitDetail {
             active_since: since_us.filter(|t| *t > 0).map(|t| t / 1_000_000),
+            unit_file_state: unit_proxy
+                .get_property::<String>("UnitFileState")
+                .await
+                .ok()
+                .filter(|s| !s.is_empty()),
             ..UnitDetail::default()
         };
         // Service-only properties: other unit types simply do not have them.
@@ -327,5 +379,70 @@ impl Systemd {
             active_state: after.active_state,
             sub_state: after.sub_state,
         })
+    }
+}
+
+/// A unit's `ActiveState` change, from a `PropertiesChanged` signal on its object.
+fn state_change(message: &zbus::Message) -> Option<axon_shared::ServiceEvent> {
+    let header = message.header();
+    let path = header.path()?;
+    let (iface, changed, _): (
+        String,
+        std::collections::HashMap<String, zbus::OwnedVariant>,
+        Vec<String>,
+    ) = message.body().deserialize().ok()?;
+    if iface != UNIT {
+        return None;
+    }
+    let text = |key: &str| {
+        changed
+            .get(key)
+            .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+    };
+    let active_state = text("ActiveState")?;
+    Some(axon_shared::ServiceEvent {
+        kind: "systemd".into(),
+        name: unescape_path(path.as_str().rsplit('/').next()?),
+        job_result: None,
+        active_state: Some(active_state),
+        sub_state: text("SubState"),
+        action: None,
+    })
+}
+
+/// The unit name in an object path's last element: systemd writes every byte other than
+/// letters and digits (and a leading digit) as `_xx`.
+fn unescape_path(element: &str) -> String {
+    let bytes = element.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn object_paths_unescape_to_unit_names() {
+        assert_eq!(super::unescape_path("hello_2eservice"), "hello.service");
+        assert_eq!(
+            super::unescape_path("web_2d1_40x_2eservice"),
+            "web-1@x.service"
+        );
+        assert_eq!(super::unescape_path("_31x_2eservice"), "1x.service");
+        assert_eq!(super::unescape_path("odd_"), "odd_");
     }
 }

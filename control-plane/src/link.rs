@@ -438,21 +438,46 @@ impl Session {
                 None
             }
             Frame::Event(event) if event.topic == axon_shared::topic::SERVICE => {
-                let text = |k: &str| -> String {
-                    event.body[k]
-                        .as_str()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(256)
-                        .collect()
+                let Ok(change) = serde_json::from_value::<axon_shared::ServiceEvent>(event.body)
+                else {
+                    tracing::debug!(host = %self.host_id, "malformed service event ignored");
+                    return None;
                 };
+                let short = |t: String| -> String { t.chars().take(256).collect() };
                 self.state
                     .live
                     .publish(crate::live::LiveEvent::ServiceChanged {
                         host_id: self.host_id.clone(),
-                        kind: text("kind"),
-                        name: text("name"),
-                        job_result: text("job_result"),
+                        kind: short(change.kind),
+                        name: short(change.name),
+                        job_result: change.job_result.map(short),
+                        active_state: change.active_state.map(short),
+                        sub_state: change.sub_state.map(short),
+                        action: change.action.map(short),
+                    });
+                None
+            }
+            Frame::Event(event) if event.topic == axon_shared::topic::CAPABILITIES => {
+                let Ok(capabilities) =
+                    serde_json::from_value::<axon_shared::Capabilities>(event.body)
+                else {
+                    tracing::debug!(host = %self.host_id, "malformed capabilities ignored");
+                    return None;
+                };
+                let stored = self
+                    .state
+                    .store
+                    .hosts
+                    .update(&self.host_id, |h| h.capabilities = capabilities);
+                if let Err(e) = stored {
+                    tracing::error!(host = %self.host_id, error = %e, "registry update failed");
+                }
+                tracing::info!(host = %self.host_id, ?capabilities, "capabilities changed");
+                self.state
+                    .live
+                    .publish(crate::live::LiveEvent::HostCapabilities {
+                        host_id: self.host_id.clone(),
+                        capabilities,
                     });
                 None
             }

@@ -24,12 +24,25 @@ pub enum LiveEvent {
     Audit {
         record: Box<Record>,
     },
-    /// A service changed state on a host (a systemd job finished).
+    /// A service changed state on a host: a systemd job finished, a unit's state moved, or a
+    /// container event.
     ServiceChanged {
         host_id: String,
         kind: String,
         name: String,
-        job_result: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job_result: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        active_state: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sub_state: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+    },
+    /// A host's capabilities changed (systemd, Docker, GPU or a model server came or went).
+    HostCapabilities {
+        host_id: String,
+        capabilities: axon_shared::Capabilities,
     },
     /// A change in one of a host's jail roots.
     FileChanged {
@@ -53,7 +66,9 @@ impl LiveEvent {
     /// The host the event is about, if any.
     pub fn host(&self) -> Option<&str> {
         match self {
-            Self::HostOnline { host_id } | Self::HostOffline { host_id, .. } => Some(host_id),
+            Self::HostOnline { host_id }
+            | Self::HostOffline { host_id, .. }
+            | Self::HostCapabilities { host_id, .. } => Some(host_id),
             Self::ExecOutput { host_id, .. }
             | Self::FileChanged { host_id, .. }
             | Self::ServiceChanged { host_id, .. } => Some(host_id),
@@ -70,6 +85,7 @@ impl LiveEvent {
             Self::ExecOutput { .. } => "exec_output",
             Self::FileChanged { .. } => "file_changed",
             Self::ServiceChanged { .. } => "service_changed",
+            Self::HostCapabilities { .. } => "host_capabilities",
         }
     }
 }

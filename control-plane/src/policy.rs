@@ -201,8 +201,38 @@ pub const RULES: &[Rule] = &[
         Access::Roles(STAFF, "services:read"),
     ),
     rule(
+        "DELETE",
+        "/api/hosts/{id}/services/{kind}/{name}",
+        Access::Roles(&[A, O], "services:operate"),
+    ),
+    rule(
         "POST",
         "/api/hosts/{id}/services/{kind}/{name}/{action}",
+        Access::Roles(&[A, O], "services:operate"),
+    ),
+    rule(
+        "GET",
+        "/api/hosts/{id}/services/{kind}/{name}/logs",
+        Access::Roles(STAFF, "services:read"),
+    ),
+    rule(
+        "GET",
+        "/api/hosts/{id}/services/{kind}/{name}/stats",
+        Access::Roles(STAFF, "services:read"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/containers",
+        Access::Roles(&[A, O], "services:operate"),
+    ),
+    rule(
+        "GET",
+        "/api/hosts/{id}/images",
+        Access::Roles(STAFF, "services:read"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/images/pull",
         Access::Roles(&[A, O], "services:operate"),
     ),
 ];

@@ -20,9 +20,11 @@ pub use duration::parse_duration;
 pub use frame::{Chunk, ErrorCode, Event, Frame, ProtocolError, Request, Response, WireError};
 pub use id::{Ulid, hex_decode, hex_encode};
 pub use messages::{
-    AuditRecord, Capabilities, CertRenew, CertRenewed, CommandInfo, EnrollRequest, EnrollResponse,
-    EventAck, ExecResult, ExecRun, FsContent, FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts,
-    ParamSchema, Pong, Requester, ServiceActed, ServiceInfo, ServiceOp, Welcome, op, topic,
+    AuditRecord, Cancel, Capabilities, CertRenew, CertRenewed, CommandInfo, ContainerRun,
+    ContainerStats, EnrollRequest, EnrollResponse, EventAck, ExecResult, ExecRun, FsContent,
+    FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts, ImageInfo, ImagePull, LogLine, MountSpec,
+    ParamSchema, Pong, PortInfo, PortSpec, Requester, ServiceActed, ServiceEvent, ServiceInfo,
+    ServiceLogs, ServiceOp, Welcome, op, topic,
 };
 pub use token::{EnrollmentToken, TokenError};
 

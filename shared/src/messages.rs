@@ -33,6 +33,21 @@ pub mod op {
     /// Control plane → agent: [`super::ServiceOp`] with an action; answered by
     /// [`super::ServiceActed`].
     pub const SERVICE_ACT: &str = "service.act";
+    /// Control plane → agent: [`super::ServiceOp`] with `lines` / `follow`; answered by
+    /// [`super::ServiceLogs`]. With `follow`, new lines come first as `log` chunks.
+    pub const SERVICE_LOGS: &str = "service.logs";
+    /// Control plane → agent: [`super::ServiceOp`] (Docker); answered by one
+    /// [`super::ContainerStats`]. With `follow`, samples come first as `stats` chunks.
+    pub const SERVICE_STATS: &str = "service.stats";
+    /// Control plane → agent: [`super::ContainerRun`]; answered by the new container's
+    /// [`super::ServiceInfo`].
+    pub const CONTAINER_RUN: &str = "container.run";
+    /// Control plane → agent: no body; answered by a list of [`super::ImageInfo`].
+    pub const IMAGE_LIST: &str = "image.list";
+    /// Control plane → agent: [`super::ImagePull`]; answered by the pulled [`super::ImageInfo`].
+    pub const IMAGE_PULL: &str = "image.pull";
+    /// Control plane → agent: [`super::Cancel`]; stops a following request (logs, stats).
+    pub const CANCEL: &str = "request.cancel";
     /// Control plane → agent: [`super::EventAck`]; every event up to `seq` is stored.
     pub const EVENT_ACK: &str = "event.ack";
 }
@@ -44,9 +59,11 @@ pub mod topic {
     /// A change in a jail root: `{"path": "<root>/<rel>", "kind": "create|modify|remove|rename|other|overflow"}`.
     /// Live only, not replayed.
     pub const WATCH: &str = "watch";
-    /// A systemd job finished: `{"kind": "systemd", "name": "<unit>", "job_result": "done|failed|..."}`.
-    /// Live only, not replayed.
+    /// A service changed: a [`super::ServiceEvent`]. Live only, not replayed.
     pub const SERVICE: &str = "service";
+    /// The host's [`super::Capabilities`] changed (a bus or engine appeared or went away).
+    /// Live only; the hello of the next connection carries them too.
+    pub const CAPABILITIES: &str = "capabilities";
 }
 
 /// Acknowledges every event with a sequence number up to `seq`.
@@ -382,30 +399,69 @@ pub struct EnrollResponse {
     pub not_after: u64,
 }
 
-/// A service request: `kind` is `systemd` (Docker joins later).
+/// A service request: `kind` is `systemd` or `docker`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceOp {
     pub kind: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// `start`, `stop`, `restart` or `reload` for `service.act`.
+    /// For `service.act`: `start`, `stop`, `restart`, `reload`, `enable`, `disable` (systemd);
+    /// `start`, `stop`, `restart`, `remove` (docker).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
+    /// `service.list` of Docker: stopped containers too.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub all: bool,
+    /// `service.act` remove: also a running container.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+    /// `service.logs`: the last N lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u32>,
+    /// `service.logs` / `service.stats`: keep sending as chunks until cancelled or
+    /// `follow_secs` pass.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub follow: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_secs: Option<u32>,
     #[serde(default)]
     pub requested_by: Requester,
 }
 
-/// One service (a systemd unit).
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A published port of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortInfo {
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// One service: a systemd unit or a Docker container. Containers map to the unit model as
+/// `active_state` active (running), failed (exited non-zero, dead) or inactive, with Docker's
+/// own state in `sub_state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceInfo {
     pub kind: String,
     pub name: String,
+    /// The unit's description; a container's image.
     pub description: String,
     pub load_state: String,
     pub active_state: String,
     pub sub_state: String,
+    /// systemd: `enabled`, `disabled`, `static`, ... where the unit has a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_file_state: Option<String>,
     /// Details of one service (absent in listings): main process id (0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_pid: Option<u32>,
@@ -418,9 +474,52 @@ pub struct ServiceInfo {
     /// When the unit last became active, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_since: Option<u64>,
-    /// The result of the last run: `success`, `exit-code`, `signal`, `timeout`, ...
+    /// The result of the last run: `success`, `exit-code`, `signal`, `timeout`, ... (systemd);
+    /// `exit <code>` (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_result: Option<String>,
+    /// Docker: the container id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Docker: the image the container runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Docker: its status line, e.g. `Up 3 minutes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortInfo>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Docker: when the container was created, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+}
+
+impl ServiceInfo {
+    /// A service with its names and states; every optional field empty.
+    pub fn new(kind: &str, name: &str, description: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            load_state: String::new(),
+            active_state: String::new(),
+            sub_state: String::new(),
+            unit_file_state: None,
+            main_pid: None,
+            memory_bytes: None,
+            cpu_nsec: None,
+            active_since: None,
+            last_result: None,
+            id: None,
+            image: None,
+            status: None,
+            ports: Vec::new(),
+            labels: Default::default(),
+            created: None,
+        }
+    }
 }
 
 /// How a service action ended.
@@ -430,8 +529,159 @@ pub struct ServiceActed {
     pub kind: String,
     pub name: String,
     pub action: String,
-    /// systemd's job result: `done`, `failed`, `canceled`, `timeout`, `dependency`, `skipped`.
+    /// systemd's job result: `done`, `failed`, `canceled`, `timeout`, `dependency`, `skipped`;
+    /// `done` for Docker actions the engine carried out.
     pub job_result: String,
     pub active_state: String,
     pub sub_state: String,
+}
+
+/// A service changed state: a systemd job finished or a unit's state moved on its own, or a
+/// Docker container event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEvent {
+    pub kind: String,
+    pub name: String,
+    /// systemd: the finished job's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_state: Option<String>,
+    /// Docker: the event's action (`create`, `start`, `die`, `stop`, `destroy`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLine {
+    /// When it was written, milliseconds since the Unix epoch, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts_ms: Option<u64>,
+    /// `stdout` or `stderr` (docker); absent for the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// syslog priority 0–7 (journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// The text; bytes that are not UTF-8 show as U+FFFD.
+    pub message: String,
+}
+
+/// The last lines of a service's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLogs {
+    pub kind: String,
+    pub name: String,
+    pub lines: Vec<LogLine>,
+    /// Older lines were left out to keep the answer within its size limit.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One resource sample of a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerStats {
+    pub name: String,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// CPU use since the previous sample, percent of one CPU (200 = two CPUs busy).
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    pub pids: u64,
+}
+
+/// A bind mount for [`ContainerRun`]: `source` must lie in one of the host's file roots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    /// Absolute host path.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A port to publish for [`ContainerRun`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    pub container_port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Absent: the engine picks a free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// Default `127.0.0.1`: publishing on every address is a choice the caller makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// Run a container from an image already on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerRun {
+    pub name: String,
+    pub image: String,
+    /// The command, instead of the image's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// `no` (default), `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
+    #[serde(default)]
+    pub requested_by: Requester,
+}
+
+/// An image on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub size_bytes: u64,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Pull an image (only ever on request).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePull {
+    /// `name[:tag]`, or `name@sha256:...`.
+    pub image: String,
+    #[serde(default)]
+    pub requested_by: Requester,
+}
+
+/// Stop a following request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    /// The request's id.
+    pub id: String,
 }

@@ -418,6 +418,13 @@ impl SystemdBox {
     }
 }
 
+impl SystemdBox {
+    /// The box's journal (volatile, under its /run), for `agentd --journal-dir`.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join("box/run/log/journal")
+    }
+}
+
 impl Drop for SystemdBox {
     fn drop(&mut self) {
         let _ = Command::new(systemd_box_script())
@@ -802,4 +809,154 @@ fn sign_client(
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, issuer).expect("sign");
     (cert.pem(), key.serialize_pem())
+}
+
+/// The real Docker engine for a test: a test image made from Debian's busybox-static, a run id
+/// that names and labels (`axon.test=<run>`) everything the test makes, and cleanup of exactly
+/// that when dropped, also after a failure.
+pub struct DockerFixture {
+    pub run: String,
+    /// `axon-test-busybox:<run>`.
+    pub image: String,
+}
+
+impl DockerFixture {
+    /// Panics with a clear message when the engine does not answer or busybox-static is
+    /// missing: the Docker suite never skips.
+    pub fn new() -> Self {
+        let version = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output();
+        match &version {
+            Ok(out) if out.status.success() => {}
+            _ => panic!(
+                "the Docker engine does not answer (`docker version` failed): start it; the Docker suite needs it"
+            ),
+        }
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.is_file(),
+            "/bin/busybox is missing: install Debian's busybox-static"
+        );
+        let run = format!("{:x}{:04x}", std::process::id(), rand_u16());
+        let image = format!("axon-test-busybox:{run}");
+        let root = tempfile::tempdir().expect("tempdir");
+        let bin = root.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        std::fs::create_dir_all(root.path().join("tmp")).expect("tmp");
+        std::fs::copy(busybox, bin.join("busybox")).expect("copy busybox");
+        for applet in ["sh", "echo", "sleep", "cat", "ls", "env", "true", "false"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet");
+        }
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(root.path())
+            .args(["-cf", "-", "."])
+            .output()
+            .expect("tar");
+        assert!(tar.status.success(), "tar failed");
+        let mut import = Command::new("docker")
+            .args(["import", "--change", &format!("LABEL axon.test={run}")])
+            .args(["--change", "CMD [\"/bin/sh\"]", "-", &image])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker import");
+        {
+            use std::io::Write;
+            let mut stdin = import.stdin.take().expect("stdin");
+            stdin.write_all(&tar.stdout).expect("image tar");
+        }
+        let out = import.wait_with_output().expect("docker import");
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { run, image }
+    }
+
+    /// A name unique to this run: `axon-test-<run>-<suffix>`.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("axon-test-{}-{suffix}", self.run)
+    }
+
+    /// Runs the docker CLI and returns its trimmed stdout (panics when it fails).
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new("docker").args(args).output().expect("docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Default for DockerFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ (nanos >> 16)) as u16
+}
+
+impl Drop for DockerFixture {
+    fn drop(&mut self) {
+        let label = format!("label=axon.test={}", self.run);
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids = String::from_utf8_lossy(&out.stdout);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.image])
+            .output();
+    }
+}
+
+/// Reads a `text/event-stream` answer of `path` until `until` appears in it or `within`
+/// passes, then disconnects; returns what arrived.
+pub async fn sse_until(
+    cp: &ControlPlane,
+    token: &str,
+    path: &str,
+    until: &str,
+    within: Duration,
+) -> (reqwest::StatusCode, String) {
+    let client = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let mut resp = client
+        .get(cp.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sse request");
+    let status = resp.status();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !text.contains(until) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => break,
+        }
+    }
+    (status, text)
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use axon_e2e::*;
 use reqwest::Method;
 
-const HELLO: &str = "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/sleep infinity\n";
+const HELLO: &str = "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/sh -c 'echo hello-log-line; exec sleep infinity'\n";
+const CRASH: &str =
+    "[Unit]\nDescription=crash\n[Service]\nExecStart=/bin/sh -c 'sleep 1; exit 3'\n";
 const BROKEN: &str = "[Unit]\nDescription=broken\n[Service]\nType=oneshot\nExecStart=/bin/false\n";
 const OTHER: &str = "[Unit]\nDescription=other\n[Service]\nExecStart=/bin/sleep infinity\n";
 
@@ -16,6 +18,7 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
         ("hello.service", HELLO),
         ("broken.service", BROKEN),
         ("other.service", OTHER),
+        ("crash.service", CRASH),
     ]);
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
@@ -26,6 +29,10 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
             "systemd:start,stop,restart:hello*.service",
             "--allow",
             "systemd:start:broken.service",
+            "--allow",
+            "systemd:start:crash.service",
+            "--journal-dir",
+            sdbox.journal_dir().to_str().expect("utf-8"),
         ],
         &[("DBUS_SYSTEM_BUS_ADDRESS", &sdbox.address)],
     );
@@ -73,7 +80,10 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
     assert_eq!(started["job_result"], "done");
     assert_eq!(started["sub_state"], "running");
     // The state change reached the live subscriber.
-    let changed = next_live(&mut live, |v| v["name"] == "hello.service").await;
+    let changed = next_live(&mut live, |v| {
+        v["name"] == "hello.service" && v["job_result"].is_string()
+    })
+    .await;
     assert_eq!(changed["type"], "service_changed");
     assert_eq!(changed["job_result"], "done");
     assert_eq!(changed["host_id"], host.as_str());
@@ -87,6 +97,100 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
         .await;
     assert!(running["main_pid"].as_u64().unwrap_or(0) > 0, "{running}");
     assert_eq!(running["last_result"], "success");
+    assert_eq!(running["unit_file_state"], "static", "{running}");
+
+    // Unit logs from the journal: the last lines, then followed as they come.
+    let mut logs = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (status, body) = cp
+            .call(
+                Method::GET,
+                &svc("/systemd/hello.service/logs?lines=20"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        logs = body;
+        if logs.to_string().contains("hello-log-line") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = logs["lines"].as_array().expect("lines");
+    let line = lines
+        .iter()
+        .find(|l| l["message"] == "hello-log-line")
+        .unwrap_or_else(|| panic!("no hello-log-line in {logs}"));
+    assert!(line["ts_ms"].as_u64().is_some(), "{line}");
+    assert_eq!(line["priority"], 6, "{line}");
+    let (status, one) = cp
+        .call(
+            Method::GET,
+            &svc("/systemd/hello.service/logs?lines=1"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["lines"].as_array().map(Vec::len), Some(1), "{one}");
+    let follow = {
+        let (cp, admin, path) = (
+            &cp,
+            &admin,
+            svc("/systemd/hello.service/logs?lines=0&follow=true&follow_secs=20"),
+        );
+        async move { sse_until(cp, admin, &path, "hello-log-line", Duration::from_secs(15)).await }
+    };
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cp.call(
+            Method::POST,
+            &svc("/systemd/hello.service/restart"),
+            Some(&admin),
+            None,
+        )
+        .await
+    };
+    let ((status, text), (restarted, _)) = tokio::join!(follow, restart);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(restarted, StatusCode::OK);
+    assert!(
+        text.contains("event: line") && text.contains("hello-log-line"),
+        "{text}"
+    );
+    for (path, want) in [
+        ("/systemd/no-such.service/logs", StatusCode::NOT_FOUND),
+        (
+            "/systemd/hello.service/logs?lines=100000",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/systemd/hello.service/logs?follow=true&follow_secs=0",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/systemd/--help/logs", StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = cp.call(Method::GET, &svc(path), Some(&admin), None).await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+
+    // A unit that stops on its own: its state change arrives although no job ran for it.
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            &svc("/systemd/crash.service/start"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let crashed = next_live(&mut live, |v| {
+        v["name"] == "crash.service" && v["active_state"] == "failed"
+    })
+    .await;
+    assert_eq!(crashed["kind"], "systemd");
+    assert!(crashed.get("job_result").is_none(), "{crashed}");
     let (status, _) = cp
         .call(
             Method::POST,

@@ -1,20 +1,34 @@
-//! One service model across hosts: `GET /api/hosts/{id}/services?kind=systemd`, one service,
-//! and actions. What may be acted on is the host's decision; the agent refuses the rest (403).
+//! One service model across hosts: `GET /api/hosts/{id}/services?kind=systemd|docker`, one
+//! service, its actions and logs, plus what only containers have (run, remove, stats, images).
+//! What may be acted on is the host's decision; the agent refuses the rest (403).
 
-use axon_shared::{ServiceActed, ServiceInfo, ServiceOp, op};
+use std::time::Duration;
+
+use axon_shared::{
+    Cancel, ContainerRun, ContainerStats, ImageInfo, ImagePull, MountSpec, PortSpec, ServiceActed,
+    ServiceInfo, ServiceLogs, ServiceOp, op,
+};
 use axum::extract::{Query, State};
-use axum::http::Method;
-use axum::routing::{get, post};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::Route;
 use super::hosts::link_error;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::fleet::LinkError;
 
 /// How long the API waits for an action: the agent gives systemd's job 90 s.
-const ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(100);
+const ACTION_WAIT: Duration = Duration::from_secs(100);
+/// How long the API waits for a pull: the agent gives it ten minutes.
+const PULL_WAIT: Duration = Duration::from_secs(630);
+/// How long a followed stream may last unless the caller says less.
+const FOLLOW_SECS: u32 = 300;
+const MAX_FOLLOW_SECS: u32 = 3600;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -25,18 +39,104 @@ pub fn routes() -> Vec<Route> {
             get(show),
         ),
         Route::new(
+            Method::DELETE,
+            "/api/hosts/{id}/services/{kind}/{name}",
+            delete(remove),
+        ),
+        Route::new(
             Method::POST,
             "/api/hosts/{id}/services/{kind}/{name}/{action}",
             post(act),
         ),
+        Route::new(
+            Method::GET,
+            "/api/hosts/{id}/services/{kind}/{name}/logs",
+            get(logs),
+        ),
+        Route::new(
+            Method::GET,
+            "/api/hosts/{id}/services/{kind}/{name}/stats",
+            get(stats),
+        ),
+        Route::new(Method::POST, "/api/hosts/{id}/containers", post(run)),
+        Route::new(Method::GET, "/api/hosts/{id}/images", get(images)),
+        Route::new(Method::POST, "/api/hosts/{id}/images/pull", post(pull)),
     ]
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KindQuery {
+struct ListQuery {
     #[serde(default)]
     kind: Option<String>,
+    /// Docker: stopped containers too.
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    /// The last N lines (default 100, at most 10,000).
+    #[serde(default)]
+    lines: Option<u32>,
+    /// Keep the answer open as a `text/event-stream` of new lines.
+    #[serde(default)]
+    follow: Option<bool>,
+    /// How long to follow, seconds (default 300, at most 3,600).
+    #[serde(default)]
+    follow_secs: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    /// `sse`: a `text/event-stream` of samples, about one a second.
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    follow_secs: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    /// Remove a running container too.
+    #[serde(default)]
+    force: Option<bool>,
+}
+
+/// A run request as the API takes it (the requester comes from the token).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    name: String,
+    image: String,
+    #[serde(default)]
+    cmd: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    #[serde(default)]
+    restart: Option<String>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    mounts: Vec<MountSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullBody {
+    image: String,
+}
+
+fn query<T: DeserializeOwned>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
@@ -52,26 +152,45 @@ async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiE
     Ok(())
 }
 
+fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::internal(format!("the agent's answer is malformed: {e}")))
+}
+
+async fn call<T: DeserializeOwned>(
+    state: &AppState,
+    id: &str,
+    op: &str,
+    body: &impl serde::Serialize,
+) -> Result<T, ApiError> {
+    let value = state
+        .hub
+        .call(id, op, body, state.config.agent_timeout)
+        .await
+        .map_err(link_error)?;
+    decode(value)
+}
+
+fn refused_by_host(e: &LinkError) -> bool {
+    matches!(e, LinkError::Refused { error, .. } if error.code == axon_shared::ErrorCode::Forbidden)
+}
+
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    query: Result<Query<KindQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<Vec<ServiceInfo>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = query(q)?;
     visible(&state, &caller, &id).await?;
     let body = ServiceOp {
         kind: q.kind.unwrap_or_else(|| "systemd".into()),
+        all: q.all.unwrap_or(false),
         ..ServiceOp::default()
     };
-    let value = state
-        .hub
-        .call(&id, op::SERVICE_LIST, &body, state.config.agent_timeout)
+    call(&state, &id, op::SERVICE_LIST, &body)
         .await
-        .map_err(link_error)?;
-    serde_json::from_value(value)
         .map(ApiJson)
-        .map_err(|e| ApiError::internal(format!("the agent's service list is malformed: {e}")))
 }
 
 async fn show(
@@ -85,14 +204,31 @@ async fn show(
         name,
         ..ServiceOp::default()
     };
-    let value = state
-        .hub
-        .call(&id, op::SERVICE_GET, &body, state.config.agent_timeout)
-        .await
-        .map_err(link_error)?;
-    serde_json::from_value(value)
-        .map(ApiJson)
-        .map_err(|e| ApiError::internal(format!("the agent's answer is malformed: {e}")))
+    call(&state, &id, op::SERVICE_GET, &body).await.map(ApiJson)
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, kind, name)): ApiPath<(String, String, String)>,
+    q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<ApiJson<ServiceActed>, ApiError> {
+    let q = query(q)?;
+    if kind != "docker" {
+        return Err(ApiError::bad_request(
+            "only containers can be removed; units are disabled instead",
+        ));
+    }
+    run_action(
+        &state,
+        &caller,
+        &id,
+        &kind,
+        &name,
+        "remove",
+        q.force.unwrap_or(false),
+    )
+    .await
 }
 
 async fn act(
@@ -100,45 +236,62 @@ async fn act(
     caller: Caller,
     ApiPath((id, kind, name, action)): ApiPath<(String, String, String, String)>,
 ) -> Result<ApiJson<ServiceActed>, ApiError> {
-    visible(&state, &caller, &id).await?;
+    run_action(&state, &caller, &id, &kind, &name, &action, false).await
+}
+
+async fn run_action(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: &str,
+    name: &str,
+    action: &str,
+    force: bool,
+) -> Result<ApiJson<ServiceActed>, ApiError> {
+    visible(state, caller, id).await?;
     let request_id = crate::auth::new_id();
     let body = ServiceOp {
-        kind: kind.clone(),
-        name: name.clone(),
-        action: action.clone(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        action: action.to_owned(),
+        force,
         requested_by: caller.requester(&request_id),
+        ..ServiceOp::default()
     };
     let outcome = state
         .hub
-        .call(&id, op::SERVICE_ACT, &body, ACTION_WAIT)
+        .call(id, op::SERVICE_ACT, &body, ACTION_WAIT)
         .await;
     let target = format!("{id} {kind}/{name}");
     // The action is the caller's text: only known names become part of the action name.
-    let audit_action =
-        if ["start", "stop", "restart", "reload", "enable", "disable"].contains(&action.as_str()) {
-            action.as_str()
-        } else {
-            "unknown"
-        };
+    let known = [
+        "start", "stop", "restart", "reload", "enable", "disable", "remove",
+    ];
+    let audit_action = if known.contains(&action) {
+        action
+    } else {
+        "unknown"
+    };
     let event = |o: &str| {
         state
             .audit
             .event(&format!("host.service.{audit_action}"), o)
-            .caller(&caller)
+            .caller(caller)
             .target(&target)
     };
     let value = match outcome {
         Ok(v) => v,
         Err(e) => {
-            let denied = matches!(&e, crate::fleet::LinkError::Refused { error, .. } if error.code == axon_shared::ErrorCode::Forbidden);
-            state
-                .audit
-                .record(event(if denied { "denied" } else { "error" }).reason(&e.to_string()));
+            let outcome = if refused_by_host(&e) {
+                "denied"
+            } else {
+                "error"
+            };
+            state.audit.record(event(outcome).reason(&e.to_string()));
             return Err(link_error(e));
         }
     };
-    let acted: ServiceActed = serde_json::from_value(value)
-        .map_err(|e| ApiError::internal(format!("the agent's answer is malformed: {e}")))?;
+    let acted: ServiceActed = decode(value)?;
     if acted.job_result != "done" {
         state
             .audit
@@ -150,4 +303,289 @@ async fn act(
     }
     state.audit.record(event("ok"));
     Ok(ApiJson(acted))
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, kind, name)): ApiPath<(String, String, String)>,
+    q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    visible(&state, &caller, &id).await?;
+    let lines = q.lines.unwrap_or(100);
+    if lines > 10_000 {
+        return Err(ApiError::bad_request("lines: at most 10000"));
+    }
+    let follow = q.follow.unwrap_or(false);
+    let follow_secs = follow_secs(q.follow_secs)?;
+    let body = ServiceOp {
+        kind,
+        name,
+        lines: Some(lines),
+        follow,
+        follow_secs: follow.then_some(follow_secs),
+        ..ServiceOp::default()
+    };
+    if !follow {
+        let logs: ServiceLogs = call(&state, &id, op::SERVICE_LOGS, &body).await?;
+        return Ok(ApiJson(logs).into_response());
+    }
+    let wait = Duration::from_secs(u64::from(follow_secs) + 60);
+    Ok(stream_call(
+        state,
+        id,
+        op::SERVICE_LOGS,
+        body,
+        wait,
+        "line",
+        |v| {
+            // The tail first, then the lines that follow.
+            let logs: ServiceLogs = decode(v)?;
+            Ok(serde_json::json!({ "truncated": logs.truncated, "tail": logs.lines }))
+        },
+    ))
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, kind, name)): ApiPath<(String, String, String)>,
+    q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    visible(&state, &caller, &id).await?;
+    let sse = match q.stream.as_deref() {
+        None => false,
+        Some("sse") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "stream={other}: only sse is supported"
+            )));
+        }
+    };
+    let follow_secs = follow_secs(q.follow_secs)?;
+    let body = ServiceOp {
+        kind,
+        name,
+        follow: sse,
+        follow_secs: sse.then_some(follow_secs),
+        ..ServiceOp::default()
+    };
+    if !sse {
+        let sample: ContainerStats = call(&state, &id, op::SERVICE_STATS, &body).await?;
+        return Ok(ApiJson(sample).into_response());
+    }
+    let wait = Duration::from_secs(u64::from(follow_secs) + 60);
+    Ok(stream_call(
+        state,
+        id,
+        op::SERVICE_STATS,
+        body,
+        wait,
+        "sample",
+        Ok,
+    ))
+}
+
+fn follow_secs(asked: Option<u32>) -> Result<u32, ApiError> {
+    match asked {
+        None => Ok(FOLLOW_SECS),
+        Some(s) if (1..=MAX_FOLLOW_SECS).contains(&s) => Ok(s),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "follow_secs: 1 to {MAX_FOLLOW_SECS}"
+        ))),
+    }
+}
+
+async fn run(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RunBody>,
+) -> Result<Response, ApiError> {
+    visible(&state, &caller, &id).await?;
+    let request_id = crate::auth::new_id();
+    let spec = ContainerRun {
+        name: body.name,
+        image: body.image,
+        cmd: body.cmd,
+        env: body.env,
+        ports: body.ports,
+        restart: body.restart,
+        labels: body.labels,
+        mounts: body.mounts,
+        requested_by: caller.requester(&request_id),
+    };
+    let target = format!("{id} docker/{}", spec.name);
+    let outcome = state
+        .hub
+        .call(&id, op::CONTAINER_RUN, &spec, ACTION_WAIT)
+        .await;
+    let event = |o: &str| {
+        state
+            .audit
+            .event("host.container.run", o)
+            .caller(&caller)
+            .target(&target)
+    };
+    match outcome {
+        Ok(v) => {
+            let info: ServiceInfo = decode(v)?;
+            state
+                .audit
+                .record(event("ok").reason(&format!("image {}", spec.image)));
+            Ok((StatusCode::CREATED, ApiJson(info)).into_response())
+        }
+        Err(e) => {
+            let outcome = if refused_by_host(&e) {
+                "denied"
+            } else {
+                "error"
+            };
+            state.audit.record(event(outcome).reason(&e.to_string()));
+            Err(link_error(e))
+        }
+    }
+}
+
+async fn images(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Vec<ImageInfo>>, ApiError> {
+    visible(&state, &caller, &id).await?;
+    call(&state, &id, op::IMAGE_LIST, &serde_json::json!({}))
+        .await
+        .map(ApiJson)
+}
+
+async fn pull(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PullBody>,
+) -> Result<ApiJson<ImageInfo>, ApiError> {
+    visible(&state, &caller, &id).await?;
+    let request_id = crate::auth::new_id();
+    let target = format!(
+        "{id} image {}",
+        body.image.chars().take(256).collect::<String>()
+    );
+    let request = ImagePull {
+        image: body.image,
+        requested_by: caller.requester(&request_id),
+    };
+    let outcome = state
+        .hub
+        .call(&id, op::IMAGE_PULL, &request, PULL_WAIT)
+        .await;
+    let event = |o: &str| {
+        state
+            .audit
+            .event("host.image.pull", o)
+            .caller(&caller)
+            .target(&target)
+    };
+    match outcome {
+        Ok(v) => {
+            state.audit.record(event("ok"));
+            decode(v).map(ApiJson)
+        }
+        Err(e) => {
+            let outcome = if refused_by_host(&e) {
+                "denied"
+            } else {
+                "error"
+            };
+            state.audit.record(event(outcome).reason(&e.to_string()));
+            Err(link_error(e))
+        }
+    }
+}
+
+/// Answers with a `text/event-stream`: one `item` event per chunk the agent sends for the
+/// request, then `result` (the answer, through `finish`) or `error`. When the client leaves,
+/// the agent is told to stop.
+fn stream_call(
+    state: AppState,
+    host: String,
+    operation: &'static str,
+    body: ServiceOp,
+    wait: Duration,
+    item: &'static str,
+    finish: impl FnOnce(serde_json::Value) -> Result<serde_json::Value, ApiError> + Send + 'static,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let request_id = crate::auth::new_id();
+    // Subscribe before sending, so no chunk is missed.
+    let mut events = state.live.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let wanted = |e: &crate::live::LiveEvent| match e {
+            crate::live::LiveEvent::ExecOutput {
+                host_id,
+                request_id: rid,
+                data,
+                last,
+                ..
+            } if *host_id == host && *rid == request_id && !*last => {
+                Some(Event::default().event(item).data(data))
+            }
+            _ => None,
+        };
+        let call = state
+            .hub
+            .call_as(&host, request_id.clone(), operation, &body, wait);
+        tokio::pin!(call);
+        let outcome = loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => {
+                        if let Some(ev) = wanted(&e)
+                            && tx.send(ev).await.is_err()
+                        {
+                            break None;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx.send(Event::default().event("lagged").data(n.to_string())).await;
+                    }
+                    Err(_) => {}
+                },
+                _ = tx.closed() => break None,
+                outcome = &mut call => break Some(outcome),
+            }
+        };
+        let Some(outcome) = outcome else {
+            // The client left: stop the agent's side too.
+            if let Some(conn) = state.hub.get(&host) {
+                conn.notify(op::CANCEL, &Cancel { id: request_id });
+            }
+            let _ = call.await;
+            return;
+        };
+        while let Ok(e) = events.try_recv() {
+            if let Some(ev) = wanted(&e) {
+                let _ = tx.send(ev).await;
+            }
+        }
+        let last = match outcome.map_err(link_error).and_then(finish) {
+            Ok(v) => Event::default().event("result").json_data(v),
+            Err(e) => Event::default().event("error").json_data(
+                serde_json::json!({"error": {"code": e.code.as_str(), "message": e.message}}),
+            ),
+        };
+        if let Ok(last) = last {
+            let _ = tx.send(last).await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
