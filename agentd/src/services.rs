@@ -170,7 +170,15 @@ pub struct Services {
     mount_roots: Vec<MountRoot>,
     /// State changes of units and containers, for live subscribers.
     changes: broadcast::Sender<ServiceEvent>,
+    /// Unit-file states as last read, and when; cleared when systemd says files changed.
+    file_states: std::sync::Mutex<Option<(std::time::Instant, Arc<FileStates>)>>,
 }
+
+type FileStates = std::collections::HashMap<String, String>;
+
+/// How long unit-file states are reused when no change signal arrives (a file edited by
+/// hand without a reload is seen after this).
+const FILE_STATES_TTL: Duration = Duration::from_secs(30);
 
 fn info(kind: &str, u: crate::units::UnitInfo) -> ServiceInfo {
     let mut info = ServiceInfo::new(kind, &u.name, &u.description);
@@ -197,6 +205,7 @@ impl Services {
             journal,
             mount_roots,
             changes: broadcast::channel(256).0,
+            file_states: std::sync::Mutex::new(None),
         }
     }
 
@@ -208,8 +217,10 @@ impl Services {
         tokio::spawn(async move {
             loop {
                 if let Ok(systemd) = Systemd::connect(this.bus.as_deref()).await {
-                    let _ = systemd.follow_changes(&this.changes).await;
+                    let stale = || this.forget_file_states();
+                    let _ = systemd.follow_changes(&this.changes, stale).await;
                 }
+                this.forget_file_states();
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
@@ -222,6 +233,34 @@ impl Services {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
+    }
+
+    fn forget_file_states(&self) {
+        *self.file_states.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Unit-file states, read again only when stale.
+    async fn file_states(&self, systemd: &Systemd) -> Arc<FileStates> {
+        let cached = self
+            .file_states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((at, states)) = cached
+            && at.elapsed() < FILE_STATES_TTL
+        {
+            return states;
+        }
+        let states = match systemd.unit_file_states().await {
+            Ok(states) => Arc::new(states),
+            Err(e) => {
+                tracing::warn!(error = %e, "unit-file states unavailable");
+                return Arc::default();
+            }
+        };
+        *self.file_states.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), states.clone()));
+        states
     }
 
     /// A subscription to state changes.
@@ -297,8 +336,16 @@ impl Services {
             if kind == "docker" {
                 return Ok(self.docker().await?.list(all).await?);
             }
-            let units = self.systemd().await?.list().await?;
-            Ok(units.into_iter().map(|u| info(kind, u)).collect())
+            let systemd = self.systemd().await?;
+            let units = systemd.list().await?;
+            let files = self.file_states(&systemd).await;
+            Ok(units
+                .into_iter()
+                .map(|mut u| {
+                    u.unit_file_state = files.get(&u.name).cloned();
+                    info(kind, u)
+                })
+                .collect())
         }
         .await;
         self.forget(&result).await;
@@ -359,7 +406,11 @@ impl Services {
                 .systemd()
                 .await?
                 .act(name, action, ACTION_TIMEOUT)
-                .await?;
+                .await;
+            if matches!(action, "enable" | "disable") {
+                self.forget_file_states();
+            }
+            let outcome = outcome?;
             Ok(ServiceActed {
                 kind: kind.to_owned(),
                 name: name.to_owned(),

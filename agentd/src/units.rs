@@ -146,13 +146,23 @@ impl Systemd {
     /// Follows systemd's finished jobs (`JobRemoved`) and units' state changes
     /// (`PropertiesChanged` of `ActiveState`, also when a unit stops or crashes on its own)
     /// until the bus goes away.
+    /// `files_changed` runs when unit files were enabled, disabled or reloaded.
     pub async fn follow_changes(
         &self,
         tx: &tokio::sync::broadcast::Sender<axon_shared::ServiceEvent>,
+        files_changed: impl Fn(),
     ) -> Result<(), UnitError> {
         let unavailable = |e: zbus::Error| UnitError::Unavailable(e.to_string());
         let manager = self.manager().await?;
         let mut removed = Self::job_signals(&manager).await?;
+        let mut files = manager
+            .receive_signal("UnitFilesChanged")
+            .await
+            .map_err(unavailable)?;
+        let mut reloading = manager
+            .receive_signal("Reloading")
+            .await
+            .map_err(unavailable)?;
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .sender(DEST)
@@ -184,6 +194,18 @@ impl Systemd {
                         });
                     }
                 }
+                signal = files.next() => {
+                    if signal.is_none() {
+                        return Ok(());
+                    }
+                    files_changed();
+                }
+                signal = reloading.next() => {
+                    if signal.is_none() {
+                        return Ok(());
+                    }
+                    files_changed();
+                }
                 message = changed.next() => {
                     let Some(Ok(message)) = message else { return Ok(()) };
                     if let Some(event) = state_change(&message) {
@@ -194,36 +216,44 @@ impl Systemd {
         }
     }
 
-    /// Every loaded unit in one D-Bus call, with unit-file states from a second.
+    /// Every loaded unit, in one D-Bus call.
     pub async fn list(&self) -> Result<Vec<UnitInfo>, UnitError> {
-        let manager = self.manager().await?;
-        let units: Vec<ListedUnit> = manager
+        let units: Vec<ListedUnit> = self
+            .manager()
+            .await?
             .call("ListUnits", &())
             .await
             .map_err(|e| UnitError::Unavailable(e.to_string()))?;
-        let files: std::collections::HashMap<String, String> = manager
-            .call::<_, _, Vec<(String, String)>>("ListUnitFiles", &())
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(path, state)| {
-                let name = path.rsplit('/').next()?.to_owned();
-                Some((name, state))
-            })
-            .collect();
         let mut out: Vec<UnitInfo> = units
             .into_iter()
             .map(|u| UnitInfo {
-                unit_file_state: files.get(&u.0).cloned(),
                 name: u.0,
                 description: u.1,
                 load_state: u.2,
                 active_state: u.3,
                 sub_state: u.4,
+                unit_file_state: None,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The install state of every unit file, by unit name. systemd reads every unit file
+    /// for this (about 0.1 s on a stock host), so callers cache it.
+    pub async fn unit_file_states(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, UnitError> {
+        let files: Vec<(String, String)> = self
+            .manager()
+            .await?
+            .call("ListUnitFiles", &())
+            .await
+            .map_err(|e| UnitError::Unavailable(e.to_string()))?;
+        Ok(files
+            .into_iter()
+            .filter_map(|(path, state)| Some((path.rsplit('/').next()?.to_owned(), state)))
+            .collect())
     }
 
     /// The unit's current state (loading it if needed).

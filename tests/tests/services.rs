@@ -7,6 +7,7 @@ use axon_e2e::*;
 use reqwest::Method;
 
 const HELLO: &str = "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/sh -c 'echo hello-log-line; exec sleep infinity'\n";
+const INST: &str = "[Unit]\nDescription=inst\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=sdbox.target\n";
 const CRASH: &str =
     "[Unit]\nDescription=crash\n[Service]\nExecStart=/bin/sh -c 'sleep 1; exit 3'\n";
 const BROKEN: &str = "[Unit]\nDescription=broken\n[Service]\nType=oneshot\nExecStart=/bin/false\n";
@@ -19,6 +20,7 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
         ("broken.service", BROKEN),
         ("other.service", OTHER),
         ("crash.service", CRASH),
+        ("inst.service", INST),
     ]);
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
@@ -31,6 +33,8 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
             "systemd:start:broken.service",
             "--allow",
             "systemd:start:crash.service",
+            "--allow",
+            "systemd:start,enable,disable:inst.service",
             "--journal-dir",
             sdbox.journal_dir().to_str().expect("utf-8"),
         ],
@@ -191,6 +195,65 @@ async fn units_start_stop_and_fail_through_the_api_within_the_hosts_allow_rules(
     .await;
     assert_eq!(crashed["kind"], "systemd");
     assert!(crashed.get("job_result").is_none(), "{crashed}");
+
+    // enable / disable change the install state, and listings show it at once.
+    let file_state = |list: &serde_json::Value| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|u| u["name"] == "inst.service"))
+            .map(|u| u["unit_file_state"].clone())
+    };
+    let (_, detail) = cp
+        .call(
+            Method::GET,
+            &svc("/systemd/inst.service"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(detail["unit_file_state"], "disabled", "{detail}");
+    // Running, so it stays loaded and listed.
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            &svc("/systemd/inst.service/start"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, before) = cp
+        .call(Method::GET, &svc("?kind=systemd"), Some(&admin), None)
+        .await;
+    assert_eq!(
+        file_state(&before),
+        Some(serde_json::json!("disabled")),
+        "{before}\n{}",
+        agent.log()
+    );
+    for (action, want) in [("enable", "enabled"), ("disable", "disabled")] {
+        let (status, body) = cp
+            .call(
+                Method::POST,
+                &svc(&format!("/systemd/inst.service/{action}")),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+        let (_, list) = cp
+            .call(Method::GET, &svc("?kind=systemd"), Some(&admin), None)
+            .await;
+        assert_eq!(file_state(&list), Some(serde_json::json!(want)), "{action}");
+    }
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            &svc("/systemd/hello.service/enable"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "enable outside the rules");
     let (status, _) = cp
         .call(
             Method::POST,
