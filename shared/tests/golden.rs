@@ -139,3 +139,29 @@ fn unknown_error_code_from_newer_peer_is_tolerated() {
     };
     assert_eq!(r.error.map(|e| e.code), Some(ErrorCode::Other));
 }
+
+#[test]
+fn service_fixtures_have_typed_bodies() {
+    let Frame::Request(req) = round_trip("request_container_run.json") else {
+        panic!("container.run is a request")
+    };
+    assert_eq!(req.op, op::CONTAINER_RUN);
+    let run: ContainerRun = req.body_as().expect("typed run");
+    assert_eq!(run.mounts[0].target, "/data");
+    assert!(run.mounts[0].read_only);
+    assert_eq!(run.ports[0].host_port, Some(18080));
+
+    let Frame::Event(event) = round_trip("event_service.json") else {
+        panic!("service change is an event")
+    };
+    assert_eq!(event.topic, topic::SERVICE);
+    let change: ServiceEvent = serde_json::from_value(event.body).expect("typed event");
+    assert_eq!(change.action.as_deref(), Some("die"));
+    assert!(change.job_result.is_none());
+
+    let Frame::Chunk(chunk) = round_trip("chunk_log.json") else {
+        panic!("log line is a chunk")
+    };
+    let line: LogLine = serde_json::from_str(&chunk.data).expect("typed log line");
+    assert_eq!(line.priority, Some(6));
+}
