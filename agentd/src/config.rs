@@ -39,8 +39,17 @@ pub struct AgentConfig {
     pub journalctl: PathBuf,
     /// A journal directory to read instead of the system journal (`journalctl --directory`).
     pub journal_dir: Option<PathBuf>,
-    /// How often capabilities are detected again (a bus or engine may come or go).
+    /// How often capabilities are detected again (a bus or engine may come or go), and model
+    /// servers looked for.
     pub capabilities_interval: Duration,
+    /// How often a host sample is taken and sent.
+    pub metrics_interval: Duration,
+    /// Include the busiest processes in samples.
+    pub top_processes: bool,
+    /// Where Ollama listens.
+    pub ollama_address: String,
+    /// Where the Automatic1111 / SDXL web UI listens.
+    pub sdxl_address: String,
 }
 
 impl AgentConfig {
@@ -60,6 +69,10 @@ impl AgentConfig {
             journalctl: PathBuf::from("/usr/bin/journalctl"),
             journal_dir: None,
             capabilities_interval: Duration::from_secs(30),
+            metrics_interval: Duration::from_secs(5),
+            top_processes: false,
+            ollama_address: "127.0.0.1:11434".into(),
+            sdxl_address: "127.0.0.1:7860".into(),
         }
     }
 
@@ -104,6 +117,11 @@ pub struct FileConfig {
     pub journal_dir: Option<PathBuf>,
     /// e.g. "30s"
     pub capabilities_interval: Option<String>,
+    /// e.g. "5s"
+    pub metrics_interval: Option<String>,
+    pub top_processes: Option<bool>,
+    pub ollama_address: Option<String>,
+    pub sdxl_address: Option<String>,
 }
 
 /// The configuration file is unusable.
@@ -172,6 +190,18 @@ impl FileConfig {
         if let Some(v) = self.capabilities_interval {
             config.capabilities_interval = duration(&v)?;
         }
+        if let Some(v) = self.metrics_interval {
+            config.metrics_interval = duration(&v)?;
+        }
+        if let Some(v) = self.top_processes {
+            config.top_processes = v;
+        }
+        if let Some(v) = self.ollama_address {
+            config.ollama_address = v;
+        }
+        if let Some(v) = self.sdxl_address {
+            config.sdxl_address = v;
+        }
         Ok(())
     }
 }
@@ -183,6 +213,23 @@ impl AgentConfig {
             return Err(ConfigError::Invalid(
                 "backoff: initial must be > 0 and not above max".into(),
             ));
+        }
+        if self.metrics_interval < Duration::from_secs(1)
+            || self.metrics_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::Invalid(
+                "metrics_interval must be between 1s and 1h".into(),
+            ));
+        }
+        for (key, addr) in [
+            ("ollama_address", &self.ollama_address),
+            ("sdxl_address", &self.sdxl_address),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {addr:?} must be IP:PORT"
+                )));
+            }
         }
         if self.capabilities_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(

@@ -236,7 +236,9 @@ impl DockerEngine {
             .map(|c| format!("exit {c}"));
         info.id = c.id;
         info.image = Some(image);
-        info.status = state.error.filter(|e| !e.is_empty());
+        if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+            info.last_result = Some(format!("error: {error}"));
+        }
         info.labels = labels(config.labels);
         info.created = c.created.as_deref().and_then(rfc3339_secs);
         info.ports = c
@@ -274,36 +276,39 @@ impl DockerEngine {
 
     /// start / stop / restart / remove. Starting a running container or stopping a stopped
     /// one is done, as with systemd.
+    /// `id` is the container's id as inspected (so a container replaced under the same name
+    /// meanwhile is not touched); `name` is how the answer names it.
     pub async fn act(
         &self,
+        id: &str,
         name: &str,
         action: &str,
         force: bool,
     ) -> Result<ServiceActed, EngineError> {
-        check_name(name)?;
+        check_name(id)?;
         let outcome = match action {
             "start" => {
                 bounded(
                     name,
                     self.docker
-                        .start_container(name, None::<q::StartContainerOptions>),
+                        .start_container(id, None::<q::StartContainerOptions>),
                 )
                 .await
             }
             "stop" => {
                 let options = q::StopContainerOptionsBuilder::new().t(10).build();
-                bounded(name, self.docker.stop_container(name, Some(options))).await
+                bounded(name, self.docker.stop_container(id, Some(options))).await
             }
             "restart" => {
                 let options = q::RestartContainerOptionsBuilder::new().t(10).build();
-                bounded(name, self.docker.restart_container(name, Some(options))).await
+                bounded(name, self.docker.restart_container(id, Some(options))).await
             }
             "remove" => {
                 let options = q::RemoveContainerOptionsBuilder::new()
                     .force(force)
                     .v(true)
                     .build();
-                bounded(name, self.docker.remove_container(name, Some(options))).await
+                bounded(name, self.docker.remove_container(id, Some(options))).await
             }
             other => {
                 return Err(EngineError::BadRequest(format!(
@@ -327,7 +332,7 @@ impl DockerEngine {
                 sub_state: "removed".into(),
             });
         }
-        let after = self.inspect(name).await?;
+        let after = self.inspect(id).await?;
         Ok(ServiceActed {
             kind: "docker".into(),
             name: name.to_owned(),
@@ -371,6 +376,20 @@ impl DockerEngine {
             .map_err(|_| EngineError::Timeout(CALL_TIMEOUT.as_secs()))??;
         let truncated = trim_to_budget(&mut out);
         if let Some((tx, until)) = live {
+            // The engine's `since` is in whole seconds: lines of the tail's last moment come
+            // again and are skipped.
+            let last_ts = out.last().and_then(|l| l.ts_ms).unwrap_or(0);
+            let at_last: std::collections::HashSet<String> = out
+                .iter()
+                .filter(|l| l.ts_ms == Some(last_ts))
+                .map(|l| l.message.clone())
+                .collect();
+            // The tail goes first, then what follows.
+            for line in std::mem::take(&mut out) {
+                if tx.send(line).await.is_err() {
+                    return Ok((Vec::new(), truncated));
+                }
+            }
             let since = i32::try_from(crate::ops::unix_ms() / 1000).unwrap_or(i32::MAX);
             let options = q::LogsOptionsBuilder::new()
                 .stdout(true)
@@ -384,7 +403,10 @@ impl DockerEngine {
                 tokio::select! {
                     item = stream.next() => match item {
                         Some(Ok(piece)) => {
-                            if tx.send(log_line(piece)).await.is_err() {
+                            let line = log_line(piece);
+                            let ts = line.ts_ms.unwrap_or(u64::MAX);
+                            let repeat = ts < last_ts || (ts == last_ts && at_last.contains(&line.message));
+                            if !repeat && tx.send(line).await.is_err() {
                                 break;
                             }
                         }
@@ -486,7 +508,11 @@ impl DockerEngine {
         };
         tokio::time::timeout(within, pulling)
             .await
-            .map_err(|_| EngineError::Timeout(within.as_secs()))??;
+            .map_err(|_| EngineError::Timeout(within.as_secs()))?
+            .map_err(|e| match e {
+                EngineError::NotFound(_) => EngineError::NoImage(image.to_owned()),
+                other => other,
+            })?;
         let inspected = bounded(image, self.docker.inspect_image(image)).await?;
         Ok(ImageInfo {
             id: inspected.id.unwrap_or_default(),
@@ -557,9 +583,14 @@ impl DockerEngine {
         let mut stream = self.docker.events(Some(options));
         while let Some(Ok(event)) = stream.next().await {
             let Some(action) = event.action else { continue };
-            // exec_* and health_status events are noise for a service view.
+            // exec_*, health_status, top and attach events are noise for a service view.
             let action = action.split(':').next().unwrap_or_default().to_owned();
-            if action.starts_with("exec_") || action == "top" || action == "attach" {
+            if action.starts_with("exec_")
+                || matches!(
+                    action.as_str(),
+                    "top" | "attach" | "health_status" | "resize"
+                )
+            {
                 continue;
             }
             let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
@@ -570,7 +601,8 @@ impl DockerEngine {
                     let code = attrs.get("exitCode").and_then(|c| c.parse::<i64>().ok());
                     (active_state("exited", code), "exited")
                 }
-                "stop" | "kill" => ("inactive", "exited"),
+                "stop" => ("inactive", "exited"),
+                // A signal need not stop it: the state is left to the `die` that may follow.
                 "pause" => ("active", "paused"),
                 "create" => ("inactive", "created"),
                 "destroy" => ("inactive", "removed"),

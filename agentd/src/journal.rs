@@ -94,9 +94,17 @@ impl Journal {
             }
         };
         if tokio::time::timeout(TAIL_TIMEOUT, reading).await.is_err() {
+            let _ = child.start_kill();
             return Err(JournalError::Timeout(TAIL_TIMEOUT.as_secs()));
         }
-        let status = child.wait().await.ok();
+        if read > MAX_OUTPUT {
+            // Stopped reading: journalctl would block on a full pipe.
+            let _ = child.start_kill();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
         if out.is_empty() && status.is_some_and(|s| !s.success()) {
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
@@ -107,6 +115,12 @@ impl Journal {
         }
         let truncated = crate::docker::trim_to_budget(&mut out);
         if let Some((tx, until)) = live {
+            // The tail goes first, then what follows it.
+            for line in std::mem::take(&mut out) {
+                if tx.send(line).await.is_err() {
+                    return Ok((Vec::new(), truncated));
+                }
+            }
             self.follow(unit, cursor, tx, until).await?;
         }
         Ok((out, truncated))

@@ -23,6 +23,7 @@ pub mod ops;
 pub mod services;
 pub mod state;
 mod sys;
+pub mod telemetry;
 pub mod tls;
 pub mod units;
 pub mod watch;
@@ -51,6 +52,8 @@ pub async fn run(
     let facts = facts::collect();
     let probes = caps::Probes {
         system_bus: config.system_bus.clone(),
+        ollama: config.ollama_address.clone(),
+        sdxl: config.sdxl_address.clone(),
         ..caps::Probes::default()
     };
     let capabilities = caps::detect(&probes).await;
@@ -96,7 +99,27 @@ pub async fn run(
         journal,
         mount_roots,
     );
-    let ops = std::sync::Arc::new(ops::Ops::new(whitelist, jail, auditor, watcher, services));
+    let telemetry = telemetry::Telemetry::spawn(
+        telemetry::TelemetryConfig {
+            interval: config.metrics_interval,
+            discovery_interval: config.capabilities_interval,
+            top_processes: config.top_processes,
+            ollama: config.ollama_address.clone(),
+            sdxl: config.sdxl_address.clone(),
+            path: probes.path.clone(),
+        },
+        auditor.clone(),
+    );
+    let telemetry = match telemetry {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(error = %e, "telemetry is off: the host cannot be read");
+            None
+        }
+    };
+    let ops = std::sync::Arc::new(ops::Ops::with_telemetry(
+        whitelist, jail, auditor, watcher, services, telemetry,
+    ));
     ops.services.spawn_followers();
     ops.capabilities.send_replace(capabilities);
     spawn_capability_watch(ops.clone(), probes, config.capabilities_interval);

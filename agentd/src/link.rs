@@ -280,6 +280,10 @@ impl Live<'_> {
         let mut changes = self.ops.watcher.subscribe();
         let mut service_changes = self.ops.services.changes();
         let mut capabilities = self.ops.capabilities.subscribe();
+        let mut samples = self.ops.samples.subscribe();
+        // Every connection starts with what is known of the model servers.
+        let mut models = self.ops.models.subscribe();
+        models.mark_changed();
         let mut watch_seq = 0u64;
         loop {
             for record in self.ops.audit.pending(sent_up_to, 64) {
@@ -300,15 +304,20 @@ impl Live<'_> {
                 change = service_changes.recv() => {
                     let Ok(change) = change else { continue };
                     watch_seq += 1;
-                    let event = Frame::Event(Event {
-                        v: PROTOCOL_VERSION,
-                        topic: topic::SERVICE.to_owned(),
-                        seq: watch_seq,
-                        body: serde_json::to_value(&change).unwrap_or_default(),
-                    });
-                    sink.send(Message::Text(event.encode().into()))
-                        .await
-                        .map_err(|e| SessionError::Closed(e.to_string()))?;
+                    live_event(&mut sink, topic::SERVICE, watch_seq, serde_json::to_value(&change).unwrap_or_default()).await?;
+                }
+                sample = samples.recv() => {
+                    let Ok(sample) = sample else { continue };
+                    watch_seq += 1;
+                    live_event(&mut sink, topic::METRICS, watch_seq, serde_json::to_value(&*sample).unwrap_or_default()).await?;
+                }
+                changed = models.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let now = models.borrow_and_update().clone();
+                    watch_seq += 1;
+                    live_event(&mut sink, topic::MODELS, watch_seq, serde_json::to_value(&now).unwrap_or_default()).await?;
                 }
                 changed = capabilities.changed() => {
                     if changed.is_err() {
@@ -316,15 +325,7 @@ impl Live<'_> {
                     }
                     let now = *capabilities.borrow_and_update();
                     watch_seq += 1;
-                    let event = Frame::Event(Event {
-                        v: PROTOCOL_VERSION,
-                        topic: topic::CAPABILITIES.to_owned(),
-                        seq: watch_seq,
-                        body: serde_json::to_value(now).unwrap_or_default(),
-                    });
-                    sink.send(Message::Text(event.encode().into()))
-                        .await
-                        .map_err(|e| SessionError::Closed(e.to_string()))?;
+                    live_event(&mut sink, topic::CAPABILITIES, watch_seq, serde_json::to_value(now).unwrap_or_default()).await?;
                 }
                 change = changes.recv() => {
                     let change = match change {
@@ -336,15 +337,7 @@ impl Live<'_> {
                         Err(_) => continue,
                     };
                     watch_seq += 1;
-                    let event = Frame::Event(Event {
-                        v: PROTOCOL_VERSION,
-                        topic: topic::WATCH.to_owned(),
-                        seq: watch_seq,
-                        body: serde_json::to_value(&change).unwrap_or_default(),
-                    });
-                    sink.send(Message::Text(event.encode().into()))
-                        .await
-                        .map_err(|e| SessionError::Closed(e.to_string()))?;
+                    live_event(&mut sink, topic::WATCH, watch_seq, serde_json::to_value(&change).unwrap_or_default()).await?;
                 }
                 msg = stream.next() => {
                     let text = match msg {
@@ -515,6 +508,24 @@ impl Live<'_> {
             .write(CERT_FILE, &renewed.cert_pem, 0o644)
             .map_err(|e| e.to_string())
     }
+}
+
+/// Sends one live (not spooled) event.
+async fn live_event(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    topic: &str,
+    seq: u64,
+    body: serde_json::Value,
+) -> Result<(), SessionError> {
+    let event = Frame::Event(Event {
+        v: PROTOCOL_VERSION,
+        topic: topic.to_owned(),
+        seq,
+        body,
+    });
+    sink.send(Message::Text(event.encode().into()))
+        .await
+        .map_err(|e| SessionError::Closed(e.to_string()))
 }
 
 /// The hello this agent sends.

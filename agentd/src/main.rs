@@ -94,6 +94,18 @@ struct RunArgs {
     /// How often capabilities (systemd, Docker, GPU, model servers) are detected again.
     #[arg(long, env = "AGENTD_CAPABILITIES_INTERVAL", value_parser = parse_duration)]
     capabilities_interval: Option<Duration>,
+    /// How often a host sample is taken and sent (1s to 1h; default 5s).
+    #[arg(long, env = "AGENTD_METRICS_INTERVAL", value_parser = parse_duration)]
+    metrics_interval: Option<Duration>,
+    /// Include the busiest processes (by CPU and by memory) in samples.
+    #[arg(long, env = "AGENTD_TOP_PROCESSES")]
+    top_processes: bool,
+    /// Where Ollama listens (default 127.0.0.1:11434).
+    #[arg(long, env = "AGENTD_OLLAMA_ADDRESS")]
+    ollama_address: Option<String>,
+    /// Where the Automatic1111 / SDXL web UI listens (default 127.0.0.1:7860).
+    #[arg(long, env = "AGENTD_SDXL_ADDRESS")]
+    sdxl_address: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -175,6 +187,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = args.capabilities_interval {
                 config.capabilities_interval = v;
+            }
+            if let Some(v) = args.metrics_interval {
+                config.metrics_interval = v;
+            }
+            if args.top_processes {
+                config.top_processes = true;
+            }
+            if let Some(v) = args.ollama_address {
+                config.ollama_address = v;
+            }
+            if let Some(v) = args.sdxl_address {
+                config.sdxl_address = v;
             }
             config.jails.extend(args.jails);
             config.allow.extend(args.allow);

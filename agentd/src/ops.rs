@@ -57,6 +57,10 @@ pub struct Ops {
     follows: Follows,
     /// What the host offers, as detected last.
     pub capabilities: tokio::sync::watch::Sender<axon_shared::Capabilities>,
+    /// Host samples as they are taken.
+    pub samples: tokio::sync::broadcast::Sender<Arc<axon_shared::MetricsSample>>,
+    /// Model servers as found last.
+    pub models: tokio::sync::watch::Sender<axon_shared::ModelServers>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -74,6 +78,25 @@ impl Ops {
         watcher: RootWatcher,
         services: Services,
     ) -> Self {
+        Self::with_telemetry(whitelist, jail, audit, watcher, services, None)
+    }
+
+    /// As [`Ops::new`], with the telemetry's outputs.
+    pub fn with_telemetry(
+        whitelist: Whitelist,
+        jail: Jail,
+        audit: Arc<Auditor>,
+        watcher: RootWatcher,
+        services: Services,
+        telemetry: Option<crate::telemetry::Telemetry>,
+    ) -> Self {
+        let (samples, models) = match telemetry {
+            Some(t) => (t.samples, t.models),
+            None => (
+                tokio::sync::broadcast::channel(4).0,
+                tokio::sync::watch::Sender::new(Default::default()),
+            ),
+        };
         Self {
             whitelist,
             exec_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXECS)),
@@ -83,6 +106,8 @@ impl Ops {
             services: Arc::new(services),
             follows: Follows::default(),
             capabilities: tokio::sync::watch::Sender::new(Default::default()),
+            samples,
+            models,
         }
     }
 

@@ -390,11 +390,14 @@ impl Services {
                     return Err(Self::refuse(action, name));
                 }
                 let engine = self.docker().await?;
-                let labels = engine.inspect(name).await?.labels;
-                if !self.allowed(kind, action, name, &labels) {
+                // Rules see the container's own name (not an id or prefix it was asked by),
+                // and the action goes to the container inspected, by id.
+                let found = engine.inspect(name).await?;
+                if !self.allowed(kind, action, &found.name, &found.labels) {
                     return Err(Self::refuse(action, name));
                 }
-                return Ok(engine.act(name, action, force).await?);
+                let id = found.id.unwrap_or_else(|| found.name.clone());
+                return Ok(engine.act(&id, &found.name, action, force).await?);
             }
             if !ACTIONS.contains(&action)
                 || crate::exec::check_unit_name(name).is_err()
@@ -468,6 +471,7 @@ impl Services {
         name: &str,
         live: Option<(mpsc::Sender<ContainerStats>, tokio::time::Instant)>,
     ) -> Result<Option<ContainerStats>, ServiceError> {
+        Self::check_kind(kind)?;
         if kind != "docker" {
             return Err(ServiceError::Kind(
                 "stats are for containers; a unit's memory and CPU are in its detail".into(),

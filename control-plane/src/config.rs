@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub agent_timeout: Duration,
     /// Port of the agent listener (set from the bound listener).
     pub agent_port: u16,
+    /// How long per-minute metrics history is kept.
+    pub metrics_retention: Duration,
 }
 
 impl ServeConfig {
@@ -43,6 +45,7 @@ impl ServeConfig {
             refresh_ttl: Duration::from_secs(30 * 86_400),
             agent_timeout: Duration::from_secs(10),
             agent_port: 7443,
+            metrics_retention: Duration::from_secs(7 * 86_400),
         }
     }
 
@@ -62,6 +65,11 @@ impl ServeConfig {
         if self.max_frame_bytes < 4096 {
             return Err(ConfigError::Invalid(
                 "max frame size must be at least 4096 bytes",
+            ));
+        }
+        if self.metrics_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(
+                "metrics retention must be at least 1 h",
             ));
         }
         if self.cert_lifetime < Duration::from_secs(60) {

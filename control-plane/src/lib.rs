@@ -25,6 +25,7 @@ pub mod pki;
 pub mod policy;
 mod server;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct AppState {
     pub limiter: Arc<api::RateLimiter>,
     pub audit: Arc<audit::Audit>,
     pub live: live::Live,
+    pub telemetry: Arc<telemetry::Telemetry>,
+    /// Request counts and latencies of the API, for `/metrics`.
+    pub http_metrics: Arc<api::metrics::HttpMetrics>,
 }
 
 /// Starting or running the server failed.
@@ -96,9 +100,15 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         &config.data_dir.join("audit.jsonl"),
         live.clone(),
     )?);
+    let telemetry = Arc::new(telemetry::Telemetry::open(
+        &store,
+        config.metrics_retention,
+    )?);
     Ok(AppState {
         audit,
         live,
+        telemetry,
+        http_metrics: Arc::default(),
         config: Arc::new(config),
         store: Arc::new(store),
         pki: Arc::new(pki),
@@ -141,6 +151,7 @@ pub async fn run(
         api::router(state.clone()),
         stop_rx,
     ));
+    let pruner = tokio::spawn(prune_metrics(state.clone()));
     tracing::info!(api = %api_addr, agents = %agent_addr, tls = !state.config.insecure_http, "axon-cp serving");
     ready();
     shutdown.await;
@@ -148,8 +159,27 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = agents.await;
     let _ = api.await;
+    pruner.abort();
     // Give sessions a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     state.store.db.flush().await?;
     Ok(())
+}
+
+/// Drops metrics history past its retention, every ten minutes.
+async fn prune_metrics(state: AppState) {
+    loop {
+        let hosts: Vec<String> = state
+            .store
+            .hosts
+            .values()
+            .map(|hosts| hosts.into_iter().map(|h| h.id).collect())
+            .unwrap_or_default();
+        match state.telemetry.prune(&hosts, telemetry::unix_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(minutes = n, "metrics history pruned"),
+            Err(e) => tracing::error!(error = %e, "metrics history prune failed"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    }
 }

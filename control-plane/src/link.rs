@@ -457,6 +457,41 @@ impl Session {
                     });
                 None
             }
+            Frame::Event(event) if event.topic == axon_shared::topic::METRICS => {
+                match serde_json::from_value::<axon_shared::MetricsSample>(event.body) {
+                    Ok(sample) => {
+                        let kept = self.state.telemetry.record(&self.host_id, sample);
+                        self.state.live.publish(crate::live::LiveEvent::Metrics {
+                            host_id: self.host_id.clone(),
+                            sample: Box::new((*kept).clone()),
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(host = %self.host_id, error = %e, "malformed metrics sample ignored");
+                    }
+                }
+                None
+            }
+            Frame::Event(event) if event.topic == axon_shared::topic::MODELS => {
+                let Ok(found) = serde_json::from_value::<axon_shared::ModelServers>(event.body)
+                else {
+                    tracing::debug!(host = %self.host_id, "malformed model servers ignored");
+                    return None;
+                };
+                let stored = self
+                    .state
+                    .store
+                    .hosts
+                    .update(&self.host_id, |h| h.model_servers = found.clone());
+                if let Err(e) = stored {
+                    tracing::error!(host = %self.host_id, error = %e, "registry update failed");
+                }
+                self.state.live.publish(crate::live::LiveEvent::HostModels {
+                    host_id: self.host_id.clone(),
+                    model_servers: found,
+                });
+                None
+            }
             Frame::Event(event) if event.topic == axon_shared::topic::CAPABILITIES => {
                 let Ok(capabilities) =
                     serde_json::from_value::<axon_shared::Capabilities>(event.body)
@@ -621,6 +656,9 @@ impl Session {
                 // Not acknowledged: the agent keeps it and sends it again.
                 return;
             }
+            if record.action.starts_with("gpu.") {
+                self.keep_gpu_alert(&record);
+            }
             if let Err(e) = store.agent_audit_seq.put(&self.host_id, &record.seq) {
                 tracing::error!(host = %self.host_id, error = %e, "cannot record the audit sequence");
                 return;
@@ -631,6 +669,31 @@ impl Session {
             }
         }
         conn.notify(op::EVENT_ACK, &axon_shared::EventAck { seq: record.seq });
+    }
+
+    /// A GPU fault from the agent's trail becomes an alert that stays until acknowledged.
+    fn keep_gpu_alert(&self, record: &axon_shared::AuditRecord) {
+        let Ok(event) = serde_json::from_str::<axon_shared::GpuEvent>(&record.detail) else {
+            tracing::warn!(host = %self.host_id, seq = record.seq, "GPU record without a readable event");
+            return;
+        };
+        let alert = crate::model::GpuAlert {
+            id: format!("{}-{}", self.host_id, record.seq),
+            host_id: self.host_id.clone(),
+            event,
+            received_at: crate::model::now(),
+            acked_at: None,
+            acked_by: None,
+        };
+        let key = format!("{}/{:016x}", self.host_id, record.seq);
+        if let Err(e) = self.state.store.gpu_alerts.put(&key, &alert) {
+            tracing::error!(host = %self.host_id, error = %e, "cannot keep a GPU alert");
+            return;
+        }
+        self.state.live.publish(crate::live::LiveEvent::GpuAlert {
+            host_id: self.host_id.clone(),
+            alert: Box::new(alert),
+        });
     }
 
     fn mark_online(&self, hello: &Hello) {

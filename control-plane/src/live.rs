@@ -39,6 +39,21 @@ pub enum LiveEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         action: Option<String>,
     },
+    /// A host's sample, at its agent's interval.
+    Metrics {
+        host_id: String,
+        sample: Box<axon_shared::MetricsSample>,
+    },
+    /// A host's model servers changed.
+    HostModels {
+        host_id: String,
+        model_servers: axon_shared::ModelServers,
+    },
+    /// A GPU fault was reported (it stays until acknowledged).
+    GpuAlert {
+        host_id: String,
+        alert: Box<crate::model::GpuAlert>,
+    },
     /// A host's capabilities changed (systemd, Docker, GPU or a model server came or went).
     HostCapabilities {
         host_id: String,
@@ -68,7 +83,10 @@ impl LiveEvent {
         match self {
             Self::HostOnline { host_id }
             | Self::HostOffline { host_id, .. }
-            | Self::HostCapabilities { host_id, .. } => Some(host_id),
+            | Self::HostCapabilities { host_id, .. }
+            | Self::Metrics { host_id, .. }
+            | Self::HostModels { host_id, .. }
+            | Self::GpuAlert { host_id, .. } => Some(host_id),
             Self::ExecOutput { host_id, .. }
             | Self::FileChanged { host_id, .. }
             | Self::ServiceChanged { host_id, .. } => Some(host_id),
@@ -86,6 +104,9 @@ impl LiveEvent {
             Self::FileChanged { .. } => "file_changed",
             Self::ServiceChanged { .. } => "service_changed",
             Self::HostCapabilities { .. } => "host_capabilities",
+            Self::Metrics { .. } => "metrics",
+            Self::HostModels { .. } => "host_models",
+            Self::GpuAlert { .. } => "gpu_alert",
         }
     }
 }

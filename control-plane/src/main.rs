@@ -158,6 +158,9 @@ struct ServeArgs {
     /// Largest agent-link frame accepted, in bytes.
     #[arg(long, env = "AXON_MAX_FRAME_BYTES", default_value_t = axon_shared::DEFAULT_MAX_FRAME)]
     max_frame_bytes: usize,
+    /// How long the per-minute metrics history is kept (at least 1h).
+    #[arg(long, env = "AXON_METRICS_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    metrics_retention: Duration,
     /// Lifetime of agent certificates.
     #[arg(long, env = "AXON_CERT_LIFETIME", default_value = "30d", value_parser = parse_duration)]
     cert_lifetime: Duration,
@@ -296,6 +299,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.agent_url = args.agent_url;
     config.ping_interval = args.ping_interval;
     config.max_frame_bytes = args.max_frame_bytes;
+    config.metrics_retention = args.metrics_retention;
     config.cert_lifetime = args.cert_lifetime;
     config.access_ttl = args.access_ttl;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -93,6 +93,24 @@ pub struct Host {
     /// The tenant whose portal may show this host (read-only).
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// Model servers (Ollama, SDXL) the agent found last.
+    #[serde(default)]
+    pub model_servers: axon_shared::ModelServers,
+}
+
+/// A GPU fault reported by a host, kept until someone acknowledges it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GpuAlert {
+    /// `<host id>-<agent audit sequence>`.
+    pub id: String,
+    pub host_id: String,
+    pub event: axon_shared::GpuEvent,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub acked_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub acked_by: Option<String>,
 }
 
 /// A customer of the agency; clients belong to exactly one.
@@ -205,6 +223,8 @@ pub struct Store {
     pub api_key_ids: Tree<String>,
     /// host id → the highest audit sequence number stored from that host
     pub agent_audit_seq: Tree<u64>,
+    /// `<host id>/<sequence, hex>` → GPU fault
+    pub gpu_alerts: Tree<GpuAlert>,
 }
 
 impl Store {
@@ -224,6 +244,7 @@ impl Store {
             api_keys: db.tree("api_keys")?,
             api_key_ids: db.tree("api_key_ids")?,
             agent_audit_seq: db.tree("agent_audit_seq")?,
+            gpu_alerts: db.tree("gpu_alerts")?,
             db,
         })
     }

@@ -201,6 +201,27 @@ pub const RULES: &[Rule] = &[
         Access::Roles(STAFF, "services:read"),
     ),
     rule(
+        "GET",
+        "/api/hosts/{id}/metrics",
+        Access::Roles(ALL, "hosts:read"),
+    ),
+    rule(
+        "GET",
+        "/api/hosts/{id}/gpu-alerts",
+        Access::Roles(STAFF, "hosts:read"),
+    ),
+    rule(
+        "POST",
+        "/api/hosts/{id}/gpu-alerts/{alert}/ack",
+        Access::Roles(&[A, O], "hosts:operate"),
+    ),
+    rule(
+        "GET",
+        "/api/fleet/summary",
+        Access::Roles(STAFF, "hosts:read"),
+    ),
+    rule("GET", "/metrics", Access::Roles(STAFF, "metrics:read")),
+    rule(
         "DELETE",
         "/api/hosts/{id}/services/{kind}/{name}",
         Access::Roles(&[A, O], "services:operate"),

@@ -211,6 +211,30 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
         Ok(out)
     }
 
+    /// Entries with keys in `from..to`, in key order.
+    pub fn range(&self, from: &str, to: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.range(from.as_bytes()..to.as_bytes()) {
+            let (k, v) = item.map_err(self.io("range"))?;
+            out.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                self.decode(&k, &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes the entries with keys in `from..to`; returns how many.
+    pub fn remove_range(&self, from: &str, to: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in self.inner.range(from.as_bytes()..to.as_bytes()) {
+            let (k, _) = item.map_err(self.io("range"))?;
+            self.inner.remove(k).map_err(self.io("remove"))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.inner.len()

@@ -13,6 +13,7 @@ mod duration;
 mod frame;
 mod id;
 mod messages;
+mod metrics;
 mod token;
 
 pub use cert::{CertInfo, CertParseError};
@@ -25,6 +26,11 @@ pub use messages::{
     FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts, ImageInfo, ImagePull, LogLine, MountSpec,
     ParamSchema, Pong, PortInfo, PortSpec, Requester, ServiceActed, ServiceEvent, ServiceInfo,
     ServiceLogs, ServiceOp, Welcome, op, topic,
+};
+pub use metrics::{
+    CpuSample, DiskSample, GpuEvent, GpuProcess, GpuSample, MemorySample, MetricsSample,
+    ModelServers, NetSample, Ollama, OllamaLoaded, OllamaModel, ProcessSample, StableDiffusion,
+    Temperature,
 };
 pub use token::{EnrollmentToken, TokenError};
 

@@ -61,6 +61,12 @@ pub mod topic {
     pub const WATCH: &str = "watch";
     /// A service changed: a [`super::ServiceEvent`]. Live only, not replayed.
     pub const SERVICE: &str = "service";
+    /// A [`crate::MetricsSample`] of the host, at the agent's interval. Live only.
+    pub const METRICS: &str = "metrics";
+    /// A [`crate::GpuEvent`] (XID, ECC). Live; the control plane keeps it until acknowledged.
+    pub const GPU_EVENT: &str = "gpu_event";
+    /// The host's [`crate::ModelServers`] changed (also sent once per connection).
+    pub const MODELS: &str = "models";
     /// The host's [`super::Capabilities`] changed (a bus or engine appeared or went away).
     /// Live only; the hello of the next connection carries them too.
     pub const CAPABILITIES: &str = "capabilities";

@@ -960,3 +960,66 @@ pub async fn sse_until(
     }
     (status, text)
 }
+
+/// A small HTTP/1.1 server for third-party peers (model servers and the like): each path
+/// answers the JSON set for it, 404 otherwise. Answers can be changed while it runs.
+pub struct FakeHttp {
+    pub addr: std::net::SocketAddr,
+    routes: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeHttp {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let routes: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+            Arc::default();
+        let served = routes.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let routes = served.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let body = routes.lock().expect("routes").get(&path).cloned();
+                    let reply = match body {
+                        Some(b) => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                            b.len()
+                        ),
+                        None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+                    };
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Self { addr, routes, task }
+    }
+
+    /// Sets the JSON `path` answers.
+    pub fn set(&self, path: &str, json: &str) {
+        self.routes
+            .lock()
+            .expect("routes")
+            .insert(path.to_owned(), json.to_owned());
+    }
+}
+
+impl Drop for FakeHttp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

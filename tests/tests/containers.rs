@@ -268,7 +268,7 @@ async fn containers_run_act_log_and_stop_within_the_hosts_allow_rules() {
 
     // Outside the host's rules, or outside its roots: refused, and nothing changes.
     let other = format!("axon-other-{}", docker.run);
-    docker.docker(&[
+    let other_id = docker.docker(&[
         "run",
         "-d",
         "--name",
@@ -280,6 +280,13 @@ async fn containers_run_act_log_and_stop_within_the_hosts_allow_rules() {
         "1000",
     ]);
     for (method, path, body, want, why) in [
+        (
+            Method::POST,
+            api(&format!("/services/docker/{}/stop", &other_id[..12])),
+            None,
+            StatusCode::FORBIDDEN,
+            "a container outside the patterns, asked for by id",
+        ),
         (
             Method::POST,
             api(&format!("/services/docker/{other}/stop")),

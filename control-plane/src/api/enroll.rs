@@ -178,6 +178,7 @@ async fn enroll(
         labels: record.labels,
         facts: None,
         capabilities: Default::default(),
+        model_servers: Default::default(),
         agent_version: None,
         first_seen: now(),
         last_seen: None,

@@ -52,6 +52,8 @@ struct HostView {
     revoked_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tenant_id: Option<String>,
+    /// Ollama and SDXL as the agent found them last.
+    model_servers: axon_shared::ModelServers,
 }
 
 fn view(state: &AppState, h: Host) -> HostView {
@@ -76,6 +78,7 @@ fn view(state: &AppState, h: Host) -> HostView {
         cert_not_after: h.cert_not_after,
         revoked_at: h.revoked_at,
         tenant_id: h.tenant_id,
+        model_servers: h.model_servers,
     }
 }
 

@@ -7,9 +7,11 @@ mod enroll;
 mod files;
 mod hosts;
 mod keys;
+pub mod metrics;
 mod openapi;
 mod portal;
 mod services;
+mod telemetry;
 mod tenants;
 mod users;
 mod ws;
@@ -63,6 +65,8 @@ pub fn routes() -> Vec<Route> {
         hosts::routes(),
         files::routes(),
         services::routes(),
+        telemetry::routes(),
+        metrics::routes(),
         tenants::routes(),
         users::routes(),
         keys::routes(),
@@ -92,6 +96,11 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::policy::enforce,
+        ))
+        // Outside the policy layer, so refusals are counted too.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
         ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {

@@ -26,6 +26,9 @@ use crate::fleet::LinkError;
 const ACTION_WAIT: Duration = Duration::from_secs(100);
 /// How long the API waits for a pull: the agent gives it ten minutes.
 const PULL_WAIT: Duration = Duration::from_secs(630);
+/// How long the API waits for logs and stats: the agent gives journalctl 20 s and the engine
+/// 30 s.
+const READ_WAIT: Duration = Duration::from_secs(40);
 /// How long a followed stream may last unless the caller says less.
 const FOLLOW_SECS: u32 = 300;
 const MAX_FOLLOW_SECS: u32 = 3600;
@@ -163,9 +166,19 @@ async fn call<T: DeserializeOwned>(
     op: &str,
     body: &impl serde::Serialize,
 ) -> Result<T, ApiError> {
+    call_within(state, id, op, body, state.config.agent_timeout).await
+}
+
+async fn call_within<T: DeserializeOwned>(
+    state: &AppState,
+    id: &str,
+    op: &str,
+    body: &impl serde::Serialize,
+    wait: Duration,
+) -> Result<T, ApiError> {
     let value = state
         .hub
-        .call(id, op, body, state.config.agent_timeout)
+        .call(id, op, body, wait)
         .await
         .map_err(link_error)?;
     decode(value)
@@ -328,7 +341,8 @@ async fn logs(
         ..ServiceOp::default()
     };
     if !follow {
-        let logs: ServiceLogs = call(&state, &id, op::SERVICE_LOGS, &body).await?;
+        let logs: ServiceLogs =
+            call_within(&state, &id, op::SERVICE_LOGS, &body, READ_WAIT).await?;
         return Ok(ApiJson(logs).into_response());
     }
     let wait = Duration::from_secs(u64::from(follow_secs) + 60);
@@ -340,9 +354,10 @@ async fn logs(
         wait,
         "line",
         |v| {
-            // The tail first, then the lines that follow.
+            // Every line went out as a `line` event, the tail first; the result says whether
+            // older lines were left out.
             let logs: ServiceLogs = decode(v)?;
-            Ok(serde_json::json!({ "truncated": logs.truncated, "tail": logs.lines }))
+            Ok(serde_json::json!({ "truncated": logs.truncated }))
         },
     ))
 }
@@ -373,7 +388,8 @@ async fn stats(
         ..ServiceOp::default()
     };
     if !sse {
-        let sample: ContainerStats = call(&state, &id, op::SERVICE_STATS, &body).await?;
+        let sample: ContainerStats =
+            call_within(&state, &id, op::SERVICE_STATS, &body, READ_WAIT).await?;
         return Ok(ApiJson(sample).into_response());
     }
     let wait = Duration::from_secs(u64::from(follow_secs) + 60);
