@@ -264,22 +264,34 @@ fn number(text: &str) -> Option<f64> {
         .filter(|v| v.is_finite())
 }
 
+/// A query field's canonical name (`gpu_name` is `name`, `clocks.sm` is `clocks.current.sm`,
+/// ...), as nvidia-smi prints it in a header.
+fn canonical(field: &str) -> String {
+    let f = field
+        .split(" [")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match f.as_str() {
+        "gpu_name" => "name".into(),
+        "gpu_uuid" => "uuid".into(),
+        "clocks.sm" => "clocks.current.sm".into(),
+        "clocks.mem" | "clocks.memory" => "clocks.current.memory".into(),
+        "clocks.gr" | "clocks.graphics" => "clocks.current.graphics".into(),
+        "temperature.gpu" | "temp.gpu" => "temperature.gpu".into(),
+        _ => f,
+    }
+}
+
 /// Parses `nvidia-smi --query-gpu=<fields> --format=csv[,noheader][,nounits]`. With a header
 /// line, its names (units stripped) say which column is which; without, `fields` does. Lines
-/// that are not GPUs (blank, MIG notices) are skipped.
+/// that are not GPUs (blank, too short) are skipped; memory missing one of used / free / total
+/// is worked out from the other two.
 pub fn parse_smi_csv(fields: &[&str], text: &str) -> Vec<GpuSample> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
     let header: Option<Vec<String>> = lines.peek().and_then(|first| {
-        let names: Vec<String> = first
-            .split(',')
-            .map(|c| {
-                c.split(" [")
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .collect();
+        let names: Vec<String> = first.split(',').map(canonical).collect();
         names
             .iter()
             .any(|n| n == "uuid" || n == "name" || n == "index")
@@ -289,7 +301,7 @@ pub fn parse_smi_csv(fields: &[&str], text: &str) -> Vec<GpuSample> {
         lines.next();
     }
     let columns: Vec<String> =
-        header.unwrap_or_else(|| fields.iter().map(|f| (*f).to_owned()).collect());
+        header.unwrap_or_else(|| fields.iter().map(|f| canonical(f)).collect());
     let col = |name: &str| columns.iter().position(|c| c == name);
     let mut gpus = Vec::new();
     for (n, line) in lines.enumerate() {
@@ -304,24 +316,22 @@ pub fn parse_smi_csv(fields: &[&str], text: &str) -> Vec<GpuSample> {
         };
         let num = |name: &str| col(name).and_then(|i| number(cells[i]));
         let mib = |name: &str| num(name).map(|v| (v * MIB as f64) as u64);
-        let index = num("index").map(|v| v as u32).unwrap_or(n as u32);
+        let (used, free, total) = (mib("memory.used"), mib("memory.free"), mib("memory.total"));
+        let total = total.or_else(|| Some(used? + free?));
+        let used = used.or_else(|| Some(total?.saturating_sub(free?)));
         gpus.push(GpuSample {
-            index,
+            index: num("index").map(|v| v as u32).unwrap_or(n as u32),
             uuid: text("uuid").unwrap_or_default(),
             name: text("name").unwrap_or_default(),
             util_pct: num("utilization.gpu").map(|v| v as f32),
             mem_util_pct: num("utilization.memory").map(|v| v as f32),
-            mem_used_bytes: mib("memory.used"),
-            mem_total_bytes: mib("memory.total"),
+            mem_used_bytes: used,
+            mem_total_bytes: total,
             temperature_c: num("temperature.gpu").map(|v| v as f32),
             power_w: num("power.draw").map(|v| v as f32),
             power_limit_w: num("power.limit").map(|v| v as f32),
-            sm_clock_mhz: num("clocks.sm")
-                .or_else(|| num("clocks.current.sm"))
-                .map(|v| v as u32),
-            mem_clock_mhz: num("clocks.mem")
-                .or_else(|| num("clocks.current.memory"))
-                .map(|v| v as u32),
+            sm_clock_mhz: num("clocks.current.sm").map(|v| v as u32),
+            mem_clock_mhz: num("clocks.current.memory").map(|v| v as u32),
             fan_pct: num("fan.speed").map(|v| v as f32),
             pcie_rx_bps: None,
             pcie_tx_bps: None,
