@@ -110,7 +110,13 @@ fn last_record(path: &Path) -> Result<Option<AuditRecord>, AuditError> {
 fn open_spool(path: &Path) -> Result<sled::Db, AuditError> {
     let mut attempt = 0;
     loop {
-        match sled::Config::new().path(path).open() {
+        // Every write is flushed where it is made; sled's own periodic flusher would wake
+        // (and fsync) twice a second on an idle host.
+        let config = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .cache_capacity(4 << 20);
+        match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
                 if attempt < 40

@@ -285,8 +285,17 @@ impl Live<'_> {
         let mut models = self.ops.models.subscribe();
         models.mark_changed();
         let mut watch_seq = 0u64;
+        // The spool is read when something was added (and once per connection), not on every
+        // wake-up of the loop.
+        let mut audit_due = true;
         loop {
-            for record in self.ops.audit.pending(sent_up_to, 64) {
+            let batch = if audit_due {
+                self.ops.audit.pending(sent_up_to, 64)
+            } else {
+                Vec::new()
+            };
+            audit_due = batch.len() == 64;
+            for record in batch {
                 sent_up_to = record.seq;
                 let event = Frame::Event(Event {
                     v: PROTOCOL_VERSION,
@@ -300,7 +309,7 @@ impl Live<'_> {
             }
             let renew_sleep = tokio::time::sleep_until(renew_at.into());
             tokio::select! {
-                _ = self.ops.audit.spooled.notified() => {}
+                _ = self.ops.audit.spooled.notified() => audit_due = true,
                 change = service_changes.recv() => {
                     let Ok(change) = change else { continue };
                     watch_seq += 1;

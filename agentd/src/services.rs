@@ -19,6 +19,10 @@ use crate::docker::{DockerEngine, EngineError};
 use crate::journal::{Journal, JournalError};
 use crate::units::{Systemd, UnitError};
 
+/// How soon a follower dials systemd or the engine again after losing it, doubling up to
+/// the most while it stays away (a host without either costs next to nothing).
+const RETRY_MIN: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long an action's job may take.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
 const ACTIONS: &[&str] = &["start", "stop", "restart", "reload", "enable", "disable"];
@@ -215,22 +219,28 @@ impl Services {
     pub fn spawn_followers(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
+            let mut wait = RETRY_MIN;
             loop {
                 if let Ok(systemd) = Systemd::connect(this.bus.as_deref()).await {
                     let stale = || this.forget_file_states();
                     let _ = systemd.follow_changes(&this.changes, stale).await;
+                    wait = RETRY_MIN;
                 }
                 this.forget_file_states();
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
             }
         });
         let this = self.clone();
         tokio::spawn(async move {
+            let mut wait = RETRY_MIN;
             loop {
                 if let Ok(engine) = DockerEngine::connect().await {
                     engine.follow_events(&this.changes).await;
+                    wait = RETRY_MIN;
                 }
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
             }
         });
     }

@@ -634,6 +634,11 @@ impl Session {
             return;
         }
         if record.seq > last {
+            // A GPU fault is kept as an alert first: if that fails, nothing is acknowledged
+            // and the agent sends the record again.
+            if record.action.starts_with("gpu.") && !self.keep_gpu_alert(&record) {
+                return;
+            }
             let who = &record.requested_by;
             let action = if record.action.starts_with("agent.") {
                 record.action.clone()
@@ -656,9 +661,6 @@ impl Session {
                 // Not acknowledged: the agent keeps it and sends it again.
                 return;
             }
-            if record.action.starts_with("gpu.") {
-                self.keep_gpu_alert(&record);
-            }
             if let Err(e) = store.agent_audit_seq.put(&self.host_id, &record.seq) {
                 tracing::error!(host = %self.host_id, error = %e, "cannot record the audit sequence");
                 return;
@@ -672,10 +674,12 @@ impl Session {
     }
 
     /// A GPU fault from the agent's trail becomes an alert that stays until acknowledged.
-    fn keep_gpu_alert(&self, record: &axon_shared::AuditRecord) {
+    /// Returns false only when storing failed (a record that carries no readable event is
+    /// logged and passed over: sending it again cannot help).
+    fn keep_gpu_alert(&self, record: &axon_shared::AuditRecord) -> bool {
         let Ok(event) = serde_json::from_str::<axon_shared::GpuEvent>(&record.detail) else {
             tracing::warn!(host = %self.host_id, seq = record.seq, "GPU record without a readable event");
-            return;
+            return true;
         };
         let alert = crate::model::GpuAlert {
             id: format!("{}-{}", self.host_id, record.seq),
@@ -686,14 +690,20 @@ impl Session {
             acked_by: None,
         };
         let key = format!("{}/{:016x}", self.host_id, record.seq);
-        if let Err(e) = self.state.store.gpu_alerts.put(&key, &alert) {
-            tracing::error!(host = %self.host_id, error = %e, "cannot keep a GPU alert");
-            return;
+        // A replay of a record already kept must not undo its acknowledgement.
+        match self.state.store.gpu_alerts.insert_new(&key, &alert) {
+            Ok(true) => {}
+            Ok(false) => return true,
+            Err(e) => {
+                tracing::error!(host = %self.host_id, error = %e, "cannot keep a GPU alert");
+                return false;
+            }
         }
         self.state.live.publish(crate::live::LiveEvent::GpuAlert {
             host_id: self.host_id.clone(),
             alert: Box::new(alert),
         });
+        true
     }
 
     fn mark_online(&self, hello: &Hello) {

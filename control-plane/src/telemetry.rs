@@ -15,6 +15,10 @@ use crate::store::{StoreError, Tree};
 /// How much the in-memory ring holds.
 pub const RING_SPAN: Duration = Duration::from_secs(3600);
 const MINUTE_MS: u64 = 60_000;
+/// The most points a ring holds, whatever the timestamps say (one a second for an hour).
+const RING_MAX: usize = 3600;
+/// How far a sample's clock may be from ours before our receive time is used instead.
+const MAX_SKEW_MS: u64 = 60_000;
 /// The most points one query answers.
 pub const MAX_POINTS: u64 = 5000;
 
@@ -190,7 +194,22 @@ impl Telemetry {
 
     /// Takes in a host's sample: the latest, the ring, and the minute's history once the
     /// minute is over.
-    pub fn record(&self, host: &str, sample: MetricsSample) -> Arc<MetricsSample> {
+    pub fn record(&self, host: &str, mut sample: MetricsSample) -> Arc<MetricsSample> {
+        self.record_at(host, &mut sample, unix_ms());
+        self.latest(host).unwrap_or_else(|| Arc::new(sample))
+    }
+
+    /// As [`Telemetry::record`], with the receive time given: a sample whose clock is more than
+    /// a minute off is filed at the receive time (a host's clock must not write history into
+    /// the future or the past).
+    pub fn record_at(&self, host: &str, sample: &mut MetricsSample, now_ms: u64) {
+        if sample.ts_ms.abs_diff(now_ms) > MAX_SKEW_MS {
+            sample.ts_ms = now_ms;
+        }
+        self.insert(host, sample.clone());
+    }
+
+    fn insert(&self, host: &str, sample: MetricsSample) {
         let point = Point::of(&sample);
         let sample = Arc::new(sample);
         let finished = {
@@ -204,6 +223,9 @@ impl Telemetry {
             // A sample older than the last one (a clock step back) starts the ring afresh.
             if series.ring.back().is_some_and(|p| p.ts_ms > point.ts_ms) {
                 series.ring.clear();
+            }
+            if series.ring.len() >= RING_MAX {
+                series.ring.pop_front();
             }
             series.ring.push_back(point.clone());
             let minute = point.ts_ms / MINUTE_MS;
@@ -225,7 +247,6 @@ impl Telemetry {
                 tracing::error!(%host, error = %e, "metrics history write failed");
             }
         }
-        sample
     }
 
     /// The host's latest sample.
@@ -348,7 +369,7 @@ mod tests {
         let mut ts = start;
         while ts < start + 3 * 3600 * 1000 {
             let minute = (ts - start) / MINUTE_MS;
-            t.record(
+            t.insert(
                 "h1",
                 sample(ts, if minute.is_multiple_of(2) { 10.0 } else { 30.0 }),
             );
@@ -391,15 +412,28 @@ mod tests {
         let (_dir, t) = telemetry(Duration::from_secs(86_400));
         let start = 1_700_000_000_000;
         for i in 0..(2 * 3600) {
-            t.record("h", sample(start + i * 1000, 1.0));
+            t.insert("h", sample(start + i * 1000, 1.0));
         }
         let series = t.lock();
         let ring = &series["h"].ring;
-        assert_eq!(ring.len(), 3601);
+        assert_eq!(ring.len(), 3600, "capped");
         assert_eq!(
             ring.back().map(|p| p.ts_ms),
             Some(start + (2 * 3600 - 1) * 1000)
         );
+    }
+
+    #[test]
+    fn a_skewed_clock_is_filed_at_the_receive_time() {
+        let (_dir, t) = telemetry(Duration::from_secs(86_400));
+        let now = 1_800_000_000_000;
+        let mut future = sample(now + 86_400_000, 1.0);
+        t.record_at("h", &mut future, now);
+        assert_eq!(future.ts_ms, now);
+        let mut close = sample(now - 5_000, 1.0);
+        t.record_at("h", &mut close, now);
+        assert_eq!(close.ts_ms, now - 5_000);
+        assert_eq!(t.latest("h").map(|s| s.ts_ms), Some(now - 5_000));
     }
 
     #[test]

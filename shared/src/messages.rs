@@ -63,8 +63,6 @@ pub mod topic {
     pub const SERVICE: &str = "service";
     /// A [`crate::MetricsSample`] of the host, at the agent's interval. Live only.
     pub const METRICS: &str = "metrics";
-    /// A [`crate::GpuEvent`] (XID, ECC). Live; the control plane keeps it until acknowledged.
-    pub const GPU_EVENT: &str = "gpu_event";
     /// The host's [`crate::ModelServers`] changed (also sent once per connection).
     pub const MODELS: &str = "models";
     /// The host's [`super::Capabilities`] changed (a bus or engine appeared or went away).

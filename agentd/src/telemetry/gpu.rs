@@ -225,6 +225,15 @@ fn smi_sample(path: &PathBuf) -> Result<Vec<GpuSample>, String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("gpus: {}: {e}", path.display()))?;
+    // Read while it runs, so a large answer never blocks it on a full pipe.
+    let reader = child.stdout.take().map(|mut stdout| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut out = String::new();
+            let _ = (&mut stdout).take(1 << 20).read_to_string(&mut out);
+            out
+        })
+    });
     let started = std::time::Instant::now();
     loop {
         match child.try_wait() {
@@ -242,11 +251,7 @@ fn smi_sample(path: &PathBuf) -> Result<Vec<GpuSample>, String> {
             }
         }
     }
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        use std::io::Read;
-        let _ = (&mut stdout).take(1 << 20).read_to_string(&mut out);
-    }
+    let out = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     Ok(parse_smi_csv(SMI_FIELDS, &out))
 }
 

@@ -141,6 +141,7 @@ async fn revoke(
         .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))?;
     // Refuse new handshakes first, then cut the live link.
     state.revocations.revoke_host(&id);
+    state.telemetry.forget(&id);
     state.store.db.flush().await?;
     if let Some(conn) = state.hub.get(&id) {
         conn.kill();

@@ -225,6 +225,7 @@ async fn exposition(State(state): State<AppState>) -> Result<Response, ApiError>
     }
     let names: HashMap<String, String> = hosts
         .iter()
+        .filter(|h| h.revoked_at.is_none())
         .map(|h| (h.id.clone(), h.hostname.clone()))
         .collect();
     let mut latest = state.telemetry.latest_all();
@@ -420,11 +421,13 @@ fn host_samples(x: &mut Exposition, host: &[(&str, &str)], s: &axon_shared::Metr
         );
     }
     for t in &s.temperatures {
+        // sysinfo's label is "<chip> <sensor>", e.g. "coretemp Package id 0".
+        let (chip, sensor) = t.label.split_once(' ').unwrap_or((&t.label, ""));
         x.sample(
             "node_hwmon_temp_celsius",
             "gauge",
             "Hardware monitor for temperature (input).",
-            &with(host, &[("sensor", &t.label)]),
+            &with(host, &[("chip", chip), ("sensor", sensor)]),
             f64::from(t.celsius),
         );
     }

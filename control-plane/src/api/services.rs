@@ -26,9 +26,9 @@ use crate::fleet::LinkError;
 const ACTION_WAIT: Duration = Duration::from_secs(100);
 /// How long the API waits for a pull: the agent gives it ten minutes.
 const PULL_WAIT: Duration = Duration::from_secs(630);
-/// How long the API waits for logs and stats: the agent gives journalctl 20 s and the engine
-/// 30 s.
-const READ_WAIT: Duration = Duration::from_secs(40);
+/// How long the API waits for logs and stats: the agent may take an inspect and a read of up
+/// to 30 s each from the engine, or a bus check and 20 s of journalctl.
+const READ_WAIT: Duration = Duration::from_secs(70);
 /// How long a followed stream may last unless the caller says less.
 const FOLLOW_SECS: u32 = 300;
 const MAX_FOLLOW_SECS: u32 = 3600;

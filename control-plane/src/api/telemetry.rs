@@ -191,7 +191,9 @@ async fn summary(
             }
             s.gpu_memory_used_bytes += g.mem_used_bytes.unwrap_or(0);
             s.gpu_memory_total_bytes += g.mem_total_bytes.unwrap_or(0);
-            if let (Some(used), Some(total)) = (g.mem_used_bytes, g.mem_total_bytes) {
+            if let (Some(used), Some(total)) = (g.mem_used_bytes, g.mem_total_bytes)
+                && total > used
+            {
                 s.gpus_with_free_memory.push(FreeGpu {
                     host_id: host.id.clone(),
                     hostname: host.hostname.clone(),
@@ -263,14 +265,20 @@ async fn ack(
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| ApiError::not_found(format!("no GPU alert {alert_id} on host {id}")))?;
     let key = format!("{id}/{seq:016x}");
+    let mut newly = false;
     let updated = state.store.gpu_alerts.update(&key, |a| {
-        if a.acked_at.is_none() {
+        newly = a.acked_at.is_none();
+        if newly {
             a.acked_at = Some(crate::model::now());
             a.acked_by = Some(caller.id.clone());
         }
     })?;
     let alert = updated
         .ok_or_else(|| ApiError::not_found(format!("no GPU alert {alert_id} on host {id}")))?;
+    if !newly {
+        // Acknowledged before: the first acknowledgement stands.
+        return Ok(ApiJson(alert));
+    }
     state.store.db.flush().await?;
     state.audit.record(
         state
