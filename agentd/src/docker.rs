@@ -355,6 +355,9 @@ impl DockerEngine {
         // Fails clearly for a missing container before any stream starts.
         self.inspect(name).await?;
         let tail = lines.min(MAX_LOG_LINES).to_string();
+        // Taken before the tail is read: a line written meanwhile is followed, not lost (the
+        // engine's `since` is in whole seconds; lines of the tail that come again are skipped).
+        let since = i32::try_from(crate::ops::unix_ms() / 1000).unwrap_or(i32::MAX);
         let options = q::LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
@@ -376,8 +379,7 @@ impl DockerEngine {
             .map_err(|_| EngineError::Timeout(CALL_TIMEOUT.as_secs()))??;
         let truncated = trim_to_budget(&mut out);
         if let Some((tx, until)) = live {
-            // The engine's `since` is in whole seconds: lines of the tail's last moment come
-            // again and are skipped.
+            // Lines up to the tail's last moment come again from `since`: skip them.
             let last_ts = out.last().and_then(|l| l.ts_ms).unwrap_or(0);
             let at_last: std::collections::HashSet<String> = out
                 .iter()
@@ -390,7 +392,6 @@ impl DockerEngine {
                     return Ok((Vec::new(), truncated));
                 }
             }
-            let since = i32::try_from(crate::ops::unix_ms() / 1000).unwrap_or(i32::MAX);
             let options = q::LogsOptionsBuilder::new()
                 .stdout(true)
                 .stderr(true)
