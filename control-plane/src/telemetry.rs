@@ -194,22 +194,26 @@ impl Telemetry {
 
     /// Takes in a host's sample: the latest, the ring, and the minute's history once the
     /// minute is over.
-    pub fn record(&self, host: &str, mut sample: MetricsSample) -> Arc<MetricsSample> {
-        self.record_at(host, &mut sample, unix_ms());
-        self.latest(host).unwrap_or_else(|| Arc::new(sample))
+    pub fn record(&self, host: &str, sample: MetricsSample) -> Arc<MetricsSample> {
+        self.record_at(host, sample, unix_ms())
     }
 
     /// As [`Telemetry::record`], with the receive time given: a sample whose clock is more than
     /// a minute off is filed at the receive time (a host's clock must not write history into
     /// the future or the past).
-    pub fn record_at(&self, host: &str, sample: &mut MetricsSample, now_ms: u64) {
+    pub fn record_at(
+        &self,
+        host: &str,
+        mut sample: MetricsSample,
+        now_ms: u64,
+    ) -> Arc<MetricsSample> {
         if sample.ts_ms.abs_diff(now_ms) > MAX_SKEW_MS {
             sample.ts_ms = now_ms;
         }
-        self.insert(host, sample.clone());
+        self.insert(host, sample)
     }
 
-    fn insert(&self, host: &str, sample: MetricsSample) {
+    fn insert(&self, host: &str, sample: MetricsSample) -> Arc<MetricsSample> {
         let point = Point::of(&sample);
         let sample = Arc::new(sample);
         let finished = {
@@ -247,6 +251,7 @@ impl Telemetry {
                 tracing::error!(%host, error = %e, "metrics history write failed");
             }
         }
+        sample
     }
 
     /// The host's latest sample.
@@ -427,11 +432,9 @@ mod tests {
     fn a_skewed_clock_is_filed_at_the_receive_time() {
         let (_dir, t) = telemetry(Duration::from_secs(86_400));
         let now = 1_800_000_000_000;
-        let mut future = sample(now + 86_400_000, 1.0);
-        t.record_at("h", &mut future, now);
+        let future = t.record_at("h", sample(now + 86_400_000, 1.0), now);
         assert_eq!(future.ts_ms, now);
-        let mut close = sample(now - 5_000, 1.0);
-        t.record_at("h", &mut close, now);
+        let close = t.record_at("h", sample(now - 5_000, 1.0), now);
         assert_eq!(close.ts_ms, now - 5_000);
         assert_eq!(t.latest("h").map(|s| s.ts_ms), Some(now - 5_000));
     }

@@ -83,7 +83,8 @@ fn view(state: &AppState, h: Host) -> HostView {
 }
 
 /// The host, if it exists and the caller may see it; otherwise the same 404.
-fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Host, ApiError> {
+/// The host with this id, if the caller may see it (404 otherwise, as for a missing one).
+pub(crate) fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Host, ApiError> {
     state
         .store
         .hosts
@@ -330,74 +331,31 @@ async fn exec(
             .await;
         return audit.finish(outcome).map(|r| ApiJson(r).into_response());
     }
-    // Subscribe before sending, so no chunk is missed.
-    let mut events = state.live.subscribe();
-    let (tx, rx) = tokio::sync::mpsc::channel::<axum::response::sse::Event>(64);
-    tokio::spawn(async move {
-        use axum::response::sse::Event;
-        let wanted = |e: &crate::live::LiveEvent| match e {
-            crate::live::LiveEvent::ExecOutput {
-                host_id,
-                request_id: rid,
-                stream,
-                data,
-                last,
-                ..
-            } if *host_id == id && *rid == request_id && !*last => Some(
-                Event::default()
-                    .event("output")
-                    .json_data(serde_json::json!({"stream": stream, "data": data}))
-                    .ok()?,
-            ),
-            _ => None,
-        };
-        let call = state
-            .hub
-            .call_as(&id, request_id.clone(), op::EXEC_RUN, &run, EXEC_WAIT);
-        tokio::pin!(call);
-        let outcome = loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Ok(e) => {
-                        if let Some(ev) = wanted(&e)
-                            && tx.send(ev).await.is_err()
-                        {
-                            // The client left; the command still runs and is still audited.
-                            let _ = audit.finish((&mut call).await);
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Event::default().event("lagged").data(n.to_string())).await;
-                    }
-                    Err(_) => {}
-                },
-                outcome = &mut call => break outcome,
-            }
-        };
-        while let Ok(e) = events.try_recv() {
-            if let Some(ev) = wanted(&e) {
-                let _ = tx.send(ev).await;
-            }
+    let call = {
+        let (state, id, request_id) = (state.clone(), id.clone(), request_id.clone());
+        async move {
+            state
+                .hub
+                .call_as(&id, request_id, op::EXEC_RUN, &run, EXEC_WAIT)
+                .await
         }
-        let last = match audit.finish(outcome) {
-            Ok(result) => Event::default().event("result").json_data(&result),
-            Err(e) => Event::default().event("error").json_data(
-                serde_json::json!({"error": {"code": e.code.as_str(), "message": e.message}}),
-            ),
-        };
-        if let Ok(last) = last {
-            let _ = tx.send(last).await;
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
-    });
-    Ok(axum::response::sse::Sse::new(stream)
-        .keep_alive(axum::response::sse::KeepAlive::default())
-        .into_response())
+    };
+    fn output(stream: &str, data: &str) -> Option<axum::response::sse::Event> {
+        axum::response::sse::Event::default()
+            .event("output")
+            .json_data(serde_json::json!({"stream": stream, "data": data}))
+            .ok()
+    }
+    // A client that leaves does not stop the command; it is still audited.
+    Ok(super::sse::relay(
+        state,
+        id,
+        request_id,
+        call,
+        output,
+        super::sse::OnLeave::Finish,
+        move |outcome| audit.finish(outcome),
+    ))
 }
 
 /// Audits an exec and turns its outcome into the API's result.

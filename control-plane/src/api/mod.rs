@@ -11,6 +11,7 @@ pub mod metrics;
 mod openapi;
 mod portal;
 mod services;
+mod sse;
 mod telemetry;
 mod tenants;
 mod users;

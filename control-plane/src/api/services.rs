@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axon_shared::{
-    Cancel, ContainerRun, ContainerStats, ImageInfo, ImagePull, MountSpec, PortSpec, ServiceActed,
+    ContainerRun, ContainerStats, ImageInfo, ImagePull, MountSpec, PortSpec, ServiceActed,
     ServiceInfo, ServiceLogs, ServiceOp, op,
 };
 use axum::extract::{Query, State};
@@ -352,7 +352,7 @@ async fn logs(
         op::SERVICE_LOGS,
         body,
         wait,
-        "line",
+        line_event,
         |v| {
             // Every line went out as a `line` event, the tail first; the result says whether
             // older lines were left out.
@@ -399,7 +399,7 @@ async fn stats(
         op::SERVICE_STATS,
         body,
         wait,
-        "sample",
+        sample_event,
         Ok,
     ))
 }
@@ -520,88 +520,51 @@ async fn pull(
     }
 }
 
-/// Answers with a `text/event-stream`: one `item` event per chunk the agent sends for the
-/// request, then `result` (the answer, through `finish`) or `error`. When the client leaves,
-/// the agent is told to stop.
+/// Answers with a `text/event-stream` of the request's chunks as `item` events, then
+/// `result` (the answer, through `finish`) or `error`. When the client leaves, the agent is
+/// told to stop.
 fn stream_call(
     state: AppState,
     host: String,
     operation: &'static str,
     body: ServiceOp,
     wait: Duration,
-    item: &'static str,
+    item: fn(&str, &str) -> Option<axum::response::sse::Event>,
     finish: impl FnOnce(serde_json::Value) -> Result<serde_json::Value, ApiError> + Send + 'static,
 ) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     let request_id = crate::auth::new_id();
-    // Subscribe before sending, so no chunk is missed.
-    let mut events = state.live.subscribe();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    tokio::spawn(async move {
-        let wanted = |e: &crate::live::LiveEvent| match e {
-            crate::live::LiveEvent::ExecOutput {
-                host_id,
-                request_id: rid,
-                data,
-                last,
-                ..
-            } if *host_id == host && *rid == request_id && !*last => {
-                Some(Event::default().event(item).data(data))
-            }
-            _ => None,
-        };
-        let call = state
-            .hub
-            .call_as(&host, request_id.clone(), operation, &body, wait);
-        tokio::pin!(call);
-        let outcome = loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Ok(e) => {
-                        if let Some(ev) = wanted(&e)
-                            && tx.send(ev).await.is_err()
-                        {
-                            break None;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Event::default().event("lagged").data(n.to_string())).await;
-                    }
-                    Err(_) => {}
-                },
-                _ = tx.closed() => break None,
-                outcome = &mut call => break Some(outcome),
-            }
-        };
-        let Some(outcome) = outcome else {
-            // The client left: stop the agent's side too.
-            if let Some(conn) = state.hub.get(&host) {
-                conn.notify(op::CANCEL, &Cancel { id: request_id });
-            }
-            let _ = call.await;
-            return;
-        };
-        while let Ok(e) = events.try_recv() {
-            if let Some(ev) = wanted(&e) {
-                let _ = tx.send(ev).await;
-            }
+    let call = {
+        let (state, host, request_id) = (state.clone(), host.clone(), request_id.clone());
+        async move {
+            state
+                .hub
+                .call_as(&host, request_id, operation, &body, wait)
+                .await
         }
-        let last = match outcome.map_err(link_error).and_then(finish) {
-            Ok(v) => Event::default().event("result").json_data(v),
-            Err(e) => Event::default().event("error").json_data(
-                serde_json::json!({"error": {"code": e.code.as_str(), "message": e.message}}),
-            ),
-        };
-        if let Ok(last) = last {
-            let _ = tx.send(last).await;
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
-    });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    };
+    super::sse::relay(
+        state,
+        host,
+        request_id,
+        call,
+        item,
+        super::sse::OnLeave::Cancel,
+        move |outcome| outcome.map_err(link_error).and_then(finish),
+    )
+}
+
+fn line_event(_stream: &str, data: &str) -> Option<axum::response::sse::Event> {
+    Some(
+        axum::response::sse::Event::default()
+            .event("line")
+            .data(data),
+    )
+}
+
+fn sample_event(_stream: &str, data: &str) -> Option<axum::response::sse::Event> {
+    Some(
+        axum::response::sse::Event::default()
+            .event("sample")
+            .data(data),
+    )
 }

@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::Route;
+use super::hosts::find;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
@@ -51,19 +52,6 @@ struct HostMetrics {
     latest: Option<MetricsSample>,
 }
 
-fn visible_host(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<crate::model::Host, ApiError> {
-    state
-        .store
-        .hosts
-        .get(id)?
-        .filter(|h| caller.can_see(h.tenant_id.as_deref()))
-        .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))
-}
-
 fn duration_secs(text: &str, what: &str) -> Result<u64, ApiError> {
     if let Ok(n) = text.parse::<u64>() {
         return Ok(n);
@@ -80,7 +68,7 @@ async fn host_metrics(
     query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<HostMetrics>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    visible_host(&state, &caller, &id)?;
+    find(&state, &caller, &id)?;
     let now = unix_ms();
     let since_ms = match q.since.as_deref() {
         None => now.saturating_sub(3_600_000),
@@ -240,7 +228,7 @@ async fn alerts(
     query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<Vec<GpuAlert>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    visible_host(&state, &caller, &id)?;
+    find(&state, &caller, &id)?;
     let open_only = q.open.unwrap_or(false);
     let mut list: Vec<GpuAlert> = state
         .store
@@ -259,7 +247,7 @@ async fn ack(
     caller: Caller,
     ApiPath((id, alert_id)): ApiPath<(String, String)>,
 ) -> Result<ApiJson<GpuAlert>, ApiError> {
-    visible_host(&state, &caller, &id)?;
+    find(&state, &caller, &id)?;
     let seq = alert_id
         .strip_prefix(&format!("{id}-"))
         .and_then(|s| s.parse::<u64>().ok())
