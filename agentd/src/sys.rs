@@ -1,4 +1,4 @@
-//! The only unsafe code of the agent: two libc calls the standard library does not offer.
+//! The only unsafe code of the agent: a libc call the standard library does not offer.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -16,21 +16,5 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
-}
-
-/// Makes the child drop every supplementary group before exec, so a command run as another
-/// user does not keep the agent's (root's) groups.
-pub fn clear_supplementary_groups(cmd: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and calls only setgroups(2),
-    // which is async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        });
     }
 }

@@ -42,6 +42,68 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs argon2 off the async threads, a bounded number at a time: each run holds 19 MiB and a
+/// core for tens of milliseconds, so an unbounded flood of logins would exhaust memory and the
+/// blocking pool. Past the bound a caller waits briefly, then is told to retry (503).
+pub struct PasswordWork {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+}
+
+impl Default for PasswordWork {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::new(cores.clamp(2, 8), std::time::Duration::from_secs(2))
+    }
+}
+
+impl PasswordWork {
+    /// At most `concurrent` runs at once; a caller waits up to `wait` for a turn.
+    pub fn new(concurrent: usize, wait: std::time::Duration) -> Self {
+        Self {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrent)),
+            wait,
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let busy = || {
+            ApiError::unavailable("the server is busy checking passwords; try again shortly")
+                .retry_after(1)
+        };
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|_| ApiError::internal("password hashing failed"))
+    }
+
+    /// Checks `password` against a stored PHC string.
+    pub async fn verify(&self, hash: String, password: String) -> Result<bool, ApiError> {
+        self.run(move || verify_password(&hash, &password)).await
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run(move || hash_password(&password))
+            .await?
+            .map_err(|_| ApiError::internal("password hashing failed"))
+    }
+
+    /// Runs now (for tests of the bound).
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+}
+
 /// SHA-256 of a secret, hex: how tokens are stored.
 pub fn secret_digest(secret: &[u8]) -> String {
     axon_shared::hex_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret).as_ref())
@@ -498,6 +560,28 @@ impl FromRequestParts<AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past the bound a caller is told to retry (503 with Retry-After) instead of queueing
+    /// without limit; once a run ends the next one goes through.
+    #[tokio::test]
+    async fn password_work_is_bounded() {
+        let work = PasswordWork::new(1, std::time::Duration::from_millis(50));
+        let held = work.permits.clone().acquire_owned().await.expect("permit");
+        let hash = hash_password("a long enough password").expect("hash");
+        let refused = work
+            .verify(hash.clone(), "a long enough password".into())
+            .await
+            .expect_err("no permit free");
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.retry_after, Some(1));
+        drop(held);
+        assert!(
+            work.verify(hash, "a long enough password".into())
+                .await
+                .expect("ran")
+        );
+        assert_eq!(work.available(), 1);
+    }
 
     #[test]
     fn a_retired_signing_key_stops_verifying_after_the_token_lifetime() {

@@ -48,6 +48,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub revocations: Arc<Revocations>,
     pub limiter: Arc<api::RateLimiter>,
+    /// Bounds concurrent argon2 runs.
+    pub passwords: Arc<auth::PasswordWork>,
     pub audit: Arc<audit::Audit>,
     pub live: live::Live,
     pub telemetry: Arc<telemetry::Telemetry>,
@@ -116,6 +118,7 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         hub: Arc::new(Hub::default()),
         revocations,
         limiter: Arc::new(api::RateLimiter::default()),
+        passwords: Arc::new(auth::PasswordWork::default()),
     })
 }
 

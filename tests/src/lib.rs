@@ -91,7 +91,7 @@ pub struct ControlPlane {
     pub agent_port: u16,
     extra: Vec<String>,
     child: Option<Child>,
-    client: reqwest::Client,
+    pub client: reqwest::Client,
     /// Retries with new ports left for the first start.
     fresh_ports_left: u32,
 }

@@ -222,3 +222,68 @@ async fn login_is_throttled_after_repeated_failures() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
 }
+
+/// Parallel wrong passwords: the attempt is counted when it is checked, so of 40 sent at once
+/// only the budget (10) reach the password check; the rest are refused with `Retry-After`.
+#[tokio::test]
+async fn parallel_wrong_passwords_are_checked_only_within_budget() {
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let attempts = (0..40).map(|i| {
+        let cp = &cp;
+        async move {
+            let resp = cp
+                .client
+                .post(cp.url("/api/auth/login"))
+                .json(&json!({"email": ADMIN_EMAIL, "password": format!("wrong {i}")}))
+                .send()
+                .await
+                .expect("send");
+            let retry_after = resp.headers().get("retry-after").is_some();
+            (resp.status(), retry_after)
+        }
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let checked = outcomes
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(checked, 10, "{outcomes:?}");
+    for (status, retry_after) in &outcomes {
+        if *status != StatusCode::UNAUTHORIZED {
+            assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{outcomes:?}");
+            assert!(retry_after, "a refusal says when to come back");
+        }
+    }
+    let logins = audit_outcomes(&cp, &admin, "auth.login").await;
+    let denied = logins.iter().filter(|o| *o == "auth.login denied").count();
+    assert_eq!(denied, 10, "{logins:?}");
+}
+
+/// Malformed and oversized emails are refused before the limiter and before argon2: they use
+/// up no budget, so the right password still works after a flood of them.
+#[tokio::test]
+async fn malformed_emails_are_refused_without_using_the_budget() {
+    let cp = ControlPlane::start(&[]).await;
+    let huge = format!("{}@example.com", "a".repeat(1 << 19));
+    for email in [huge.as_str(), "no-at-sign", "two words@example.com", ""] {
+        for _ in 0..6 {
+            let (status, body) = cp
+                .call(
+                    Method::POST,
+                    "/api/auth/login",
+                    None,
+                    Some(json!({"email": email, "password": "whatever"})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("email")),
+                "{body}"
+            );
+        }
+    }
+    cp.login().await;
+}

@@ -611,8 +611,9 @@ pub async fn run(
         .process_group(0)
         .kill_on_drop(true);
     if let Some((uid, gid)) = cmd.run_as {
+        // The standard library drops the supplementary groups itself (setgroups before
+        // setuid, while still privileged); a hook of ours would run after setuid and fail.
         child_cmd.uid(uid).gid(gid);
-        crate::sys::clear_supplementary_groups(&mut child_cmd);
     }
     let started = Instant::now();
     let mut child = child_cmd.spawn().map_err(|e| ExecError::Spawn {

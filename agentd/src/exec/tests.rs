@@ -351,3 +351,35 @@ fn run_as_resolves_users_and_groups_from_files() {
     assert!(resolve_run_as("nobody-here", dir.path()).is_err());
     assert!(resolve_run_as("svc:nogroup", dir.path()).is_err());
 }
+
+/// The agent runs as root in production; a `run_as` command must start, as that user, with
+/// that group and none of root's supplementary groups.
+#[tokio::test]
+async fn run_as_runs_as_the_user_without_root_groups() {
+    use std::os::unix::fs::MetadataExt;
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1);
+    if euid != 0 {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root; this test needs it"
+        );
+        eprintln!("skipped: run_as needs root");
+        return;
+    }
+    for (run_as, uid, groups) in [
+        ("nobody", "65534", "65534"),
+        ("nobody:daemon", "65534", "1"),
+    ] {
+        let cmd = command(&format!(
+            "name = \"ids\"\nbinary = \"/bin/sh\"\nargs = [\"-c\", \"/usr/bin/id -u; /usr/bin/id -G\"]\nrun_as = \"{run_as}\"\nworking_dir = \"/\"\n"
+        ));
+        let argv = cmd.render(&BTreeMap::new()).expect("argv");
+        let result = run(&cmd, argv, None).await.expect("spawns as another user");
+        assert_eq!(result.exit_code, Some(0), "{}", result.stderr);
+        let lines: Vec<&str> = result.stdout.lines().collect();
+        assert_eq!(lines, [uid, groups], "run_as {run_as}: {result:?}");
+    }
+}

@@ -13,7 +13,7 @@ use super::source_ip;
 use crate::AppState;
 use crate::auth::{
     Caller, Redeemed, Via, end_session, end_user_sessions, hash_password, issue_refresh,
-    redeem_refresh, start_session, verify_password,
+    redeem_refresh, start_session,
 };
 use crate::error::{ApiError, ApiJson};
 use crate::model::{Role, User, now};
@@ -118,40 +118,61 @@ async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<ApiJson<TokenPair>, ApiError> {
     let ip = source_ip(&info);
-    let ip_key = format!("login-ip:{ip}");
+    // Malformed input is refused before it costs a limiter entry or an argon2 run.
     let email = req.email.trim().to_lowercase();
-    let account_key = format!("login-account:{email}");
-    for key in [&ip_key, &account_key] {
-        if let Err(e) = state.limiter.check(key, LOGIN_BUDGET) {
-            state.audit.record(
-                state
-                    .audit
-                    .event("auth.login", "throttled")
-                    .ip(ip)
-                    .target(&email)
-                    .reason(&e.message),
-            );
-            return Err(e);
-        }
+    if !crate::init::valid_email(&email) {
+        return Err(ApiError::bad_request(
+            "email must be an address of at most 254 characters",
+        ));
     }
     if req.password.len() > MAX_PASSWORD_LEN {
         return Err(ApiError::bad_request("password is too long"));
     }
-    let user = state.store.user_by_email(&email)?;
+    let ip_key = format!("login-ip:{ip}");
+    let account_key = format!("login-account:{email}");
+    // The attempt is counted before the password is checked, so parallel guesses cannot
+    // all pass the check while the first ones are still hashing.
+    if let Err(e) = state
+        .limiter
+        .reserve(&[&ip_key, &account_key], LOGIN_BUDGET)
+    {
+        state.audit.record(
+            state
+                .audit
+                .event("auth.login", "throttled")
+                .ip(ip)
+                .target(&email)
+                .reason(&e.message),
+        );
+        return Err(e);
+    }
+    let refund = || {
+        state.limiter.refund(&ip_key);
+        state.limiter.refund(&account_key);
+    };
+    let user = match state.store.user_by_email(&email) {
+        Ok(user) => user,
+        Err(e) => {
+            refund();
+            return Err(e.into());
+        }
+    };
     // Verify against a fixed hash when the user does not exist, so timing does not tell.
     let hash = user
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(dummy_hash);
-    let password = req.password;
-    let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
+    let matches = match state.passwords.verify(hash, req.password).await {
+        Ok(matches) => matches,
+        Err(e) => {
+            // Never checked: the attempt does not count.
+            refund();
+            return Err(e);
+        }
+    };
     let user = match user {
         Some(user) if matches && !user.disabled => user,
         other => {
-            state.limiter.fail(&ip_key);
-            state.limiter.fail(&account_key);
             let reason = match other {
                 Some(u) if u.disabled && matches => "account disabled",
                 Some(_) => "wrong password",
@@ -168,6 +189,7 @@ async fn login(
             return Err(ApiError::unauthorized("wrong email or password"));
         }
     };
+    state.limiter.refund(&ip_key);
     state.limiter.clear(&account_key);
     let refresh_ttl = ttl(state.config.refresh_ttl, Duration::days(30));
     let session = start_session(&state.store, &user, Some(ip.to_string()), refresh_ttl)?;
@@ -191,13 +213,15 @@ async fn refresh(
 ) -> Result<ApiJson<TokenPair>, ApiError> {
     let ip = source_ip(&info);
     let ip_key = format!("refresh-ip:{ip}");
-    state.limiter.check(&ip_key, LOGIN_BUDGET)?;
+    state.limiter.reserve(&[&ip_key], LOGIN_BUDGET)?;
     let invalid =
         || ApiError::unauthorized("the refresh token is invalid, expired or already used");
     let record = match redeem_refresh(&state.store, req.refresh_token.trim())? {
-        Redeemed::Fresh(record) => record,
+        Redeemed::Fresh(record) => {
+            state.limiter.refund(&ip_key);
+            record
+        }
         Redeemed::Reused(record) => {
-            state.limiter.fail(&ip_key);
             state.store.db.flush().await?;
             state.audit.record(
                 state
@@ -211,7 +235,6 @@ async fn refresh(
             return Err(invalid());
         }
         Redeemed::Invalid => {
-            state.limiter.fail(&ip_key);
             state.store.db.flush().await?;
             return Err(invalid());
         }
@@ -279,14 +302,6 @@ pub fn check_new_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Hashes off the async threads.
-pub async fn hash_off_thread(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| ApiError::internal("password hashing failed"))?
-        .map_err(|_| ApiError::internal("password hashing failed"))
-}
-
 async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -302,13 +317,21 @@ async fn change_password(
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
     check_new_password(&req.new_password)?;
     let guess_key = format!("password-change:{}", user.id);
-    state.limiter.check(&guess_key, 5)?;
-    let (hash, current) = (user.password_hash.clone(), req.current_password);
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &current))
+    state.limiter.reserve(&[&guess_key], 5)?;
+    let ok = match state
+        .passwords
+        .verify(user.password_hash.clone(), req.current_password)
         .await
-        .unwrap_or(false);
-    if !ok {
-        state.limiter.fail(&guess_key);
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            state.limiter.refund(&guess_key);
+            return Err(e);
+        }
+    };
+    if ok {
+        state.limiter.refund(&guess_key);
+    } else {
         state.audit.record(
             state
                 .audit
@@ -319,7 +342,7 @@ async fn change_password(
         );
         return Err(ApiError::forbidden("the current password is wrong"));
     }
-    let new_hash = hash_off_thread(req.new_password).await?;
+    let new_hash = state.passwords.hash(req.new_password).await?;
     state.store.users.update(&user.id, |u| {
         u.password_hash = new_hash.clone();
         u.updated_at = now();

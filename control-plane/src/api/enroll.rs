@@ -113,10 +113,23 @@ async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, ApiJson<EnrollResponse>), ApiError> {
     let ip_key = format!("enroll-ip:{}", source_ip(&info));
-    state.limiter.check(&ip_key, ENROLL_BUDGET)?;
+    // Counted up front (parallel guesses cannot all pass); only refused tokens keep counting.
+    state.limiter.reserve(&[&ip_key], ENROLL_BUDGET)?;
+    let outcome = enroll_checked(&state, &info, &headers, req).await;
+    if !matches!(&outcome, Err(e) if e.status == StatusCode::UNAUTHORIZED) {
+        state.limiter.refund(&ip_key);
+    }
+    outcome
+}
+
+async fn enroll_checked(
+    state: &AppState,
+    info: &ConnectInfo<SocketAddr>,
+    headers: &HeaderMap,
+    req: EnrollRequest,
+) -> Result<(StatusCode, ApiJson<EnrollResponse>), ApiError> {
     let refuse = |message: &str| {
-        state.limiter.fail(&ip_key);
-        tracing::warn!(ip = %source_ip(&info), reason = message, "enrollment refused");
+        tracing::warn!(ip = %source_ip(info), reason = message, "enrollment refused");
         ApiError::unauthorized(message)
     };
     let token = EnrollmentToken::parse(&req.token)
@@ -183,7 +196,7 @@ async fn enroll(
         first_seen: now(),
         last_seen: None,
         online: false,
-        remote_addr: Some(source_ip(&info).to_string()),
+        remote_addr: Some(source_ip(info).to_string()),
         cert_serial: issued.info.serial.clone(),
         cert_not_after: OffsetDateTime::from_unix_timestamp(issued.info.not_after)
             .unwrap_or_else(|_| now()),
@@ -199,7 +212,7 @@ async fn enroll(
             host_id,
             cert_pem: issued.pem,
             ca_pem: state.pki.ca_pem().to_owned(),
-            agent_url: agent_url(&state, &headers),
+            agent_url: agent_url(state, headers),
             not_after: u64::try_from(issued.info.not_after).unwrap_or(0),
         }),
     ))

@@ -411,8 +411,8 @@ pub fn link_error(e: LinkError) -> ApiError {
         }
         LinkError::Timeout { .. } => ApiError::timeout(e.to_string()),
         LinkError::TooLarge { .. } => ApiError::too_large(e.to_string()),
-        LinkError::Refused { error, .. } => ApiError {
-            status: match error.code {
+        LinkError::Refused { error, .. } => ApiError::new(
+            match error.code {
                 axon_shared::ErrorCode::Forbidden => axum::http::StatusCode::FORBIDDEN,
                 axon_shared::ErrorCode::NotFound => axum::http::StatusCode::NOT_FOUND,
                 axon_shared::ErrorCode::BadRequest => axum::http::StatusCode::BAD_REQUEST,
@@ -423,8 +423,8 @@ pub fn link_error(e: LinkError) -> ApiError {
                 axon_shared::ErrorCode::Timeout => axum::http::StatusCode::GATEWAY_TIMEOUT,
                 _ => axum::http::StatusCode::BAD_GATEWAY,
             },
-            code: error.code,
-            message: e.to_string(),
-        },
+            error.code,
+            e.to_string(),
+        ),
     }
 }

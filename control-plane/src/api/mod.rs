@@ -105,11 +105,11 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                code: axon_shared::ErrorCode::BadRequest,
-                message: "method not allowed on this endpoint".into(),
-            }
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                axon_shared::ErrorCode::BadRequest,
+                "method not allowed on this endpoint",
+            )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
@@ -187,56 +187,104 @@ pub fn source_ip(info: &ConnectInfo<SocketAddr>) -> IpAddr {
     info.0.ip()
 }
 
-/// Counts failures per key in a fixed window and refuses further attempts once a key
-/// exceeds its budget (login and enrollment guessing).
-#[derive(Default)]
+/// Counts attempts per key in a fixed window and refuses further attempts once a key has used
+/// its budget (login, refresh and enrollment guessing). Keys are kept as 64-bit keyed hashes, so
+/// a long key costs no more memory than a short one, and the map holds at most `MAX_ENTRIES`.
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+    windows: Mutex<HashMap<u64, (Instant, u32)>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self {
+            windows: Mutex::new(HashMap::new()),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
 }
 
 impl RateLimiter {
     const WINDOW: Duration = Duration::from_secs(300);
     const MAX_ENTRIES: usize = 100_000;
 
-    /// Refuses when `key` failed `budget` times within the window.
-    pub fn check(&self, key: &str, budget: u32) -> Result<(), ApiError> {
-        let map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(key) {
-            Some((start, count)) if start.elapsed() < Self::WINDOW && *count >= budget => {
-                let wait = Self::WINDOW.saturating_sub(start.elapsed()).as_secs() + 1;
-                Err(ApiError::rate_limited(format!(
-                    "too many failed attempts; try again in {wait} s"
-                )))
-            }
-            _ => Ok(()),
-        }
+    fn key(&self, key: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
     }
 
-    /// Records one failure for `key`.
-    pub fn fail(&self, key: &str) {
-        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= Self::MAX_ENTRIES {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, u32)>> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks every key and counts one attempt against each, in one step: of many parallel
+    /// attempts only `budget` get through. The attempt stays counted unless it is refunded.
+    /// When the map is full of live windows, new keys are refused rather than old ones
+    /// forgotten (forgetting would let a flood reset anyone's count).
+    pub fn reserve(&self, keys: &[&str], budget: u32) -> Result<(), ApiError> {
+        let hashed: Vec<u64> = keys.iter().map(|k| self.key(k)).collect();
+        let mut map = self.lock();
+        for h in &hashed {
+            if let Some((start, count)) = map.get(h)
+                && start.elapsed() < Self::WINDOW
+                && *count >= budget
+            {
+                let wait = Self::WINDOW.saturating_sub(start.elapsed()).as_secs() + 1;
+                return Err(ApiError::rate_limited(format!(
+                    "too many failed attempts; try again in {wait} s"
+                ))
+                .retry_after(wait));
+            }
+        }
+        let missing = hashed.iter().filter(|h| !map.contains_key(h)).count();
+        if map.len() + missing > Self::MAX_ENTRIES {
             map.retain(|_, (start, _)| start.elapsed() < Self::WINDOW);
+            if map.len() + missing > Self::MAX_ENTRIES {
+                return Err(ApiError::unavailable(
+                    "too many sign-in attempts are being tracked; try again later",
+                )
+                .retry_after(60));
+            }
         }
-        let entry = map.entry(key.to_owned()).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= Self::WINDOW {
-            *entry = (Instant::now(), 0);
+        for h in hashed {
+            let entry = map.entry(h).or_insert((Instant::now(), 0));
+            if entry.0.elapsed() >= Self::WINDOW {
+                *entry = (Instant::now(), 0);
+            }
+            entry.1 += 1;
         }
-        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Gives back one attempt counted by `reserve` (it succeeded, or was never checked).
+    pub fn refund(&self, key: &str) {
+        let h = self.key(key);
+        if let Some(entry) = self.lock().get_mut(&h) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 
     /// Forgets `key` (after a success).
     pub fn clear(&self, key: &str) {
-        self.windows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        let h = self.key(key);
+        self.lock().remove(&h);
+    }
+
+    /// Keys tracked now (for tests and the bound).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::RateLimiter;
+    use std::time::Instant;
 
     /// Every served route has exactly one rule and every rule names a served route.
     #[test]
@@ -268,13 +316,58 @@ mod tests {
     fn limiter_refuses_after_budget_and_clears() {
         let limiter = RateLimiter::default();
         for _ in 0..3 {
-            assert!(limiter.check("k", 3).is_ok());
-            limiter.fail("k");
+            assert!(limiter.reserve(&["k"], 3).is_ok());
         }
-        let refused = limiter.check("k", 3).expect_err("over budget");
+        let refused = limiter.reserve(&["k"], 3).expect_err("over budget");
         assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
-        assert!(limiter.check("other", 3).is_ok());
+        assert!(refused.retry_after.is_some());
+        assert!(limiter.reserve(&["other"], 3).is_ok());
+        limiter.refund("k");
+        assert!(limiter.reserve(&["k"], 3).is_ok());
+        assert!(limiter.reserve(&["k"], 3).is_err());
         limiter.clear("k");
-        assert!(limiter.check("k", 3).is_ok());
+        assert!(limiter.reserve(&["k"], 3).is_ok());
+    }
+
+    /// Parallel reservations never exceed the budget: the check and the count are one step.
+    #[test]
+    fn parallel_reservations_stay_within_budget() {
+        let limiter = std::sync::Arc::new(RateLimiter::default());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(40));
+        let handles: Vec<_> = (0..40)
+            .map(|_| {
+                let (limiter, barrier) = (limiter.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    limiter.reserve(&["ip", "account"], 10).is_ok()
+                })
+            })
+            .collect();
+        let granted = handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .filter(|granted| *granted)
+            .count();
+        assert_eq!(granted, 10);
+    }
+
+    /// Long keys cost a fixed size, and a full map refuses new keys instead of forgetting.
+    #[test]
+    fn keys_are_bounded() {
+        let limiter = RateLimiter::default();
+        let long = "x".repeat(1 << 20);
+        limiter.reserve(&[&long], 10).expect("reserved");
+        assert_eq!(limiter.len(), 1);
+        {
+            let mut map = limiter.lock();
+            for i in 0..RateLimiter::MAX_ENTRIES as u64 {
+                map.insert(i, (Instant::now(), 1));
+            }
+        }
+        let refused = limiter
+            .reserve(&["a new key"], 10)
+            .expect_err("map is full");
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(limiter.len() <= RateLimiter::MAX_ENTRIES + 1);
     }
 }

@@ -6,7 +6,7 @@ use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 
 use super::Route;
-use super::auth::{UserView, check_new_password, hash_off_thread};
+use super::auth::{UserView, check_new_password};
 use super::double_option;
 use crate::AppState;
 use crate::auth::{Caller, end_user_sessions, new_id};
@@ -159,7 +159,7 @@ async fn create(
         id: new_id(),
         email: email.clone(),
         name: req.name,
-        password_hash: hash_off_thread(req.password).await?,
+        password_hash: state.passwords.hash(req.password).await?,
         role: req.role,
         tenant_id: req.tenant_id,
         disabled: false,
@@ -340,7 +340,7 @@ async fn reset_password(
     let generated = req.password.is_none().then(generate_password);
     let password = req.password.or(generated.clone()).unwrap_or_default();
     check_new_password(&password)?;
-    let hash = hash_off_thread(password).await?;
+    let hash = state.passwords.hash(password).await?;
     state.store.users.update(&id, |u| {
         u.password_hash = hash.clone();
         u.updated_at = now();
