@@ -1,18 +1,21 @@
 //! The agent's tamper-evident audit trail: every privileged action and every refusal is one
 //! JSONL line, fsynced, carrying the hash of the line before it, so an edited, deleted or
-//! reordered line breaks the chain (`agentd audit verify` names the first broken line). Files
-//! rotate by size; the chain continues across files.
+//! reordered line breaks the chain, and the chain's head is signed apart from the files, so
+//! lines cut off the end are caught too (`agentd audit verify`). Files rotate by size; the
+//! chain continues across files. The files are written by a thread of their own that commits
+//! records in groups, so no async thread waits on a disk sync.
 //!
 //! Each record is also put in a sled spool and sent to the control plane as a sequenced event;
 //! it leaves the spool only when the control plane acknowledges it, so records survive
-//! disconnects and restarts and are replayed in order.
+//! disconnects and restarts and are replayed in order. The file is written first: on open,
+//! records in the file that neither reached the spool nor were acknowledged are spooled again,
+//! so a crash between the two never leaves a gap the control plane would wait on.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::Arc;
 
 use axon_shared::{AuditRecord, Requester};
+use axon_trail::{TrailConfig, TrailError, TrailFile, Writer};
 use tokio::sync::Notify;
 
 /// Name of the current audit file in the state dir.
@@ -21,24 +24,23 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 10 << 20;
 /// Rotated files kept (`audit.jsonl.1` is the newest).
 const KEEP_ROTATED: u32 = 5;
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Records queued for the writer; more wait for room.
+const QUEUE: usize = 1024;
+/// Key of the highest acknowledged sequence number in the spool's meta tree.
+const ACKED: &[u8] = b"acked";
 
 /// The trail could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Trail(#[from] TrailError),
     #[error("audit spool: {0}")]
     Spool(#[from] sled::Error),
-    #[error("audit file {path} line {line}: {reason}")]
-    Broken {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+}
+
+/// The trail's layout in a state dir.
+pub fn trail_config(dir: &Path, max_file_bytes: u64) -> TrailConfig {
+    TrailConfig::new(dir, AUDIT_FILE, max_file_bytes, KEEP_ROTATED)
 }
 
 fn now_rfc3339() -> String {
@@ -47,62 +49,14 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// SHA-256 (hex) of the record with `hash` empty.
-pub fn record_hash(record: &AuditRecord) -> String {
-    let mut unsigned = record.clone();
-    unsigned.hash = String::new();
-    let bytes = serde_json::to_vec(&unsigned).unwrap_or_default();
-    axon_shared::hex_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref())
-}
-
-struct Head {
-    file: File,
-    size: u64,
-    seq: u64,
-    last_hash: String,
-}
-
 /// The trail of one agent.
 pub struct Auditor {
-    dir: PathBuf,
-    max_file_bytes: u64,
-    head: Mutex<Head>,
+    writer: Writer<AuditRecord>,
     spool: sled::Tree,
+    meta: sled::Tree,
     _db: sled::Db,
-    /// Wakes the link when a record is spooled.
-    pub spooled: Notify,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
-    move |source| AuditError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// The last record of a file, if any.
-fn last_record(path: &Path) -> Result<Option<AuditRecord>, AuditError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path)(e)),
-    };
-    let mut last = None;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(io(path))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        // A line torn by a crash mid-append stays in the file (verify reports it); the chain
-        // continues from the last whole record.
-        match serde_json::from_str(&line) {
-            Ok(record) => last = Some(record),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), line = i + 1, error = %e, "unreadable audit line")
-            }
-        }
-    }
-    Ok(last)
+    /// Wakes the link when records are spooled.
+    pub spooled: Arc<Notify>,
 }
 
 /// Opens the spool, waiting briefly for a previous holder in this process to let go of sled's
@@ -110,8 +64,8 @@ fn last_record(path: &Path) -> Result<Option<AuditRecord>, AuditError> {
 fn open_spool(path: &Path) -> Result<sled::Db, AuditError> {
     let mut attempt = 0;
     loop {
-        // Every write is flushed where it is made; sled's own periodic flusher would wake
-        // (and fsync) twice a second on an idle host.
+        // Writes are flushed by the audit writer, once per group; sled's own periodic
+        // flusher would wake (and fsync) twice a second on an idle host.
         let config = sled::Config::new()
             .path(path)
             .flush_every_ms(None)
@@ -131,44 +85,107 @@ fn open_spool(path: &Path) -> Result<sled::Db, AuditError> {
     }
 }
 
+fn seq_of(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+fn spool_insert(spool: &sled::Tree, record: &AuditRecord) -> Result<(), sled::Error> {
+    spool.insert(
+        record.seq.to_be_bytes(),
+        serde_json::to_vec(record).unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
 impl Auditor {
-    /// Opens the trail in `dir` (the state dir), continuing its chain.
+    /// Opens the trail in `dir` (the state dir), continuing its chain, and starts its writer.
     pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Self, AuditError> {
-        let path = dir.join(AUDIT_FILE);
-        let mut last = last_record(&path)?;
-        if last.is_none() {
-            last = last_record(&dir.join(format!("{AUDIT_FILE}.1")))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let mut size = file.metadata().map_err(io(&path))?.len();
-        // Never glue a new record onto a torn last line.
-        if size > 0 && !std::fs::read(&path).map_err(io(&path))?.ends_with(b"\n") {
-            (&file).write_all(b"\n").map_err(io(&path))?;
-            size += 1;
-        }
+        let (trail, opened) = TrailFile::open::<AuditRecord>(trail_config(dir, max_file_bytes))?;
         let db = open_spool(&dir.join("spool"))?;
         let spool = db.open_tree("audit")?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            max_file_bytes,
-            head: Mutex::new(Head {
-                file,
-                size,
-                seq: last.as_ref().map(|r| r.seq).unwrap_or(0),
-                last_hash: last.map(|r| r.hash).unwrap_or_else(|| GENESIS.to_owned()),
+        let meta = db.open_tree("audit_meta")?;
+        let head = trail.head().map_or(0, |(seq, _)| seq);
+        let spooled_last = spool.last()?.and_then(|(k, _)| seq_of(&k)).unwrap_or(0);
+        let acked = match meta.get(ACKED)?.and_then(|v| seq_of(&v)) {
+            Some(seq) => seq,
+            // Spools from before the mark: what is spooled was not acknowledged, and with an
+            // empty spool everything was.
+            None => match spool.first()?.and_then(|(k, _)| seq_of(&k)) {
+                Some(first) => first - 1,
+                None => head,
+            },
+        };
+        let from = acked.max(spooled_last);
+        if head > from {
+            let missing: Vec<AuditRecord> = trail.records_after(from)?;
+            tracing::warn!(
+                records = missing.len(),
+                after = from,
+                "audit records in the file but not in the spool: spooled again"
+            );
+            for record in &missing {
+                spool_insert(&spool, record)?;
+            }
+            spool.flush()?;
+        }
+        let spooled = Arc::new(Notify::new());
+        let (sink, wake) = (spool.clone(), spooled.clone());
+        let writer = Writer::start(
+            trail,
+            QUEUE,
+            Box::new(move |records: &[AuditRecord]| {
+                for record in records {
+                    spool_insert(&sink, record).map_err(|e| e.to_string())?;
+                }
+                sink.flush().map_err(|e| e.to_string())?;
+                wake.notify_one();
+                Ok(())
             }),
+        );
+        let auditor = Self {
+            writer,
             spool,
+            meta,
             _db: db,
-            spooled: Notify::new(),
-        })
+            spooled,
+        };
+        if let Some((last, head)) = opened.cut {
+            auditor.writer.submit(Self::build(
+                "audit.cut",
+                "alert",
+                AUDIT_FILE,
+                &Requester::default(),
+                &format!(
+                    "the trail ended at record {last} but its signed head was record {head}: records were cut off the end"
+                ),
+            ));
+        }
+        Ok(auditor)
     }
 
-    /// Appends one record (fsynced) and spools it for the control plane.
-    pub fn record(
+    fn build(
+        action: &str,
+        outcome: &str,
+        target: &str,
+        requested_by: &Requester,
+        detail: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            time: now_rfc3339(),
+            action: action.to_owned(),
+            outcome: outcome.to_owned(),
+            target: target.chars().take(1024).collect(),
+            requested_by: requested_by.clone(),
+            detail: detail.chars().take(1024).collect(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// Appends one record (synced) and spools it for the control plane. Waits for room in the
+    /// writer's queue, so a flood of records slows its senders, not the agent.
+    pub async fn record(
         &self,
         action: &str,
         outcome: &str,
@@ -176,42 +193,12 @@ impl Auditor {
         requested_by: &Requester,
         detail: &str,
     ) -> Result<AuditRecord, AuditError> {
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let mut record = AuditRecord {
-            seq: head.seq + 1,
-            time: now_rfc3339(),
-            action: action.to_owned(),
-            outcome: outcome.to_owned(),
-            target: target.chars().take(1024).collect(),
-            requested_by: requested_by.clone(),
-            detail: detail.chars().take(1024).collect(),
-            prev_hash: head.last_hash.clone(),
-            hash: String::new(),
-        };
-        record.hash = record_hash(&record);
-        let mut line = serde_json::to_vec(&record).unwrap_or_default();
-        line.push(b'\n');
-        if head.size > 0 && head.size + line.len() as u64 > self.max_file_bytes {
-            self.rotate(&mut head)?;
-        }
-        let path = self.dir.join(AUDIT_FILE);
-        head.file.write_all(&line).map_err(io(&path))?;
-        head.file.sync_data().map_err(io(&path))?;
-        head.size += line.len() as u64;
-        head.seq = record.seq;
-        head.last_hash = record.hash.clone();
-        self.spool.insert(
-            record.seq.to_be_bytes(),
-            serde_json::to_vec(&record).unwrap_or_default(),
-        )?;
-        self.spool.flush()?;
-        drop(head);
-        self.spooled.notify_one();
-        Ok(record)
+        let record = Self::build(action, outcome, target, requested_by, detail);
+        Ok(self.writer.write(record).await?)
     }
 
     /// Records and logs a failure to record: the action itself goes on.
-    pub fn note(
+    pub async fn note(
         &self,
         action: &str,
         outcome: &str,
@@ -219,29 +206,12 @@ impl Auditor {
         requested_by: &Requester,
         detail: &str,
     ) {
-        if let Err(e) = self.record(action, outcome, target, requested_by, detail) {
+        if let Err(e) = self
+            .record(action, outcome, target, requested_by, detail)
+            .await
+        {
             tracing::error!(error = %e, %action, %target, "AUDIT RECORD NOT WRITTEN");
         }
-    }
-
-    fn rotate(&self, head: &mut Head) -> Result<(), AuditError> {
-        for i in (1..KEEP_ROTATED).rev() {
-            let from = self.dir.join(format!("{AUDIT_FILE}.{i}"));
-            if from.exists() {
-                let to = self.dir.join(format!("{AUDIT_FILE}.{}", i + 1));
-                std::fs::rename(&from, &to).map_err(io(&from))?;
-            }
-        }
-        let current = self.dir.join(AUDIT_FILE);
-        std::fs::rename(&current, self.dir.join(format!("{AUDIT_FILE}.1")))
-            .map_err(io(&current))?;
-        head.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&current)
-            .map_err(io(&current))?;
-        head.size = 0;
-        Ok(())
     }
 
     /// Spooled records after `after`, in order, at most `limit`.
@@ -254,7 +224,9 @@ impl Auditor {
             .collect()
     }
 
-    /// The control plane stored everything up to `seq`: drop it from the spool.
+    /// The control plane stored everything up to `seq`: drop it from the spool. Not synced
+    /// here: the writer's next group sync covers it, and a record acknowledged but spooled
+    /// again after a crash is only sent twice (the control plane keeps each number once).
     pub fn ack(&self, seq: u64) -> Result<usize, AuditError> {
         let mut removed = 0;
         for key in self
@@ -266,7 +238,10 @@ impl Auditor {
             self.spool.remove(key)?;
             removed += 1;
         }
-        self.spool.flush()?;
+        let acked = self.meta.get(ACKED)?.and_then(|v| seq_of(&v)).unwrap_or(0);
+        if seq > acked {
+            self.meta.insert(ACKED, &seq.to_be_bytes())?;
+        }
         Ok(removed)
     }
 
@@ -276,185 +251,140 @@ impl Auditor {
     }
 }
 
-/// Checks a trail file: every line parses, its hash is right, it names the previous line's
-/// hash and its sequence number follows. Returns the number of records.
+/// Checks one trail file's chain. Returns the number of records.
 pub fn verify(path: &Path) -> Result<usize, AuditError> {
-    let file = File::open(path).map_err(io(path))?;
-    let mut prev: Option<AuditRecord> = None;
-    let mut count = 0;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line_no = i + 1;
-        let broken = |reason: String| AuditError::Broken {
-            path: path.to_owned(),
-            line: line_no,
-            reason,
-        };
-        let line = line.map_err(io(path))?;
-        let record: AuditRecord =
-            serde_json::from_str(&line).map_err(|e| broken(format!("not a record: {e}")))?;
-        if record_hash(&record) != record.hash {
-            return Err(broken(
-                "its content does not match its hash (edited)".into(),
-            ));
-        }
-        if let Some(p) = &prev {
-            if record.prev_hash != p.hash {
-                return Err(broken(format!(
-                    "it does not follow record {} (a record was removed, inserted or reordered)",
-                    p.seq
-                )));
-            }
-            if record.seq != p.seq + 1 {
-                return Err(broken(format!(
-                    "sequence jumps from {} to {}",
-                    p.seq, record.seq
-                )));
-            }
-        } else if record.seq == 1 && record.prev_hash != GENESIS {
-            return Err(broken("the first record does not start the chain".into()));
-        }
-        prev = Some(record);
-        count += 1;
-    }
-    Ok(count)
+    Ok(axon_trail::verify_file::<AuditRecord>(path)?)
+}
+
+/// Checks the whole trail in a state dir (rotated files and the signed head included).
+pub fn verify_trail(dir: &Path) -> Result<axon_trail::Verified, AuditError> {
+    Ok(axon_trail::verify::<AuditRecord>(&trail_config(
+        dir,
+        DEFAULT_MAX_FILE_BYTES,
+    ))?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lines(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path)
-            .expect("read")
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    #[test]
-    fn chain_verifies_and_names_the_first_broken_line() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let who = Requester {
+    fn who() -> Requester {
+        Requester {
             actor: "u1".into(),
             role: "operator".into(),
             ..Requester::default()
-        };
-        {
-            let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
-            for i in 0..5 {
-                audit
-                    .record("exec.run", "ok", &format!("cmd{i}"), &who, "exit 0")
-                    .expect("record");
-            }
         }
-        // Reopening continues the chain.
-        let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopen");
-        audit
-            .record("fs.write", "denied", "www/x", &who, "read-only")
-            .expect("record");
-        let path = dir.path().join(AUDIT_FILE);
-        assert_eq!(verify(&path).expect("valid"), 6);
-
-        let original = lines(&path);
-        let write = |l: &[String]| std::fs::write(&path, l.join("\n") + "\n").expect("write");
-        let broken_at = |l: &[String]| match verify(&path) {
-            Err(AuditError::Broken { line, .. }) => line,
-            other => panic!("expected a broken chain for {l:?}, got {other:?}"),
-        };
-
-        let mut edited = original.clone();
-        edited[2] = edited[2].replace("cmd2", "cmdX");
-        write(&edited);
-        assert_eq!(broken_at(&edited), 3);
-
-        let mut deleted = original.clone();
-        deleted.remove(3);
-        write(&deleted);
-        assert_eq!(broken_at(&deleted), 4);
-
-        let mut reordered = original.clone();
-        reordered.swap(1, 2);
-        write(&reordered);
-        assert_eq!(broken_at(&reordered), 2);
-
-        write(&original);
-        assert_eq!(verify(&path).expect("restored"), 6);
     }
 
-    #[test]
-    fn spool_replays_until_acknowledged_and_survives_restart() {
+    async fn write(audit: &Auditor, n: usize) {
+        for i in 0..n {
+            audit
+                .record("exec.run", "ok", &format!("cmd{i}"), &who(), "exit 0")
+                .await
+                .expect("record");
+        }
+    }
+
+    fn seqs(audit: &Auditor) -> Vec<u64> {
+        audit.pending(0, 100).iter().map(|r| r.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn chain_continues_across_reopen_and_verifies() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let who = Requester::default();
         {
             let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
-            for _ in 0..4 {
-                audit
-                    .record("agent.start", "ok", "", &who, "")
-                    .expect("record");
-            }
-            assert_eq!(audit.pending(0, 100).len(), 4);
+            write(&audit, 5).await;
+        }
+        let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopen");
+        let next = audit
+            .record("fs.write", "denied", "www/x", &who(), "read-only")
+            .await
+            .expect("record");
+        assert_eq!(next.seq, 6);
+        drop(audit);
+        assert_eq!(verify(&dir.path().join(AUDIT_FILE)).expect("valid"), 6);
+        assert_eq!(verify_trail(dir.path()).expect("valid").head, Some(6));
+    }
+
+    #[tokio::test]
+    async fn spool_replays_until_acknowledged_and_survives_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
+            write(&audit, 4).await;
+            assert_eq!(seqs(&audit), [1, 2, 3, 4]);
             assert_eq!(audit.ack(2).expect("ack"), 2);
         }
         let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopen");
-        let seqs: Vec<u64> = audit.pending(0, 100).iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [3, 4]);
+        assert_eq!(seqs(&audit), [3, 4]);
         assert_eq!(audit.pending(3, 100).len(), 1);
         audit.ack(4).expect("ack");
         assert_eq!(audit.spooled_len(), 0);
+        drop(audit);
+        // Acknowledged records are not spooled again from the file.
+        let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopen");
+        assert_eq!(audit.spooled_len(), 0);
     }
 
-    #[test]
-    fn a_torn_last_line_does_not_stop_the_agent() {
+    /// A crash after the file sync and before the spool insert: the spool lacks the newest
+    /// records. Reopening spools them from the file, so the control plane sees no gap.
+    #[tokio::test]
+    async fn records_missing_from_the_spool_are_rebuilt_from_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
-            audit
-                .record("agent.start", "ok", "", &Requester::default(), "")
-                .expect("record");
+            write(&audit, 5).await;
+            audit.ack(2).expect("ack");
+            // Cut the spool after record 3, as a crash between the two writes would.
+            for seq in [4u64, 5] {
+                audit.spool.remove(seq.to_be_bytes()).expect("cut");
+            }
+            audit.spool.flush().expect("flush");
+            assert_eq!(seqs(&audit), [3]);
         }
-        let path = dir.path().join(AUDIT_FILE);
-        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
-        f.write_all(b"{\"seq\":2,\"time\":\"20").expect("torn");
-        drop(f);
-        let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopens");
+        let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopen");
+        assert_eq!(seqs(&audit), [3, 4, 5]);
+        let rebuilt = audit.pending(3, 10);
+        assert_eq!(rebuilt[0].target, "cmd3");
+        assert_eq!(rebuilt[1].prev_hash, rebuilt[0].hash);
+        // The next record follows on.
         let next = audit
-            .record("agent.start", "ok", "", &Requester::default(), "")
+            .record("agent.start", "ok", "", &who(), "")
+            .await
             .expect("record");
-        assert_eq!(next.seq, 2);
-        // The torn line is evidence: verify names it.
-        assert!(matches!(
-            verify(&path),
-            Err(AuditError::Broken { line: 2, .. })
-        ));
+        assert_eq!(next.seq, 6);
     }
 
-    #[test]
-    fn rotation_keeps_the_chain_across_files() {
+    /// Lines cut off the end of the file: reopening records the cut (so it reaches the control
+    /// plane) and the chain continues after the signed head.
+    #[tokio::test]
+    async fn a_cut_trail_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let audit = Auditor::open(dir.path(), 600).expect("open");
-        for i in 0..10 {
-            audit
-                .record(
-                    "exec.run",
-                    "ok",
-                    &format!("c{i}"),
-                    &Requester::default(),
-                    "",
-                )
-                .expect("record");
+        let path = dir.path().join(AUDIT_FILE);
+        {
+            let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
+            write(&audit, 4).await;
+            audit.ack(4).expect("ack");
         }
-        let current = dir.path().join(AUDIT_FILE);
-        let rotated = dir.path().join(format!("{AUDIT_FILE}.1"));
-        assert!(rotated.exists(), "rotated");
-        assert!(std::fs::metadata(&current).expect("meta").len() <= 600);
-        verify(&current).expect("current file verifies");
-        verify(&rotated).expect("rotated file verifies");
-        let first_current: AuditRecord = serde_json::from_str(&lines(&current)[0]).expect("record");
-        let last_rotated: AuditRecord =
-            serde_json::from_str(lines(&rotated).last().expect("line")).expect("record");
-        assert_eq!(
-            first_current.prev_hash, last_rotated.hash,
-            "the chain continues across files"
-        );
+        let text = std::fs::read_to_string(&path).expect("read");
+        let kept: Vec<&str> = text.lines().take(2).collect();
+        std::fs::write(&path, kept.join("\n") + "\n").expect("cut");
+        assert!(verify_trail(dir.path()).is_err());
+        let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopen");
+        let pending = {
+            let mut found = Vec::new();
+            for _ in 0..100 {
+                found = audit.pending(4, 10);
+                if !found.is_empty() {
+                    break;
+                }
+                audit.spooled.notified().await;
+            }
+            found
+        };
+        assert_eq!(pending[0].action, "audit.cut");
+        assert_eq!(pending[0].seq, 5);
+        assert!(pending[0].detail.contains("record 2"), "{:?}", pending[0]);
     }
 }

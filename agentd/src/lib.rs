@@ -67,13 +67,15 @@ pub async fn run(
             config::ConfigError::Invalid(format!("cannot open the audit trail: {e}"))
         })?,
     );
-    auditor.note(
-        "agent.start",
-        "ok",
-        &identity.host_id,
-        &axon_shared::Requester::default(),
-        &format!("agentd {}", env!("CARGO_PKG_VERSION")),
-    );
+    auditor
+        .note(
+            "agent.start",
+            "ok",
+            &identity.host_id,
+            &axon_shared::Requester::default(),
+            &format!("agentd {}", env!("CARGO_PKG_VERSION")),
+        )
+        .await;
     let watcher = watch::RootWatcher::start(
         &config
             .jails

@@ -33,6 +33,9 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 const MIN_RENEW_SPACING: Duration = Duration::from_secs(10);
 /// How long the agent waits for an answer to its own requests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests served in tasks at once per link; past that new ones are answered busy at once,
+/// so a flood can neither grow the agent's memory nor hold up pings.
+const MAX_IN_FLIGHT: usize = 256;
 
 /// Why one session ended.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +166,7 @@ async fn session(
         renewal: None,
         ops: ops.clone(),
         replies,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
     }
     .run(ws, replies_rx, shutdown)
     .await
@@ -258,6 +262,8 @@ struct Live<'a> {
     ops: Arc<Ops>,
     /// Answers of requests served in their own tasks, sent by the session loop.
     replies: mpsc::Sender<Frame>,
+    /// Slots for requests served in tasks.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Live<'_> {
@@ -443,16 +449,41 @@ impl Live<'_> {
 
     fn handle(&mut self, frame: Frame) -> Option<Frame> {
         match frame {
-            Frame::Request(req) => match self.ops.handle(req, &self.replies) {
-                Handled::Now(response) => Some(Frame::Response(response)),
-                Handled::Later(answer) => {
-                    let replies = self.replies.clone();
-                    tokio::spawn(async move {
-                        let _ = replies.send(Frame::Response(answer.await)).await;
-                    });
+            Frame::Request(req) => {
+                // Answered in the loop without I/O: never refused as busy.
+                let inline = matches!(
+                    req.op.as_str(),
+                    op::PING | op::EVENT_ACK | op::CANCEL | op::EXEC_LIST
+                );
+                let permit = if inline {
                     None
+                } else {
+                    match self.in_flight.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            return Some(Frame::Response(Response::err(
+                                req.id,
+                                ErrorCode::RateLimited,
+                                format!(
+                                    "the agent is busy: {MAX_IN_FLIGHT} requests are in progress"
+                                ),
+                            )));
+                        }
+                    }
+                };
+                match self.ops.handle(req, &self.replies) {
+                    Handled::Now(response) => Some(Frame::Response(response)),
+                    Handled::Later(answer) => {
+                        let replies = self.replies.clone();
+                        tokio::spawn(async move {
+                            let response = answer.await;
+                            drop(permit);
+                            let _ = replies.send(Frame::Response(response)).await;
+                        });
+                        None
+                    }
                 }
-            },
+            }
             Frame::Response(resp) => {
                 if self.renewal.as_ref().is_some_and(|(id, _)| *id == resp.id)
                     && let Some((_, tx)) = self.renewal.take()

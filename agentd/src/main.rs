@@ -155,11 +155,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify(args)) => {
-            let file = args
-                .file
-                .unwrap_or_else(|| args.state_dir.join(agentd::audit::AUDIT_FILE));
-            let count = agentd::audit::verify(&file)?;
-            println!("{}: {count} records, chain intact", file.display());
+            match args.file {
+                Some(file) => {
+                    let count = agentd::audit::verify(&file)?;
+                    println!("{}: {count} records, chain intact", file.display());
+                }
+                None => {
+                    let verified = agentd::audit::verify_trail(&args.state_dir)?;
+                    println!(
+                        "{}: {} records in {} files, chain intact{}",
+                        args.state_dir.display(),
+                        verified.records,
+                        verified.files,
+                        verified
+                            .head
+                            .map(|seq| format!(", ends at its signed head (record {seq})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
             Ok(())
         }
         Command::Run(args) => {

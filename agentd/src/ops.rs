@@ -184,17 +184,19 @@ impl Ops {
                 };
                 return Handled::Later(Box::pin(async move {
                     let result = services.pull(&pull.image).await;
-                    audit.note(
-                        op::IMAGE_PULL,
-                        outcome_of(&result),
-                        &pull.image,
-                        &pull.requested_by,
-                        &result
-                            .as_ref()
-                            .err()
-                            .map(|e| e.to_string())
-                            .unwrap_or_default(),
-                    );
+                    audit
+                        .note(
+                            op::IMAGE_PULL,
+                            outcome_of(&result),
+                            &pull.image,
+                            &pull.requested_by,
+                            &result
+                                .as_ref()
+                                .err()
+                                .map(|e| e.to_string())
+                                .unwrap_or_default(),
+                        )
+                        .await;
                     answer(id, result)
                 }));
             }
@@ -210,13 +212,15 @@ impl Ops {
                         Err(e) => format!("image {}: {e}", run.image),
                     };
                     let target = format!("docker {}", run.name);
-                    audit.note(
-                        op::CONTAINER_RUN,
-                        outcome_of(&result),
-                        &target,
-                        &run.requested_by,
-                        &detail,
-                    );
+                    audit
+                        .note(
+                            op::CONTAINER_RUN,
+                            outcome_of(&result),
+                            &target,
+                            &run.requested_by,
+                            &detail,
+                        )
+                        .await;
                     answer(id, result)
                 }));
             }
@@ -292,7 +296,9 @@ impl Ops {
                         Ok(a) if a.job_result != "done" => "failed",
                         other => outcome_of(other),
                     };
-                    audit.note("service.act", outcome, &target, &body.requested_by, &detail);
+                    audit
+                        .note("service.act", outcome, &target, &body.requested_by, &detail)
+                        .await;
                     answer(id.clone(), acted)
                 }
             };
@@ -354,7 +360,7 @@ impl Ops {
             match outcome {
                 Ok(Ok(body)) => {
                     if changes {
-                        audit.note(&verb, "ok", &path, &who, "");
+                        audit.note(&verb, "ok", &path, &who, "").await;
                     }
                     Response::ok(id, &body)
                 }
@@ -365,7 +371,9 @@ impl Ops {
                     );
                     if changes || denied {
                         let outcome = if denied { "denied" } else { "error" };
-                        audit.note(&verb, outcome, &path, &who, &e.to_string());
+                        audit
+                            .note(&verb, outcome, &path, &who, &e.to_string())
+                            .await;
                     }
                     let code = match &e {
                         JailError::BadPath(_) => ErrorCode::BadRequest,
@@ -395,6 +403,8 @@ impl Ops {
                 ));
             }
         };
+        // A refusal's record is written by the audit writer; the answer waits for it in a
+        // task of its own, never in the link's loop.
         let refuse = |id: String, e: ExecError| {
             let code = match &e {
                 ExecError::NotAllowed(_) => ErrorCode::Forbidden,
@@ -403,24 +413,24 @@ impl Ops {
                 ExecError::Spawn { .. } => ErrorCode::Internal,
             };
             tracing::warn!(command = %run.command, actor = %run.requested_by.actor, error = %e, "exec refused");
-            self.audit.note(
-                op::EXEC_RUN,
-                "denied",
-                &run.command,
-                &run.requested_by,
-                &e.to_string(),
-            );
-            Response::err(id, code, e.to_string())
+            let audit = self.audit.clone();
+            let (command, who) = (run.command.clone(), run.requested_by.clone());
+            Handled::Later(Box::pin(async move {
+                audit
+                    .note(op::EXEC_RUN, "denied", &command, &who, &e.to_string())
+                    .await;
+                Response::err(id, code, e.to_string())
+            }))
         };
         let Some(cmd) = self.whitelist.get(&run.command) else {
-            return Handled::Now(refuse(id, ExecError::NotAllowed(run.command.clone())));
+            return refuse(id, ExecError::NotAllowed(run.command.clone()));
         };
         let argv = match cmd.render(&run.params) {
             Ok(argv) => argv,
-            Err(e) => return Handled::Now(refuse(id, e)),
+            Err(e) => return refuse(id, e),
         };
         if !cmd.binary.is_file() {
-            return Handled::Now(refuse(id, ExecError::Unavailable(cmd.name.clone())));
+            return refuse(id, ExecError::Unavailable(cmd.name.clone()));
         }
         let Ok(permit) = self.exec_slots.clone().try_acquire_owned() else {
             return Handled::Now(Response::err(
@@ -451,17 +461,21 @@ impl Ops {
                         "exit {:?}, signal {:?}, timed out {}, {} ms",
                         result.exit_code, result.signal, result.timed_out, result.duration_ms
                     );
-                    audit.note(op::EXEC_RUN, "ok", &cmd.name, &run.requested_by, &detail);
+                    audit
+                        .note(op::EXEC_RUN, "ok", &cmd.name, &run.requested_by, &detail)
+                        .await;
                     Response::ok(id, &result)
                 }
                 Err(e) => {
-                    audit.note(
-                        op::EXEC_RUN,
-                        "error",
-                        &cmd.name,
-                        &run.requested_by,
-                        &e.to_string(),
-                    );
+                    audit
+                        .note(
+                            op::EXEC_RUN,
+                            "error",
+                            &cmd.name,
+                            &run.requested_by,
+                            &e.to_string(),
+                        )
+                        .await;
                     Response::err(id, ErrorCode::Internal, e.to_string())
                 }
             }

@@ -64,10 +64,16 @@ enum Script {
     AskUnknownOp,
 }
 
-#[tokio::test]
-async fn agent_survives_a_misbehaving_control_plane() {
+/// A stand-in control plane: its TLS acceptor, and an agent state dir enrolled with it.
+struct StandIn {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: StateDir,
+    _dir: tempfile::TempDir,
+}
+
+async fn stand_in(host_id: &str) -> StandIn {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let host_id = "01JDQ3YXB5C7D9F1G3H5J7K9M1";
     let pki = pki(host_id);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -102,8 +108,55 @@ async fn agent_survives_a_misbehaving_control_plane() {
         .with_client_cert_verifier(verifier)
         .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
         .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    StandIn {
+        listener,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        state,
+        _dir: dir,
+    }
+}
 
+type ServerWs =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// Accepts the agent's next connection and welcomes it; returns the socket and the hello.
+async fn welcome_next(
+    listener: &TcpListener,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    host_id: &str,
+) -> (ServerWs, Hello) {
+    let (tcp, _) = listener.accept().await.expect("accept");
+    let tls = acceptor.accept(tcp).await.expect("tls");
+    let mut ws = tokio_tungstenite::accept_async(tls).await.expect("upgrade");
+    let Some(Ok(Message::Text(text))) = ws.next().await else {
+        panic!("no hello")
+    };
+    let Frame::Request(hello) = Frame::decode(&text, DEFAULT_MAX_FRAME).expect("frame") else {
+        panic!("hello is a request")
+    };
+    assert_eq!(hello.op, op::HELLO);
+    let facts: Hello = hello.body_as().expect("hello body");
+    let welcome = Welcome {
+        protocol: 1,
+        host_id: host_id.into(),
+        server_version: "test".into(),
+        ping_interval_secs: 15,
+        max_frame_bytes: DEFAULT_MAX_FRAME,
+    };
+    let reply = Frame::Response(Response::ok(hello.id, &welcome)).encode();
+    ws.send(Message::Text(reply.into())).await.expect("welcome");
+    (ws, facts)
+}
+
+#[tokio::test]
+async fn agent_survives_a_misbehaving_control_plane() {
+    let host_id = "01JDQ3YXB5C7D9F1G3H5J7K9M1";
+    let StandIn {
+        listener,
+        acceptor,
+        state,
+        _dir,
+    } = stand_in(host_id).await;
     let (events_tx, mut events) = mpsc::unbounded_channel::<String>();
     let scripts = [
         Script::SendMalformed,
@@ -112,30 +165,10 @@ async fn agent_survives_a_misbehaving_control_plane() {
     ];
     let server = tokio::spawn(async move {
         for script in scripts {
-            let (tcp, _) = listener.accept().await.expect("accept");
-            let tls = acceptor.accept(tcp).await.expect("tls");
-            let mut ws = tokio_tungstenite::accept_async(tls).await.expect("upgrade");
-            let Some(Ok(Message::Text(text))) = ws.next().await else {
-                panic!("no hello")
-            };
-            let Frame::Request(hello) = Frame::decode(&text, DEFAULT_MAX_FRAME).expect("frame")
-            else {
-                panic!("hello is a request")
-            };
-            assert_eq!(hello.op, op::HELLO);
-            let facts: Hello = hello.body_as().expect("hello body");
+            let (mut ws, facts) = welcome_next(&listener, &acceptor, host_id).await;
             events_tx
                 .send(format!("hello from {}", facts.host.hostname))
                 .expect("event");
-            let welcome = Welcome {
-                protocol: 1,
-                host_id: host_id.into(),
-                server_version: "test".into(),
-                ping_interval_secs: 15,
-                max_frame_bytes: DEFAULT_MAX_FRAME,
-            };
-            let reply = Frame::Response(Response::ok(hello.id, &welcome)).encode();
-            ws.send(Message::Text(reply.into())).await.expect("welcome");
             match script {
                 Script::SendMalformed => {
                     ws.send(Message::Text("{\"kind\":\"request\",\"v\":1".into()))
@@ -255,4 +288,96 @@ async fn agent_survives_a_misbehaving_control_plane() {
         matches!(result, Ok(Ok(Ok(())))),
         "agent did not stop cleanly: {result:?}"
     );
+}
+
+/// A flood of refused commands: every refusal is written to the audit trail, yet pings keep
+/// their deadline, because records are written by the audit writer and not in the link's loop;
+/// past the in-flight bound requests are answered busy at once instead of queueing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_keep_their_deadline_under_a_flood_of_refused_commands() {
+    const FLOOD: usize = 3000;
+    const PING_EVERY: usize = 250;
+    // Far below the link's own deadline (three 15 s intervals), far above a loop that is free.
+    const DEADLINE: Duration = Duration::from_secs(2);
+    let host_id = "01JDQ3YXB5C7D9F1G3H5J7K9M2";
+    let stand = stand_in(host_id).await;
+    let mut config = AgentConfig::new(stand.state.path().to_owned());
+    config.backoff_initial = Duration::from_millis(50);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agentd::run(config, async {
+        let _ = stop_rx.await;
+    }));
+    let (ws, _) = welcome_next(&stand.listener, &stand.acceptor, host_id).await;
+    let (mut sink, mut stream) = ws.split();
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(String, std::time::Instant)>();
+    let sender = tokio::spawn(async move {
+        for i in 0..FLOOD {
+            let run = axon_shared::ExecRun {
+                command: "not-on-the-whitelist".into(),
+                params: Default::default(),
+                requested_by: Default::default(),
+                stream: false,
+            };
+            let ask = Frame::Request(Request::new(format!("x{i}"), op::EXEC_RUN, &run));
+            sink.send(Message::Text(ask.encode().into()))
+                .await
+                .expect("send");
+            if i % PING_EVERY == PING_EVERY - 1 {
+                let id = format!("p{i}");
+                let ping = Frame::Request(Request::new(&id, op::PING, &serde_json::Value::Null));
+                sink.send(Message::Text(ping.encode().into()))
+                    .await
+                    .expect("send");
+                sent_tx.send((id, std::time::Instant::now())).expect("note");
+            }
+        }
+        sink
+    });
+    let mut sent = std::collections::HashMap::new();
+    let (mut pongs, mut refused, mut busy, mut audited) = (0, 0, 0, 0);
+    let mut slowest = Duration::ZERO;
+    let read = async {
+        while pongs < FLOOD / PING_EVERY || refused + busy < FLOOD || audited < refused {
+            let Some(Ok(Message::Text(text))) = stream.next().await else {
+                panic!("the agent went away")
+            };
+            match Frame::decode(&text, DEFAULT_MAX_FRAME).expect("frame") {
+                Frame::Response(r) if r.id.starts_with('p') => {
+                    while let Ok((id, at)) = sent_rx.try_recv() {
+                        sent.insert(id, at);
+                    }
+                    let at = sent.get(&r.id).copied().expect("ping was sent");
+                    slowest = slowest.max(at.elapsed());
+                    assert!(r.ok);
+                    pongs += 1;
+                }
+                Frame::Response(r) => match r.error.map(|e| e.code) {
+                    Some(ErrorCode::Forbidden) => refused += 1,
+                    Some(ErrorCode::RateLimited) => busy += 1,
+                    other => panic!("unexpected answer {other:?}"),
+                },
+                Frame::Event(e) if e.topic == "audit" => {
+                    let record: axon_shared::AuditRecord =
+                        serde_json::from_value(e.body).expect("record");
+                    if record.action == op::EXEC_RUN && record.outcome == "denied" {
+                        audited += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("every request answered and every refusal audited");
+    assert!(
+        slowest < DEADLINE,
+        "a ping waited {slowest:?} behind refused commands"
+    );
+    assert_eq!(refused + busy, FLOOD);
+    assert!(refused > 0);
+    assert_eq!(audited, refused, "every evaluated refusal is on the trail");
+    drop(sender.await.expect("sender"));
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
 }

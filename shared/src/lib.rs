@@ -9,6 +9,7 @@
 //! as plain data. Golden fixtures under `fixtures/` pin the format.
 
 mod cert;
+pub mod chain;
 mod duration;
 mod frame;
 mod id;

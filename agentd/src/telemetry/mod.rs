@@ -59,13 +59,15 @@ impl Telemetry {
         tokio::spawn(async move {
             while let Some(event) = gpu_rx.recv().await {
                 tracing::warn!(gpu = %event.gpu_uuid, kind = %event.kind, value = event.value, "GPU fault");
-                audit.note(
-                    &format!("gpu.{}", event.kind),
-                    "alert",
-                    &event.gpu_uuid,
-                    &axon_shared::Requester::default(),
-                    &serde_json::to_string(&event).unwrap_or_default(),
-                );
+                audit
+                    .note(
+                        &format!("gpu.{}", event.kind),
+                        "alert",
+                        &event.gpu_uuid,
+                        &axon_shared::Requester::default(),
+                        &serde_json::to_string(&event).unwrap_or_default(),
+                    )
+                    .await;
             }
         });
         let tx = samples.clone();

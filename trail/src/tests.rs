@@ -1,0 +1,175 @@
+use super::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Rec {
+    seq: u64,
+    what: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl Chained for Rec {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn prev_hash(&self) -> &str {
+        &self.prev_hash
+    }
+    fn hash(&self) -> &str {
+        &self.hash
+    }
+    fn link(&mut self, seq: u64, prev_hash: String) {
+        self.seq = seq;
+        self.prev_hash = prev_hash;
+    }
+    fn set_hash(&mut self, hash: String) {
+        self.hash = hash;
+    }
+}
+
+fn rec(what: &str) -> Rec {
+    Rec {
+        seq: 0,
+        what: what.into(),
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+fn config(dir: &Path, max: u64) -> TrailConfig {
+    TrailConfig::new(dir, "audit.jsonl", max, 3)
+}
+
+fn append(trail: &mut TrailFile, n: usize) {
+    let mut records: Vec<Rec> = (0..n).map(|i| rec(&format!("r{i}"))).collect();
+    trail.append(&mut records).expect("append");
+}
+
+#[test]
+fn appends_rotate_and_verify_as_one_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 400);
+    {
+        let (mut trail, opened) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+        assert_eq!(opened, Opened::default());
+        append(&mut trail, 4);
+        append(&mut trail, 4);
+    }
+    let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("reopen");
+    assert_eq!(trail.head().map(|h| h.0), Some(8));
+    append(&mut trail, 2);
+    assert!(cfg.rotated(1).exists(), "rotated");
+    assert!(std::fs::metadata(cfg.current()).expect("meta").len() <= 400);
+    let verified = verify::<Rec>(&cfg).expect("verifies");
+    assert_eq!(verified.head, Some(10));
+    assert!(verified.files >= 2);
+    let after: Vec<Rec> = trail.records_after(3).expect("read");
+    assert_eq!(
+        after.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (4..=10).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn cutting_the_end_is_detected_and_the_chain_goes_on_past_the_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20);
+    {
+        let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+        append(&mut trail, 5);
+    }
+    let text = std::fs::read_to_string(cfg.current()).expect("read");
+    let kept: Vec<&str> = text.lines().take(3).collect();
+    std::fs::write(cfg.current(), kept.join("\n") + "\n").expect("cut");
+    match verify::<Rec>(&cfg) {
+        Err(TrailError::Cut {
+            reason: ChainBreak::Truncated { last: 3, head: 5 },
+            ..
+        }) => {}
+        other => panic!("expected a cut trail, got {other:?}"),
+    }
+    // Reopening says so and continues after the signed head, so the gap stays in the file.
+    let (mut trail, opened) = TrailFile::open::<Rec>(cfg.clone()).expect("reopen");
+    assert_eq!(opened.cut, Some((3, 5)));
+    append(&mut trail, 1);
+    assert_eq!(trail.head().map(|h| h.0), Some(6));
+    assert!(matches!(
+        verify::<Rec>(&cfg),
+        Err(TrailError::Broken { line: 4, .. })
+    ));
+}
+
+#[test]
+fn a_removed_or_forged_head_is_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20);
+    {
+        let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+        append(&mut trail, 3);
+    }
+    let signed = std::fs::read_to_string(cfg.head_path()).expect("head");
+    std::fs::remove_file(cfg.head_path()).expect("remove");
+    assert!(matches!(verify::<Rec>(&cfg), Err(TrailError::Head { .. })));
+    let mut forged: Checkpoint = serde_json::from_str(&signed).expect("parse");
+    forged.seq = 2;
+    std::fs::write(cfg.head_path(), serde_json::to_vec(&forged).expect("json")).expect("write");
+    assert!(matches!(verify::<Rec>(&cfg), Err(TrailError::Head { .. })));
+    std::fs::write(cfg.head_path(), signed).expect("restore");
+    assert_eq!(verify::<Rec>(&cfg).expect("verifies").records, 3);
+}
+
+#[test]
+fn a_torn_last_line_is_skipped_on_open_and_named_by_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20);
+    {
+        let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+        append(&mut trail, 1);
+    }
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(cfg.current())
+        .expect("open");
+    f.write_all(b"{\"seq\":2,\"wh").expect("torn");
+    drop(f);
+    let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("reopens");
+    append(&mut trail, 1);
+    assert_eq!(trail.head().map(|h| h.0), Some(2));
+    assert!(matches!(
+        verify::<Rec>(&cfg),
+        Err(TrailError::Unreadable { line: 2, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_commits_concurrent_records_as_one_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20);
+    let (trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let writer = Arc::new(Writer::start(
+        trail,
+        16,
+        Box::new(move |records: &[Rec]| {
+            sink.lock()
+                .expect("lock")
+                .extend(records.iter().map(|r| r.seq));
+            Ok(())
+        }),
+    ));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write(rec(&format!("w{i}"))).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("written");
+    }
+    assert!(writer.submit(rec("queued")));
+    drop(Arc::into_inner(writer).expect("last handle"));
+    assert_eq!(*seen.lock().expect("lock"), (1..=201).collect::<Vec<u64>>());
+    assert_eq!(verify::<Rec>(&cfg).expect("verifies").records, 201);
+}
