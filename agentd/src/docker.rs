@@ -67,6 +67,9 @@ impl EngineError {
     }
 }
 
+/// Capabilities every run drops.
+pub const DROPPED_CAPABILITIES: &[&str] = &["MKNOD", "SETUID", "SETGID", "FSETID", "SETFCAP"];
+
 /// A container name or id as Docker accepts them (also what keeps it a single URL segment).
 pub fn check_name(name: &str) -> Result<(), EngineError> {
     let ok = !name.is_empty()
@@ -862,6 +865,15 @@ fn create_body(
                     })
                     .collect(),
             ),
+            // A container may write into a jail root on the host: it must not plant device
+            // nodes or setuid files there, nor gain privileges through them.
+            cap_drop: Some(
+                DROPPED_CAPABILITIES
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+            ),
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()

@@ -25,6 +25,9 @@ use crate::watch::RootWatcher;
 
 /// Commands allowed to run at the same time; more are refused as busy.
 const MAX_CONCURRENT_EXECS: usize = 8;
+/// File operations running at the same time (each holds a blocking thread and a buffer); more
+/// wait for a turn.
+const MAX_CONCURRENT_FS: usize = 8;
 /// Logs and stats followed at the same time.
 const MAX_FOLLOWS: usize = 16;
 /// How long a follow lasts unless the caller says (and at most).
@@ -47,6 +50,7 @@ pub enum Handled {
 pub struct Ops {
     whitelist: Whitelist,
     exec_slots: Arc<Semaphore>,
+    fs_slots: Arc<Semaphore>,
     jail: Arc<Jail>,
     /// The agent's own audit trail.
     pub audit: Arc<Auditor>,
@@ -100,6 +104,7 @@ impl Ops {
         Self {
             whitelist,
             exec_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXECS)),
+            fs_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_FS)),
             jail: Arc::new(jail),
             audit,
             watcher,
@@ -350,13 +355,20 @@ impl Ops {
         };
         let jail = self.jail.clone();
         let audit = self.audit.clone();
+        let slots = self.fs_slots.clone();
         let verb = req.op;
         let changes = !matches!(verb.as_str(), op::FS_LIST | op::FS_STAT | op::FS_READ);
         let (path, who) = (fs_op.path.clone(), fs_op.requested_by.clone());
         Handled::Later(Box::pin(async move {
             let call_verb = verb.clone();
-            let outcome =
-                tokio::task::spawn_blocking(move || fs_call(&jail, &call_verb, &fs_op)).await;
+            let Ok(permit) = slots.acquire_owned().await else {
+                return Response::err(id, ErrorCode::Internal, "file operations have stopped");
+            };
+            let outcome = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                fs_call(&jail, &call_verb, &fs_op)
+            })
+            .await;
             match outcome {
                 Ok(Ok(body)) => {
                     if changes {

@@ -4,7 +4,7 @@
 //! nothing may be acted on.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -547,27 +547,54 @@ impl Services {
         result
     }
 
-    /// A mount source as the engine will see it: it must resolve to itself (no symlink on
-    /// the way) and lie in a root; a read-only root gives read-only mounts only.
+    /// A mount source as the engine will see it: an absolute path written without `.`, `..`
+    /// or links, resolved step by step beneath the root it names (no component may be a
+    /// symlink); a read-only root gives read-only mounts only. A path that is missing, a link
+    /// or outside every root gets the same answer, so the check tells nothing of the host.
     fn mount_source(&self, source: &Path, read_only: bool) -> Result<String, ServiceError> {
         let refuse = |why: &str| ServiceError::Mount(format!("{}: {why}", source.display()));
+        let unusable = || {
+            refuse(
+                "is not a file or directory inside one of this host's file roots, written without links, '.' or '..'",
+            )
+        };
         if !source.is_absolute() {
             return Err(refuse("must be an absolute path"));
         }
-        let real = std::fs::canonicalize(source).map_err(|_| refuse("does not exist"))?;
-        if real != source {
-            return Err(refuse("must be written without links, '.' or '..'"));
+        if source
+            .components()
+            .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+        {
+            return Err(unusable());
         }
-        let root = self
+        let (root_path, writable, rel) = self
             .mount_roots
             .iter()
-            .filter_map(|r| std::fs::canonicalize(&r.path).ok().map(|p| (p, r.writable)))
-            .find(|(p, _)| real.starts_with(p))
-            .ok_or_else(|| refuse("is not inside one of this host's file roots"))?;
-        if !read_only && !root.1 {
+            .filter_map(|r| {
+                let root = std::fs::canonicalize(&r.path).ok()?;
+                let rel = source.strip_prefix(&root).ok()?.to_owned();
+                Some((root, r.writable, rel))
+            })
+            .next()
+            .ok_or_else(unusable)?;
+        let mut dir = cap_std::fs::Dir::open_ambient_dir(&root_path, cap_std::ambient_authority())
+            .map_err(|_| unusable())?;
+        let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
+        for (i, part) in parts.iter().enumerate() {
+            let meta = dir.symlink_metadata(part).map_err(|_| unusable())?;
+            if meta.file_type().is_symlink() {
+                return Err(unusable());
+            }
+            if i + 1 < parts.len() {
+                // cap-std keeps even a link swapped in after the check beneath the root.
+                dir = dir.open_dir(part).map_err(|_| unusable())?;
+            }
+        }
+        if !read_only && !writable {
             return Err(refuse("its root is read-only: mount it read_only"));
         }
-        real.to_str()
+        source
+            .to_str()
             .map(str::to_owned)
             .ok_or_else(|| refuse("is not UTF-8"))
     }
@@ -631,6 +658,33 @@ mod tests {
         assert!(s.mount_source(&rw.join("../outside"), true).is_err());
         assert!(s.mount_source(Path::new("rw"), true).is_err());
         assert!(s.mount_source(&rw.join("missing"), true).is_err());
+        // A link deeper down, and one answer whether or not the path exists.
+        std::fs::create_dir(rw.join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, rw.join("sub/deep")).expect("symlink");
+        std::fs::create_dir(outside.join("x")).expect("mkdir");
+        let missing = s
+            .mount_source(&rw.join("nothing/here"), true)
+            .expect_err("missing");
+        let through_link = s
+            .mount_source(&rw.join("sub/deep/x"), true)
+            .expect_err("link");
+        let beyond = s
+            .mount_source(&outside.join("x"), true)
+            .expect_err("outside");
+        let text = |e: ServiceError, p: &Path| e.to_string().replace(&p.display().to_string(), "P");
+        assert_eq!(
+            text(missing, &rw.join("nothing/here")),
+            text(through_link, &rw.join("sub/deep/x"))
+        );
+        assert_eq!(
+            text(beyond, &outside.join("x")),
+            text(
+                s.mount_source(&rw.join("nothing/here"), true)
+                    .expect_err("missing"),
+                &rw.join("nothing/here")
+            )
+        );
+        assert!(s.mount_source(&rw.join("sub"), false).is_ok());
     }
 
     #[test]

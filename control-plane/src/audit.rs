@@ -1,13 +1,23 @@
 //! The control plane's audit trail: who did what to which object, from where, and how it
 //! ended — logins, refusals, key and token changes, every admin change.
 //!
-//! Records are appended, fsynced, to `<data-dir>/audit.jsonl` (one JSON line each, the same
-//! lines as agentd's trail format) and indexed in a sled tree keyed by sequence number for the
-//! API's filters. Each record carries the SHA-256 of the previous one, so removing or editing a
-//! record breaks the chain (`verify`).
+//! Records are appended, fsynced, to `<data-dir>/audit.jsonl` (one JSON line each, rotated by
+//! size, the chain's head signed apart from the files, as agentd's trail) and indexed in a
+//! sled tree keyed by sequence number for the API's filters. The file is the source of truth:
+//! the chain continues from it, and records it holds that the index lacks (a crash between
+//! the two writes) are indexed again on open. Each record carries the SHA-256 of the previous
+//! one, so removing or editing a record breaks the chain (`verify`).
+//!
+//! Records are written by a thread of their own in groups (one sync for many), so handlers
+//! never wait on the disk, and unauthenticated refusals are counted per source address: the
+//! first of a minute is recorded at once, the rest as one record with their count.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axon_trail::{TrailConfig, TrailFile, Writer};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -40,6 +50,10 @@ pub struct Record {
     pub host_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_seq: Option<u64>,
+    /// For a record that stands for several like it (repeated refusals from one address):
+    /// how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     /// SHA-256 (hex) of the previous record; zeros for the first.
     pub prev_hash: String,
     /// SHA-256 (hex) of this record with `hash` empty.
@@ -58,9 +72,33 @@ pub struct Event {
     source_ip: Option<String>,
     reason: Option<String>,
     host: Option<(String, u64)>,
+    count: Option<u64>,
+}
+
+impl axon_shared::chain::Chained for Record {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn prev_hash(&self) -> &str {
+        &self.prev_hash
+    }
+    fn hash(&self) -> &str {
+        &self.hash
+    }
+    fn link(&mut self, seq: u64, prev_hash: String) {
+        self.seq = seq;
+        self.prev_hash = prev_hash;
+    }
+    fn set_hash(&mut self, hash: String) {
+        self.hash = hash;
+    }
 }
 
 impl Event {
+    pub fn count(mut self, count: u64) -> Self {
+        self.count = Some(count);
+        self
+    }
     pub fn host(mut self, host_id: &str, seq: u64) -> Self {
         self.host = Some((host_id.to_owned(), seq));
         self
@@ -160,62 +198,105 @@ impl Filter {
     }
 }
 
+/// Name of the trail's current file in the data dir.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+/// Rotate the file past this size; the index keeps every record regardless.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Rotated files kept.
+const KEEP_ROTATED: u32 = 10;
+/// Records queued for the writer; past that `record` waits for room.
+const QUEUE: usize = 4096;
+/// Unauthenticated refusals from one address are summed over this window.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses counted at once; past that they share one count.
+const MAX_REFUSAL_SOURCES: usize = 10_000;
+/// How long a reader waits for records queued before it.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The trail's layout in a data dir.
+pub fn trail_config(data_dir: &std::path::Path) -> TrailConfig {
+    TrailConfig::new(data_dir, AUDIT_FILE, MAX_FILE_BYTES, KEEP_ROTATED)
+}
+
+/// Refusals counted in the current window of one source.
+struct Refusals {
+    started: Instant,
+    /// Refusals after the first one, not yet recorded.
+    more: u64,
+    last_route: String,
+    last_reason: String,
+}
+
 /// The trail.
 pub struct Audit {
     tree: Tree<Record>,
-    /// The append-only JSONL file, when the trail has one (tests may run without).
-    file: Option<Mutex<std::fs::File>>,
-    live: crate::live::Live,
-    /// Next sequence number and the hash of the last record; appends are serialised.
-    head: Mutex<(u64, String)>,
+    writer: Writer<Record>,
+    refusals: Mutex<HashMap<Option<IpAddr>, Refusals>>,
 }
-
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn key(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-fn digest(record: &Record) -> String {
-    let mut unsigned = record.clone();
-    unsigned.hash = String::new();
-    let bytes = serde_json::to_vec(&unsigned).unwrap_or_default();
-    crate::auth::secret_digest(&bytes)
-}
-
 impl Audit {
-    /// Opens the trail: the index in `db`, the JSONL file at `jsonl` (created if missing).
-    pub fn open_with_file(
+    /// Opens the trail: its files in `data_dir`, the index in `db`.
+    pub fn open(
         db: &Db,
-        jsonl: &std::path::Path,
+        data_dir: &std::path::Path,
         live: crate::live::Live,
     ) -> Result<Self, StoreError> {
-        let mut audit = Self::open(db, live)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(jsonl)
-            .map_err(|e| StoreError::File {
-                path: jsonl.to_owned(),
-                source: e,
-            })?;
-        audit.file = Some(Mutex::new(file));
-        Ok(audit)
-    }
-
-    /// Opens the trail in `db` only.
-    pub fn open(db: &Db, live: crate::live::Live) -> Result<Self, StoreError> {
         let tree: Tree<Record> = db.tree("audit")?;
-        let head = match tree.last()? {
-            Some(last) => (last.seq + 1, last.hash),
-            None => (1, GENESIS.to_owned()),
+        let file_error = |e: axon_trail::TrailError| StoreError::File {
+            path: data_dir.join(AUDIT_FILE),
+            source: std::io::Error::other(e.to_string()),
         };
-        Ok(Self {
+        let (mut trail, opened) =
+            TrailFile::open::<Record>(trail_config(data_dir)).map_err(file_error)?;
+        let indexed = tree.last()?;
+        let indexed_seq = indexed.as_ref().map_or(0, |r| r.seq);
+        let file_seq = trail.head().map_or(0, |(seq, _)| seq);
+        if file_seq > indexed_seq {
+            let missing: Vec<Record> = trail.records_after(indexed_seq).map_err(file_error)?;
+            tracing::warn!(
+                records = missing.len(),
+                "audit records in the file but not in the index: indexed again"
+            );
+            for record in &missing {
+                tree.put(&key(record.seq), record)?;
+            }
+        } else if let Some(last) = indexed.filter(|r| r.seq > file_seq) {
+            // An index from before the file existed (or a file that was lost): numbers go on
+            // from the index, never repeat.
+            trail.adopt_head(last.seq, &last.hash);
+        }
+        let index = tree.clone();
+        let writer = Writer::start(
+            trail,
+            QUEUE,
+            Box::new(move |records: &[Record]| {
+                for record in records {
+                    index
+                        .put(&key(record.seq), record)
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!(target: "audit", seq = record.seq, action = %record.action, outcome = %record.outcome, actor = %record.actor, object = %record.target, "audit");
+                    live.publish(crate::live::LiveEvent::Audit {
+                        record: Box::new(record.clone()),
+                    });
+                }
+                Ok(())
+            }),
+        );
+        let audit = Self {
             tree,
-            file: None,
-            live,
-            head: Mutex::new(head),
-        })
+            writer,
+            refusals: Mutex::new(HashMap::new()),
+        };
+        if let Some((last, head)) = opened.cut {
+            audit.record(audit.event("audit.cut", "alert").target(AUDIT_FILE).reason(&format!(
+                "the file ended at record {last} but its signed head was record {head}: records were cut off the end"
+            )));
+        }
+        Ok(audit)
     }
 
     /// Starts an event.
@@ -227,11 +308,9 @@ impl Audit {
         }
     }
 
-    /// Appends an event; false (and logged) when it could not be stored.
-    pub fn record(&self, event: Event) -> bool {
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let mut record = Record {
-            seq: head.0,
+    fn build(event: Event) -> Record {
+        Record {
+            seq: 0,
             time: now(),
             action: event.action,
             outcome: event.outcome,
@@ -243,34 +322,114 @@ impl Audit {
             reason: event.reason,
             host_id: event.host.as_ref().map(|h| h.0.clone()),
             host_seq: event.host.map(|h| h.1),
-            prev_hash: head.1.clone(),
+            count: event.count,
+            prev_hash: String::new(),
             hash: String::new(),
-        };
-        record.hash = digest(&record);
-        tracing::info!(target: "audit", seq = record.seq, action = %record.action, outcome = %record.outcome, actor = %record.actor, object = %record.target, "audit");
-        if let Some(file) = &self.file {
-            use std::io::Write;
-            let mut line = serde_json::to_vec(&record).unwrap_or_default();
-            line.push(b'\n');
-            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
-                tracing::error!(error = %e, action = %record.action, "AUDIT RECORD LOST: audit.jsonl write failed");
-                return false;
-            }
         }
-        match self.tree.put(&key(record.seq), &record) {
-            Ok(()) => {
-                *head = (record.seq + 1, record.hash.clone());
-                self.live.publish(crate::live::LiveEvent::Audit {
-                    record: Box::new(record),
-                });
-                true
-            }
+    }
+
+    /// Queues an event for the writer; false when the writer has stopped (logged). Waits
+    /// only while the writer's queue is full.
+    pub fn record(&self, event: Event) -> bool {
+        let queued = self.writer.submit(Self::build(event));
+        if !queued {
+            tracing::error!("AUDIT RECORD LOST: the audit writer has stopped");
+        }
+        queued
+    }
+
+    /// Writes an event and waits until it is synced and indexed (records whose loss must be
+    /// noticed, such as agents' records that are acknowledged afterwards).
+    pub async fn write(&self, event: Event) -> bool {
+        match self.writer.write(Self::build(event)).await {
+            Ok(_) => true,
             Err(e) => {
-                tracing::error!(error = %e, action = %record.action, "AUDIT RECORD LOST: store write failed");
+                tracing::error!(error = %e, "AUDIT RECORD NOT WRITTEN");
                 false
             }
         }
+    }
+
+    /// An unauthenticated request was refused. The first refusal from an address in a window
+    /// is recorded at once; the rest are counted and recorded as one when the window ends.
+    pub fn unauthenticated(&self, ip: Option<IpAddr>, route: &str, reason: &str) {
+        let mut windows = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let source = if windows.contains_key(&ip) || windows.len() < MAX_REFUSAL_SOURCES {
+            ip
+        } else {
+            None
+        };
+        let summary = match windows.get_mut(&source) {
+            Some(w) if w.started.elapsed() < REFUSAL_WINDOW => {
+                w.more += 1;
+                w.last_route = route.chars().take(256).collect();
+                w.last_reason = reason.chars().take(256).collect();
+                return;
+            }
+            Some(w) => Some((
+                w.more,
+                std::mem::take(&mut w.last_route),
+                std::mem::take(&mut w.last_reason),
+            )),
+            None => None,
+        };
+        windows.insert(
+            source,
+            Refusals {
+                started: Instant::now(),
+                more: 0,
+                last_route: String::new(),
+                last_reason: String::new(),
+            },
+        );
+        drop(windows);
+        if let Some((more, last_route, last_reason)) = summary {
+            self.refusal_summary(source, more, &last_route, &last_reason);
+        }
+        self.record(
+            self.event("access.unauthenticated", "denied")
+                .maybe_ip(ip)
+                .target(route)
+                .reason(reason),
+        );
+    }
+
+    fn refusal_summary(&self, source: Option<IpAddr>, more: u64, route: &str, reason: &str) {
+        if more == 0 {
+            return;
+        }
+        self.record(
+            self.event("access.unauthenticated", "denied")
+                .maybe_ip(source)
+                .target(route)
+                .reason(&format!(
+                    "{more} more like it within a minute; the last: {reason}"
+                ))
+                .count(more),
+        );
+    }
+
+    /// Records the counts of windows that have ended (`all`: of every window, at shutdown).
+    pub fn flush_refusals(&self, all: bool) {
+        let ended: Vec<(Option<IpAddr>, Refusals)> = {
+            let mut windows = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<Option<IpAddr>> = windows
+                .iter()
+                .filter(|(_, w)| all || w.started.elapsed() >= REFUSAL_WINDOW)
+                .map(|(k, _)| *k)
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| windows.remove(&k).map(|w| (k, w)))
+                .collect()
+        };
+        for (source, w) in ended {
+            self.refusal_summary(source, w.more, &w.last_route, &w.last_reason);
+        }
+    }
+
+    /// Waits until records queued before the call are indexed (read-your-writes).
+    pub async fn settled(&self) {
+        self.writer.settled(SETTLE).await;
     }
 
     /// Records matching `filter`, newest first.
@@ -291,33 +450,41 @@ impl Audit {
         self.tree.is_empty()
     }
 
-    /// Checks the whole chain; returns the sequence number of the first broken record.
+    /// Checks the index's whole chain; returns the sequence number of the first broken
+    /// record.
     pub fn verify(&self) -> Result<Option<u64>, StoreError> {
-        let mut prev = GENESIS.to_owned();
-        for record in self.tree.values()? {
-            if record.prev_hash != prev || digest(&record) != record.hash {
-                return Ok(Some(record.seq));
-            }
-            prev = record.hash;
-        }
-        Ok(None)
+        verify_index(&self.tree)
     }
+}
+
+/// Checks the chain of the index in `db`.
+pub fn verify_index(tree: &Tree<Record>) -> Result<Option<u64>, StoreError> {
+    let mut check = axon_shared::chain::ChainCheck::new();
+    for record in tree.values()? {
+        if check.check(&record).is_err() {
+            return Ok(Some(record.seq));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn chain_verifies_and_detects_tampering() {
+    fn open(dir: &std::path::Path, db: &Db) -> Audit {
+        Audit::open(db, dir, crate::live::Live::default()).expect("audit")
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_detects_tampering() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(dir.path()).expect("db");
-        let jsonl = dir.path().join("audit.jsonl");
-        let audit =
-            Audit::open_with_file(&db, &jsonl, crate::live::Live::default()).expect("audit");
+        let db = Db::open(&dir.path().join("db")).expect("db");
+        let audit = open(dir.path(), &db);
         for i in 0..5 {
             audit.record(audit.event("user.create", "ok").target(&format!("u{i}")));
         }
+        audit.settled().await;
         assert_eq!(audit.verify().expect("verify"), None);
         let found = audit
             .query(&Filter {
@@ -327,13 +494,6 @@ mod tests {
             .expect("query");
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].seq, 4);
-        let newest = audit
-            .query(&Filter {
-                limit: Some(2),
-                ..Filter::default()
-            })
-            .expect("query");
-        assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [5, 4]);
         let page = audit
             .query(&Filter {
                 before: Some(4),
@@ -344,33 +504,82 @@ mod tests {
 
         // Reopening continues the chain.
         drop(audit);
-        let audit =
-            Audit::open_with_file(&db, &jsonl, crate::live::Live::default()).expect("reopen");
-        audit.record(audit.event("user.delete", "ok"));
+        let audit = open(dir.path(), &db);
+        assert!(audit.write(audit.event("user.delete", "ok")).await);
         assert_eq!(audit.verify().expect("verify"), None);
-        // The JSONL file holds the same records, in order, one per line.
-        let lines: Vec<Record> = std::fs::read_to_string(&jsonl)
-            .expect("jsonl")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("record"))
-            .collect();
-        assert_eq!(
-            lines.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5, 6]
-        );
-        assert_eq!(
-            lines.last().map(|r| r.hash.clone()),
-            audit
-                .query(&Filter::default())
-                .expect("q")
-                .first()
-                .map(|r| r.hash.clone())
-        );
+        // The file holds the same records, in order, and verifies up to its signed head.
+        let verified = axon_trail::verify::<Record>(&trail_config(dir.path())).expect("file");
+        assert_eq!((verified.records, verified.head), (6, Some(6)));
 
         let tree: Tree<Record> = db.tree("audit").expect("tree");
         let mut third = tree.get(&key(3)).expect("get").expect("record");
         third.target = "someone-else".into();
         tree.put(&key(3), &third).expect("tamper");
         assert_eq!(audit.verify().expect("verify"), Some(3));
+    }
+
+    /// A crash after the file sync and before the index write: the head comes from the file
+    /// and the missing records are indexed again, so numbers never fork.
+    #[tokio::test]
+    async fn the_index_is_rebuilt_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db")).expect("db");
+        {
+            let audit = open(dir.path(), &db);
+            for i in 0..4 {
+                assert!(
+                    audit
+                        .write(audit.event("user.create", "ok").target(&format!("u{i}")))
+                        .await
+                );
+            }
+        }
+        let tree: Tree<Record> = db.tree("audit").expect("tree");
+        tree.take(&key(4)).expect("cut");
+        tree.take(&key(3)).expect("cut");
+        let audit = open(dir.path(), &db);
+        assert!(audit.write(audit.event("user.delete", "ok")).await);
+        let seqs: Vec<u64> = audit
+            .query(&Filter::default())
+            .expect("query")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [5, 4, 3, 2, 1]);
+        assert_eq!(audit.verify().expect("verify"), None);
+        drop(audit);
+        assert!(axon_trail::verify::<Record>(&trail_config(dir.path())).is_ok());
+    }
+
+    /// Refusals from one address within a window become one record plus one with the count
+    /// of the rest; nothing is silently dropped.
+    #[tokio::test]
+    async fn unauthenticated_refusals_are_counted_per_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("db")).expect("db");
+        let audit = open(dir.path(), &db);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        for _ in 0..500 {
+            audit.unauthenticated(Some(a), "GET /api/hosts", "missing token");
+        }
+        audit.unauthenticated(Some(b), "GET /api/users", "bad token");
+        audit.settled().await;
+        assert_eq!(audit.len(), 2, "one record per source so far");
+        audit.flush_refusals(true);
+        audit.settled().await;
+        let records = audit
+            .query(&Filter {
+                action: Some("access.unauthenticated".into()),
+                ..Filter::default()
+            })
+            .expect("query");
+        let from_a: u64 = records
+            .iter()
+            .filter(|r| r.source_ip.as_deref() == Some("192.0.2.1"))
+            .map(|r| r.count.unwrap_or(1))
+            .sum();
+        assert_eq!(from_a, 500);
+        assert_eq!(records.len(), 3);
     }
 }

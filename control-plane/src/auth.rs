@@ -275,16 +275,58 @@ pub fn start_session(
     Ok(session)
 }
 
-/// Ends a session: its access tokens stop working at once and its refresh tokens are deleted.
+/// Ends a session: its access tokens stop working at once and its refresh tokens are deleted
+/// (found through the session's index, not by a scan).
 pub fn end_session(store: &Store, sid: &str) -> Result<(), StoreError> {
     store.sessions.take(sid)?;
-    // Refresh tokens are few per session; a scan keeps the schema simple.
-    for (key, record) in store.refresh_tokens.entries()? {
-        if record.family == sid {
-            store.refresh_tokens.take(&key)?;
+    let (from, to) = (format!("{sid}/"), format!("{sid}0"));
+    for (_, digest) in store.session_refresh.range(&from, &to)? {
+        store.refresh_tokens.take(&digest)?;
+    }
+    store.session_refresh.remove_range(&from, &to)?;
+    Ok(())
+}
+
+/// The live session `sid`, if it has not ended or expired.
+pub fn live_session(store: &Store, sid: &str) -> Result<Option<Session>, StoreError> {
+    Ok(store.sessions.get(sid)?.filter(Session::is_live))
+}
+
+/// What a cleanup pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub sessions: usize,
+    pub refresh_tokens: usize,
+    pub enroll_tokens: usize,
+}
+
+/// Removes expired sessions (with their refresh tokens), refresh tokens that expired or whose
+/// session is gone, and expired enrollment tokens.
+pub fn clean_expired(store: &Store) -> Result<Cleaned, StoreError> {
+    let mut cleaned = Cleaned::default();
+    for session in store.sessions.values()? {
+        if !session.is_live() {
+            end_session(store, &session.id)?;
+            cleaned.sessions += 1;
         }
     }
-    Ok(())
+    let now = now();
+    for (digest, token) in store.refresh_tokens.entries()? {
+        if token.expires_at < now || store.sessions.get(&token.family)?.is_none() {
+            store.refresh_tokens.take(&digest)?;
+            store
+                .session_refresh
+                .take(&format!("{}/{digest}", token.family))?;
+            cleaned.refresh_tokens += 1;
+        }
+    }
+    for (digest, token) in store.enroll_tokens.entries()? {
+        if token.expires_at < now {
+            store.enroll_tokens.take(&digest)?;
+            cleaned.enroll_tokens += 1;
+        }
+    }
+    Ok(cleaned)
 }
 
 /// Ends every session of a user (password change, disable, delete, role or tenant change).
@@ -307,8 +349,12 @@ pub fn issue_refresh(
     ttl: Duration,
 ) -> Result<String, StoreError> {
     let token = random_secret("axr_");
+    let digest = secret_digest(token.as_bytes());
+    store
+        .session_refresh
+        .put(&format!("{sid}/{digest}"), &digest)?;
     store.refresh_tokens.put(
-        &secret_digest(token.as_bytes()),
+        &digest,
         &RefreshToken {
             user_id: user_id.to_owned(),
             family: sid.to_owned(),
@@ -346,7 +392,7 @@ pub fn redeem_refresh(store: &Store, token: &str) -> Result<Redeemed, StoreError
         end_session(store, &record.family)?;
         return Ok(Redeemed::Reused(record));
     }
-    if record.expires_at < now() || store.sessions.get(&record.family)?.is_none() {
+    if record.expires_at < now() || live_session(store, &record.family)?.is_none() {
         return Ok(Redeemed::Invalid);
     }
     Ok(Redeemed::Fresh(record))
@@ -456,9 +502,8 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError>
     if user.disabled || user.role != claims.role || user.tenant_id != claims.tenant {
         return Err(invalid());
     }
-    match state.store.sessions.get(&claims.sid)? {
-        Some(session) if session.expires_at > now() => {}
-        _ => return Err(invalid()),
+    if live_session(&state.store, &claims.sid)?.is_none() {
+        return Err(invalid());
     }
     Ok(Caller {
         id: user.id,
@@ -560,6 +605,78 @@ impl FromRequestParts<AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+            role: Role::Operator,
+            tenant_id: None,
+            password_hash: String::new(),
+            disabled: false,
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    /// A session past its 30 days refuses refresh as it refuses access tokens; cleanup
+    /// removes it with its tokens, used and unused, and expired enrollment tokens.
+    #[test]
+    fn expired_sessions_refuse_refresh_and_are_cleaned_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let alice = user("alice");
+        let live = start_session(&store, &alice, None, Duration::days(30)).expect("session");
+        let old = start_session(&store, &alice, None, Duration::days(30)).expect("session");
+        let live_token = issue_refresh(&store, &alice.id, &live.id, Duration::days(30)).expect("t");
+        // The refresh token itself is still valid; only its session has expired.
+        let old_token = issue_refresh(&store, &alice.id, &old.id, Duration::days(30)).expect("t");
+        store
+            .sessions
+            .update(&old.id, |s| s.expires_at = now() - Duration::seconds(1))
+            .expect("age");
+        assert!(matches!(
+            redeem_refresh(&store, &old_token).expect("redeem"),
+            Redeemed::Invalid
+        ));
+        store
+            .enroll_tokens
+            .put(
+                "expired",
+                &crate::model::EnrollToken {
+                    id: "t1".into(),
+                    labels: Default::default(),
+                    created_by: "alice".into(),
+                    created_at: now() - Duration::days(2),
+                    expires_at: now() - Duration::days(1),
+                },
+            )
+            .expect("enroll token");
+        let cleaned = clean_expired(&store).expect("clean");
+        assert_eq!(
+            cleaned,
+            Cleaned {
+                sessions: 1,
+                refresh_tokens: 0,
+                enroll_tokens: 1
+            }
+        );
+        assert!(store.sessions.get(&old.id).expect("get").is_none());
+        assert_eq!(
+            store.refresh_tokens.len(),
+            1,
+            "only the live session's token"
+        );
+        assert!(matches!(
+            redeem_refresh(&store, &live_token).expect("redeem"),
+            Redeemed::Fresh(_)
+        ));
+        // Ending the live session takes its (now used) token through the index.
+        end_session(&store, &live.id).expect("end");
+        assert_eq!(store.refresh_tokens.len(), 0);
+        assert_eq!(store.session_refresh.len(), 0);
+    }
 
     /// Past the bound a caller is told to retry (503 with Retry-After) instead of queueing
     /// without limit; once a run ends the next one goes through.

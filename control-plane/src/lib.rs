@@ -97,9 +97,9 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         }
     }
     let live = live::Live::default();
-    let audit = Arc::new(audit::Audit::open_with_file(
+    let audit = Arc::new(audit::Audit::open(
         &store.db,
-        &config.data_dir.join("audit.jsonl"),
+        &config.data_dir,
         live.clone(),
     )?);
     let telemetry = Arc::new(telemetry::Telemetry::open(
@@ -155,6 +155,8 @@ pub async fn run(
         stop_rx,
     ));
     let pruner = tokio::spawn(prune_metrics(state.clone()));
+    let refusals = tokio::spawn(flush_refusals(state.clone()));
+    let cleaner = tokio::spawn(clean_expired(state.clone()));
     tracing::info!(api = %api_addr, agents = %agent_addr, tls = !state.config.insecure_http, "axon-cp serving");
     ready();
     shutdown.await;
@@ -163,10 +165,43 @@ pub async fn run(
     let _ = agents.await;
     let _ = api.await;
     pruner.abort();
+    refusals.abort();
+    cleaner.abort();
+    state.audit.flush_refusals(true);
+    state.audit.settled().await;
     // Give sessions a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     state.store.db.flush().await?;
     Ok(())
+}
+
+/// Removes expired sessions, refresh and enrollment tokens: at start, then every ten minutes.
+async fn clean_expired(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || auth::clean_expired(&store)).await {
+            Ok(Ok(cleaned)) if cleaned != auth::Cleaned::default() => {
+                tracing::info!(?cleaned, "expired sessions and tokens removed");
+                if let Err(e) = state.store.db.flush().await {
+                    tracing::error!(error = %e, "flush after cleanup failed");
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cleanup of expired sessions failed"),
+            Err(e) => tracing::error!(error = %e, "cleanup task failed"),
+        }
+    }
+}
+
+/// Records the counts of unauthenticated refusals whose window has ended.
+async fn flush_refusals(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        state.audit.flush_refusals(false);
+    }
 }
 
 /// Drops metrics history past its retention, every ten minutes.

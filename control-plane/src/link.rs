@@ -645,18 +645,22 @@ impl Session {
             } else {
                 format!("agent.{}", record.action)
             };
-            let stored = self.state.audit.record(
-                self.state
-                    .audit
-                    .event(&action, &record.outcome)
-                    .actor_id(&who.actor)
-                    .actor_role_name(&who.role)
-                    .tenant(who.tenant_id.as_deref())
-                    .source_ip(who.source_ip.as_deref())
-                    .target(&record.target)
-                    .reason(&record.detail)
-                    .host(&self.host_id, record.seq),
-            );
+            let stored = self
+                .state
+                .audit
+                .write(
+                    self.state
+                        .audit
+                        .event(&action, &record.outcome)
+                        .actor_id(&who.actor)
+                        .actor_role_name(&who.role)
+                        .tenant(who.tenant_id.as_deref())
+                        .source_ip(who.source_ip.as_deref())
+                        .target(&record.target)
+                        .reason(&record.detail)
+                        .host(&self.host_id, record.seq),
+                )
+                .await;
             if !stored {
                 // Not acknowledged: the agent keeps it and sends it again.
                 return;

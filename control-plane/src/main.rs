@@ -220,13 +220,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::User(cmd) => user_command(cmd),
-        Command::AuditVerify(a) => match axon_control_plane::offline::verify_audit(&a.data_dir)? {
-            Ok(count) => {
-                println!("audit trail: {count} records, chain intact");
-                Ok(())
-            }
-            Err(seq) => anyhow::bail!("audit trail broken at record {seq}"),
-        },
+        Command::AuditVerify(a) => {
+            let check = axon_control_plane::offline::verify_audit(&a.data_dir)?;
+            println!(
+                "audit trail: {} records, chain intact; {} records in {} files up to the signed head{}",
+                check.indexed,
+                check.file.records,
+                check.file.files,
+                check
+                    .file
+                    .head
+                    .map(|seq| format!(" (record {seq})"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
         Command::RotateSigningKey(a) => {
             let count = axon_control_plane::offline::rotate_signing_key(&a.data_dir)?;
             println!("new signing key added ({count} stored); restart axon-cp to sign with it");

@@ -142,6 +142,13 @@ pub struct Session {
     pub expires_at: OffsetDateTime,
 }
 
+impl Session {
+    /// The one rule for a session in use, for access tokens and refresh alike.
+    pub fn is_live(&self) -> bool {
+        self.expires_at > now()
+    }
+}
+
 /// A key for automation (`Authorization: Bearer axk_...`), stored under the SHA-256 of its text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiKey {
@@ -212,6 +219,8 @@ pub struct Store {
     pub hosts: Tree<Host>,
     pub enroll_tokens: Tree<EnrollToken>,
     pub refresh_tokens: Tree<RefreshToken>,
+    /// `<session id>/<refresh token digest>` → the digest: a session's refresh tokens.
+    pub session_refresh: Tree<String>,
     pub signing_keys: Tree<SigningKey>,
     pub tenants: Tree<Tenant>,
     /// slug → tenant id
@@ -237,6 +246,7 @@ impl Store {
             hosts: db.tree("hosts")?,
             enroll_tokens: db.tree("enroll_tokens")?,
             refresh_tokens: db.tree("refresh_tokens")?,
+            session_refresh: db.tree("session_refresh")?,
             signing_keys: db.tree("signing_keys")?,
             tenants: db.tree("tenants")?,
             tenant_slugs: db.tree("tenant_slugs")?,

@@ -173,13 +173,29 @@ pub fn rotate_signing_key(data_dir: &Path) -> Result<usize, OfflineError> {
     Ok(store.signing_keys.len())
 }
 
-/// Checks the hash chain of the control plane's audit trail; returns the number of records, or
-/// the sequence number of the first broken one.
-pub fn verify_audit(data_dir: &Path) -> Result<Result<usize, u64>, OfflineError> {
+/// What `audit-verify` found.
+#[derive(Debug)]
+pub struct AuditCheck {
+    /// Records in the index.
+    pub indexed: usize,
+    /// The file trail: records, files and the signed head it reaches.
+    pub file: axon_trail::Verified,
+}
+
+/// Checks the control plane's audit trail: the index's hash chain and the files' chain up to
+/// their signed head. Fails naming the first broken record or line.
+pub fn verify_audit(data_dir: &Path) -> Result<AuditCheck, OfflineError> {
     let store = open(data_dir)?;
-    let audit = crate::audit::Audit::open(&store.db, crate::live::Live::default())?;
-    Ok(match audit.verify()? {
-        None => Ok(audit.len()),
-        Some(seq) => Err(seq),
+    let tree = store.db.tree("audit")?;
+    if let Some(seq) = crate::audit::verify_index(&tree)? {
+        return Err(OfflineError::Invalid(format!(
+            "audit index broken at record {seq}"
+        )));
+    }
+    let file = axon_trail::verify::<crate::audit::Record>(&crate::audit::trail_config(data_dir))
+        .map_err(|e| OfflineError::Invalid(e.to_string()))?;
+    Ok(AuditCheck {
+        indexed: tree.len(),
+        file,
     })
 }

@@ -291,14 +291,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     let caller = match authenticate(&parts, &state) {
         Ok(caller) => caller,
         Err(e) => {
-            state.audit.record(
-                state
-                    .audit
-                    .event("access.unauthenticated", "denied")
-                    .maybe_ip(ip)
-                    .target(&route)
-                    .reason(&e.message),
-            );
+            state.audit.unauthenticated(ip, &route, &e.message);
             return e.into_response();
         }
     };

@@ -56,6 +56,16 @@ pub struct Tree<T> {
     _kind: PhantomData<fn() -> T>,
 }
 
+impl<T> Clone for Tree<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            name: self.name,
+            _kind: PhantomData,
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Tree<T> {
     fn open(db: &sled::Db, name: &'static str) -> Result<Self, StoreError> {
         let inner = db.open_tree(name).map_err(|source| StoreError::Io {

@@ -54,7 +54,7 @@ async fn containers_run_act_log_and_stop_within_the_hosts_allow_rules() {
     let run = json!({
         "name": web,
         "image": docker.image,
-        "cmd": ["sh", "-c", "echo hello-from-$GREETING; echo err-line >&2; echo written > /data/out.txt; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done"],
+        "cmd": ["sh", "-c", "echo hello-from-$GREETING; echo err-line >&2; if mknod /data/dev c 1 3 2>/dev/null; then echo allowed; else echo refused; fi > /data/mknod.txt; echo written > /data/out.txt; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done"],
         "env": {"GREETING": "axon"},
         "labels": {"axon.test": docker.run},
         "ports": [{"container_port": 8080}],
@@ -89,6 +89,24 @@ async fn containers_run_act_log_and_stop_within_the_hosts_allow_rules() {
     })
     .await
     .expect("the container wrote through its mount");
+    // Runs drop the capabilities that would plant device nodes or setuid files in a root.
+    assert_eq!(
+        std::fs::read_to_string(data_path.join("mknod.txt")).expect("mknod outcome"),
+        "refused\n"
+    );
+    assert!(
+        !data_path.join("dev").exists(),
+        "no device node on the host"
+    );
+    let security = docker.docker(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}}",
+        &web,
+    ]);
+    for wanted in ["MKNOD", "SETUID", "SETGID", "FSETID", "no-new-privileges"] {
+        assert!(security.contains(wanted), "{wanted} in {security}");
+    }
 
     // Listed like units are, with Docker's own fields.
     let (status, list) = cp

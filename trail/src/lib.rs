@@ -463,21 +463,35 @@ pub struct Writer<R> {
     tx: Option<SyncSender<Job<R>>>,
     slots: Arc<Semaphore>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Records queued so far, and records handled so far (written or failed).
+    queued: std::sync::atomic::AtomicU64,
+    handled: tokio::sync::watch::Receiver<u64>,
 }
 
 impl<R: Chained + Send + 'static> Writer<R> {
     /// Starts the writer thread with a queue of `capacity` records.
     pub fn start(trail: TrailFile, capacity: usize, after: AfterWrite<R>) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        let (handled_tx, handled) = tokio::sync::watch::channel(0u64);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(trail, rx, after))
+            .spawn(move || write_loop(trail, rx, after, handled_tx))
             .ok();
         Self {
             tx: Some(tx),
             slots: Arc::new(Semaphore::new(capacity.max(1))),
             thread,
+            queued: std::sync::atomic::AtomicU64::new(0),
+            handled,
         }
+    }
+
+    /// Waits until every record queued before this call has been handled, so a reader sees
+    /// its own writes (or until `limit` passes).
+    pub async fn settled(&self, limit: std::time::Duration) {
+        let target = self.queued.load(std::sync::atomic::Ordering::SeqCst);
+        let mut handled = self.handled.clone();
+        let _ = tokio::time::timeout(limit, handled.wait_for(|n| *n >= target)).await;
     }
 
     /// Queues a record without waiting for it to be written. Blocks only while the queue is
@@ -492,6 +506,8 @@ impl<R: Chained + Send + 'static> Writer<R> {
 
     fn send(&self, job: Job<R>) -> bool {
         let Some(tx) = &self.tx else { return false };
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match tx.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(job)) => tx.send(job).is_ok(),
@@ -533,7 +549,12 @@ impl<R> Drop for Writer<R> {
     }
 }
 
-fn write_loop<R: Chained>(mut trail: TrailFile, rx: Receiver<Job<R>>, mut after: AfterWrite<R>) {
+fn write_loop<R: Chained>(
+    mut trail: TrailFile,
+    rx: Receiver<Job<R>>,
+    mut after: AfterWrite<R>,
+    handled: tokio::sync::watch::Sender<u64>,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -550,11 +571,13 @@ fn write_loop<R: Chained>(mut trail: TrailFile, rx: Receiver<Job<R>>, mut after:
         if let Err(e) = &outcome {
             tracing::error!(error = %e, records = records.len(), "AUDIT RECORDS NOT WRITTEN");
         }
+        let count = jobs.len() as u64;
         for (job, record) in jobs.into_iter().zip(records) {
             if let Some(reply) = job.reply {
                 let _ = reply.send(outcome.clone().map(|()| record));
             }
         }
+        handled.send_modify(|n| *n += count);
     }
 }
 

@@ -397,18 +397,42 @@ impl Jail {
         length: Option<u64>,
     ) -> Result<(FsEntry, Vec<u8>), JailError> {
         let addr = self.address(path)?;
-        let (mut file, meta) = Self::open_regular(&addr)?;
-        let mut whole = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.read_to_end(&mut whole)
-            .map_err(|e| io_err(&addr.shown, e))?;
-        let mut info = entry(&addr.shown, &meta);
-        info.etag = Some(etag(&whole));
-        let start = usize::try_from(offset.min(whole.len() as u64)).unwrap_or(0);
+        let (file, meta) = Self::open_regular(&addr)?;
         let want = length.unwrap_or(MAX_READ_CHUNK).min(MAX_READ_CHUNK);
-        let end = start
-            .saturating_add(usize::try_from(want).unwrap_or(0))
-            .min(whole.len());
-        Ok((info, whole[start..end].to_vec()))
+        let end = offset.saturating_add(want);
+        // The etag covers the whole file, so it is hashed as it streams past; only the range
+        // asked for is kept. The cap holds even if the file grows after the size check.
+        let limit = addr.root.max_file_size;
+        let mut reader = file.take(limit + 1);
+        let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut out = Vec::with_capacity(usize::try_from(want.min(meta.len())).unwrap_or(0));
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| io_err(&addr.shown, e))?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            hash.update(chunk);
+            let (from, to) = (at, at + n as u64);
+            if to > offset && from < end {
+                let lo = usize::try_from(offset.saturating_sub(from)).unwrap_or(0);
+                let hi = usize::try_from(end.min(to) - from).unwrap_or(n);
+                out.extend_from_slice(&chunk[lo..hi]);
+            }
+            at = to;
+        }
+        if at > limit {
+            return Err(JailError::TooLarge {
+                path: addr.shown,
+                limit,
+            });
+        }
+        let mut info = entry(&addr.shown, &meta);
+        info.size = at;
+        info.etag = Some(axon_shared::hex_encode(hash.finish().as_ref()));
+        Ok((info, out))
     }
 
     /// `fs.read` as the wire type.
@@ -586,11 +610,34 @@ impl Jail {
                 reason: "only the permission bits 0o777 may be set".into(),
             });
         }
-        let meta = Self::lstat(&addr)?;
-        if meta.file_type().is_symlink() {
+        if Self::lstat(&addr)?.file_type().is_symlink() {
             return Err(JailError::Refused {
                 path: addr.shown,
                 reason: "symlinks have no permissions of their own".into(),
+            });
+        }
+        // One handle for the checks and the change: a path swapped after the check (a
+        // symlink, a hard link from outside) cannot receive the new mode. O_NOFOLLOW refuses
+        // a final symlink swapped in; O_NONBLOCK keeps a FIFO from hanging the open.
+        let mut opts = OpenOptions::new();
+        opts.read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+        let handle =
+            addr.root
+                .dir
+                .open_with(&addr.rel, &opts)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) => JailError::Refused {
+                        path: addr.shown.clone(),
+                        reason: "symlinks have no permissions of their own".into(),
+                    },
+                    _ => io_err(&addr.shown, e),
+                })?;
+        let meta = handle.metadata().map_err(|e| io_err(&addr.shown, e))?;
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(JailError::Refused {
+                path: addr.shown,
+                reason: "only regular files and directories can change mode".into(),
             });
         }
         if meta.is_file() && meta.nlink() > 1 {
@@ -599,12 +646,8 @@ impl Jail {
                 reason: "the file has other hard links, which may lie outside the jail".into(),
             });
         }
-        addr.root
-            .dir
-            .set_permissions(
-                &addr.rel,
-                Permissions::from_std(std::fs::Permissions::from_mode(mode)),
-            )
+        handle
+            .set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))
             .map_err(|e| io_err(&addr.shown, e))?;
         self.stat(path)
     }

@@ -313,3 +313,48 @@ fn a_directory_swapped_for_a_symlink_during_reads_never_leaks() {
     flipper.join().expect("flipper");
     outside_untouched(&f);
 }
+
+/// A range is read without loading the file: the bytes asked for come back, and the etag is
+/// still that of the whole content.
+#[test]
+fn ranges_are_read_with_the_whole_files_etag() {
+    let f = fixture();
+    let content: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(f.base.join("www/big"), &content).expect("big");
+    let (info, bytes) = f.jail.read("www/big", 600_000, Some(1000)).expect("read");
+    assert_eq!(bytes, &content[600_000..601_000]);
+    assert_eq!(info.etag.as_deref(), Some(etag(&content).as_str()));
+    assert_eq!(info.size, 700_000);
+    let (_, head) = f.jail.read("www/big", 0, None).expect("read");
+    assert_eq!(head.len() as u64, MAX_READ_CHUNK);
+    let (_, past) = f.jail.read("www/big", 800_000, None).expect("read");
+    assert!(past.is_empty());
+}
+
+/// chmod acts on the handle it checked: FIFOs, sockets and devices are refused, and a final
+/// symlink is never followed.
+#[test]
+fn chmod_changes_only_regular_files_and_directories() {
+    use std::os::unix::fs::MetadataExt as _;
+    let f = fixture();
+    let fifo = f.base.join("www/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let before = std::fs::symlink_metadata(&fifo).expect("meta").mode() & 0o777;
+    assert!(matches!(
+        f.jail.chmod("www/pipe", 0o777),
+        Err(JailError::Refused { .. })
+    ));
+    let after = std::fs::symlink_metadata(&fifo).expect("meta").mode() & 0o777;
+    assert_eq!(before, after, "the FIFO kept its mode");
+    assert!(matches!(
+        f.jail.chmod("www/inside-link", 0o777),
+        Err(JailError::Refused { .. })
+    ));
+    let dir = f.jail.chmod("www/site", 0o750).expect("directory");
+    assert_eq!(dir.mode, 0o750);
+    outside_untouched(&f);
+}
