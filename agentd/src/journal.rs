@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use axon_shared::LogLine;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -55,9 +55,31 @@ impl Journal {
         cmd
     }
 
-    fn spawn(&self, mut cmd: Command) -> Result<Child, JournalError> {
-        cmd.spawn()
-            .map_err(|e| JournalError::Unavailable(format!("{}: {e}", self.journalctl.display())))
+    /// Starts journalctl with its stderr drained in a task of its own (a full stderr pipe
+    /// would block it), keeping the first 4 KiB for an error message.
+    fn spawn(
+        &self,
+        mut cmd: Command,
+    ) -> Result<(Child, tokio::task::JoinHandle<String>), JournalError> {
+        let mut child = cmd.spawn().map_err(|e| {
+            JournalError::Unavailable(format!("{}: {e}", self.journalctl.display()))
+        })?;
+        let stderr = child.stderr.take();
+        let drain = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            if let Some(mut e) = stderr {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = e.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = MAX_STDERR.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        });
+        Ok((child, drain))
     }
 
     /// The last `lines` lines of `unit` (already checked as a unit name); with `live`, then
@@ -70,7 +92,7 @@ impl Journal {
     ) -> Result<(Vec<LogLine>, bool), JournalError> {
         let mut cmd = self.command(unit);
         cmd.arg(format!("--lines={lines}"));
-        let mut child = self.spawn(cmd)?;
+        let (mut child, stderr) = self.spawn(cmd)?;
         let stdout = child.stdout.take().ok_or_else(|| {
             JournalError::Unavailable("journalctl's output is not readable".into())
         })?;
@@ -82,7 +104,7 @@ impl Journal {
             let mut buf = Vec::new();
             loop {
                 buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).await.unwrap_or(0);
+                let n = read_line_capped(&mut reader, &mut buf).await.unwrap_or(0);
                 read += n;
                 if n == 0 || read > MAX_OUTPUT {
                     break;
@@ -106,13 +128,14 @@ impl Journal {
             .ok()
             .and_then(Result::ok);
         if out.is_empty() && status.is_some_and(|s| !s.success()) {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use tokio::io::AsyncReadExt;
-                let _ = (&mut e).take(4096).read_to_string(&mut err).await;
-            }
+            let err = tokio::time::timeout(Duration::from_secs(2), stderr)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             return Err(JournalError::Unavailable(err.trim().to_owned()));
         }
+        stderr.abort();
         let truncated = crate::docker::trim_to_budget(&mut out);
         if let Some((tx, until)) = live {
             // The tail goes first, then what follows it.
@@ -139,7 +162,7 @@ impl Journal {
             Some(c) => cmd.arg(format!("--after-cursor={c}")),
             None => cmd.arg("--lines=0"),
         };
-        let mut child = self.spawn(cmd)?;
+        let (mut child, stderr) = self.spawn(cmd)?;
         let stdout = child.stdout.take().ok_or_else(|| {
             JournalError::Unavailable("journalctl's output is not readable".into())
         })?;
@@ -148,7 +171,7 @@ impl Journal {
         loop {
             buf.clear();
             tokio::select! {
-                n = reader.read_until(b'\n', &mut buf) => {
+                n = read_line_capped(&mut reader, &mut buf) => {
                     if n.unwrap_or(0) == 0 {
                         break;
                     }
@@ -164,7 +187,40 @@ impl Journal {
         }
         let _ = child.start_kill();
         let _ = child.wait().await;
+        stderr.abort();
         Ok(())
+    }
+}
+
+/// Longest journal line kept; the rest of a longer line is read and dropped (the entry is
+/// then skipped: it no longer parses).
+const MAX_LINE: usize = 64 * 1024;
+/// journalctl's stderr kept for an error message.
+const MAX_STDERR: usize = 4096;
+
+/// Reads one line into `buf`, keeping at most `MAX_LINE` bytes of it. Returns the bytes
+/// consumed (0 at the end).
+async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(consumed);
+        }
+        let (len, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..len.min(room)]);
+        reader.consume(len);
+        consumed += len;
+        if done {
+            return Ok(consumed);
+        }
     }
 }
 
@@ -222,5 +278,32 @@ mod tests {
         assert!(parse(b"not json").is_none());
         assert!(parse(br#"{"MESSAGE":"no cursor"}"#).is_none());
         assert!(parse(br#"{"__CURSOR":"--follow","MESSAGE":"x"}"#).is_none());
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    /// A journalctl that floods stderr and writes an overlong line: stderr is drained (a full
+    /// pipe would hang it), the long line is dropped, and the entry after it still comes.
+    #[tokio::test]
+    async fn stderr_is_drained_and_long_lines_are_capped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("journalctl");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nhead -c 1048576 /dev/zero | tr '\\0' e >&2\nhead -c 300000 /dev/zero | tr '\\0' x\necho\necho '{\"__CURSOR\":\"c1\",\"MESSAGE\":\"after\"}'\n",
+        )
+        .expect("script");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let journal = Journal {
+            journalctl: fake,
+            directory: None,
+        };
+        let (lines, _) = journal.logs("x.service", 10, None).await.expect("lines");
+        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(messages, ["after"]);
     }
 }

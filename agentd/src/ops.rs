@@ -358,7 +358,12 @@ impl Ops {
         let slots = self.fs_slots.clone();
         let verb = req.op;
         let changes = !matches!(verb.as_str(), op::FS_LIST | op::FS_STAT | op::FS_READ);
-        let (path, who) = (fs_op.path.clone(), fs_op.requested_by.clone());
+        // A rename's record names both ends.
+        let path = match &fs_op.to {
+            Some(to) => format!("{} -> {to}", fs_op.path),
+            None => fs_op.path.clone(),
+        };
+        let who = fs_op.requested_by.clone();
         Handled::Later(Box::pin(async move {
             let call_verb = verb.clone();
             let Ok(permit) = slots.acquire_owned().await else {

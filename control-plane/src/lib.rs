@@ -50,6 +50,9 @@ pub struct AppState {
     pub limiter: Arc<api::RateLimiter>,
     /// Bounds concurrent argon2 runs.
     pub passwords: Arc<auth::PasswordWork>,
+    /// Held across the check and the write of a change to a user's role or state, so two
+    /// concurrent changes cannot both pass the last-admin check.
+    pub user_changes: Arc<tokio::sync::Mutex<()>>,
     pub audit: Arc<audit::Audit>,
     pub live: live::Live,
     pub telemetry: Arc<telemetry::Telemetry>,
@@ -119,6 +122,7 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         revocations,
         limiter: Arc::new(api::RateLimiter::default()),
         passwords: Arc::new(auth::PasswordWork::default()),
+        user_changes: Arc::default(),
     })
 }
 

@@ -620,12 +620,15 @@ impl Session {
             }
         };
         let store = &self.state.store;
-        let last = store
-            .agent_audit_seq
-            .get(&self.host_id)
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        // A read error is not "never seen": nothing is stored or acknowledged, and the agent
+        // sends the record again.
+        let last = match store.agent_audit_seq.get(&self.host_id) {
+            Ok(last) => last.unwrap_or(0),
+            Err(e) => {
+                tracing::error!(host = %self.host_id, error = %e, "cannot read the audit sequence; not acknowledging");
+                return;
+            }
+        };
         // In order only: after a record that could not be stored, later ones wait (no ack)
         // until the agent replays from the missing one. The first record ever seen from a host
         // sets the starting point.

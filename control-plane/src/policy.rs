@@ -263,6 +263,8 @@ pub const STAFF_ROLES: &[Role] = STAFF;
 
 /// The rule for a matched route.
 pub fn lookup(method: &str, path: &str) -> Option<&'static Rule> {
+    // HEAD is GET without a body (the router serves it through the GET handler): same rule.
+    let method = if method == "HEAD" { "GET" } else { method };
     RULES.iter().find(|r| r.method == method && r.path == path)
 }
 

@@ -41,6 +41,13 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
+    /// A value could not be encoded (nothing was written).
+    #[error("a record for {tree}/{key} could not be encoded: {source}")]
+    Encode {
+        tree: &'static str,
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,12 +105,17 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
             })
     }
 
-    fn encode(value: &T) -> Vec<u8> {
+    /// Encodes a value; a failure is an error, never an empty record.
+    fn encode(&self, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(&Envelope {
             v: RECORD_VERSION,
             data: value,
         })
-        .unwrap_or_default()
+        .map_err(|source| StoreError::Encode {
+            tree: self.name,
+            key: key.to_owned(),
+            source,
+        })
     }
 
     /// The value under `key`.
@@ -117,7 +129,7 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
     /// Stores `value` under `key`, replacing what was there.
     pub fn put(&self, key: &str, value: &T) -> Result<(), StoreError> {
         self.inner
-            .insert(key, Self::encode(value))
+            .insert(key, self.encode(key, value)?)
             .map_err(self.io("insert"))?;
         Ok(())
     }
@@ -126,7 +138,7 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
     pub fn insert_new(&self, key: &str, value: &T) -> Result<bool, StoreError> {
         let swapped = self
             .inner
-            .compare_and_swap(key, None::<&[u8]>, Some(Self::encode(value)))
+            .compare_and_swap(key, None::<&[u8]>, Some(self.encode(key, value)?))
             .map_err(self.io("compare_and_swap"))?;
         Ok(swapped.is_ok())
     }
@@ -152,7 +164,7 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
             };
             let mut value = self.decode(key.as_bytes(), &old)?;
             change(&mut value);
-            let new = Self::encode(&value);
+            let new = self.encode(key, &value)?;
             let swapped = self
                 .inner
                 .compare_and_swap(key, Some(&old), Some(new))

@@ -34,8 +34,11 @@ pub struct Point {
     /// All interfaces but loopback.
     pub net_rx_bps: f64,
     pub net_tx_bps: f64,
-    pub disk_read_bps: f64,
-    pub disk_write_bps: f64,
+    /// Over each device once; absent until the agent has two disk readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_read_bps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_write_bps: Option<f64>,
     /// Average over the host's GPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_util_pct: Option<f64>,
@@ -50,10 +53,12 @@ impl Point {
     pub fn of(s: &MetricsSample) -> Self {
         let net = s.net.iter().filter(|n| n.iface != "lo");
         let (rx, tx) = net.fold((0.0, 0.0), |(r, t), n| (r + n.rx_bps, t + n.tx_bps));
-        let (read, write) = s
-            .disks
-            .iter()
-            .fold((0.0, 0.0), |(r, w), d| (r + d.read_bps, w + d.write_bps));
+        let disks = axon_shared::DiskSample::per_device(&s.disks);
+        let sum = |f: fn(&axon_shared::DiskSample) -> Option<f64>| {
+            let values: Vec<f64> = disks.iter().filter_map(|d| f(d)).collect();
+            (!values.is_empty()).then(|| values.iter().sum())
+        };
+        let (read, write) = (sum(|d| d.read_bps), sum(|d| d.write_bps));
         let utils: Vec<f64> = s
             .gpus
             .iter()
@@ -115,8 +120,8 @@ pub fn average(points: &[Point], ts_ms: u64) -> Point {
         mem_total_bytes: mean(|p| p.mem_total_bytes as f64) as u64,
         net_rx_bps: mean(|p| p.net_rx_bps),
         net_tx_bps: mean(|p| p.net_tx_bps),
-        disk_read_bps: mean(|p| p.disk_read_bps),
-        disk_write_bps: mean(|p| p.disk_write_bps),
+        disk_read_bps: mean_opt(|p| p.disk_read_bps),
+        disk_write_bps: mean_opt(|p| p.disk_write_bps),
         gpu_util_pct: mean_opt(|p| p.gpu_util_pct),
         gpu_mem_used_bytes: mean_opt(|p| p.gpu_mem_used_bytes.map(|v| v as f64)).map(|v| v as u64),
         gpu_mem_total_bytes: mean_opt(|p| p.gpu_mem_total_bytes.map(|v| v as f64))
@@ -341,6 +346,36 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One device mounted at `/` and `/var/lib/docker` is one disk; a sample without rates
+    /// (an agent's first) has none in its point.
+    #[test]
+    fn disk_rates_count_each_device_once() {
+        let disk = |mount: &str, device: &str, bps: Option<f64>| axon_shared::DiskSample {
+            mount: mount.into(),
+            device: device.into(),
+            read_bps: bps,
+            write_bps: bps,
+            ..Default::default()
+        };
+        let mut s = MetricsSample {
+            disks: vec![
+                disk("/", "/dev/vda", Some(100.0)),
+                disk("/var/lib/docker", "/dev/vda", Some(100.0)),
+                disk("/data", "/dev/vdb", Some(5.0)),
+            ],
+            ..Default::default()
+        };
+        let point = Point::of(&s);
+        assert_eq!(point.disk_read_bps, Some(105.0));
+        assert_eq!(point.disk_write_bps, Some(105.0));
+        for d in &mut s.disks {
+            d.read_bps = None;
+            d.write_bps = None;
+        }
+        let point = Point::of(&s);
+        assert_eq!((point.disk_read_bps, point.disk_write_bps), (None, None));
+    }
 
     fn sample(ts_ms: u64, cpu: f32) -> MetricsSample {
         MetricsSample {

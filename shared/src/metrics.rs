@@ -61,8 +61,25 @@ pub struct DiskSample {
     pub fs: String,
     pub total_bytes: u64,
     pub available_bytes: u64,
-    pub read_bps: f64,
-    pub write_bps: f64,
+    /// Bytes read per second over the interval; absent in a probe's first sample, which has
+    /// no interval to measure over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bps: Option<f64>,
+    /// Bytes written per second over the interval; absent in the first sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_bps: Option<f64>,
+}
+
+impl DiskSample {
+    /// The disks of a sample with each device once (a device mounted at several points is
+    /// one disk), in order of first appearance.
+    pub fn per_device(disks: &[DiskSample]) -> Vec<&DiskSample> {
+        let mut seen = std::collections::BTreeSet::new();
+        disks
+            .iter()
+            .filter(|d| seen.insert(d.device.as_str()))
+            .collect()
+    }
 }
 
 /// One network interface: rates over the interval and totals since boot.

@@ -287,3 +287,34 @@ async fn malformed_emails_are_refused_without_using_the_budget() {
     }
     cp.login().await;
 }
+
+/// HEAD is checked by the GET rule of its route: public stays public, protected stays
+/// protected, and neither is refused as a route without a rule.
+#[tokio::test]
+async fn head_follows_the_get_rule() {
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let head = |path: &str, token: Option<&str>| {
+        let mut req = cp.client.head(cp.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(
+        head("/healthz", None).await.expect("head").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        head("/api/hosts", None).await.expect("head").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        head("/api/hosts", Some(&admin))
+            .await
+            .expect("head")
+            .status(),
+        StatusCode::OK
+    );
+    assert!(!cp.log().contains("has no access rule"), "{}", cp.log());
+}

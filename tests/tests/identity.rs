@@ -972,3 +972,125 @@ async fn logins_and_refresh_reuse_are_audited() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// Two admins demote each other at the same moment: the last-admin check and the change are
+/// one step, so one enabled admin always remains.
+#[tokio::test]
+async fn concurrent_demotions_keep_an_admin() {
+    let cp = ControlPlane::start(&[]).await;
+    let first = cp.login().await;
+    let first_token = first["access_token"].as_str().expect("token").to_owned();
+    let first_id = first["user"]["id"].as_str().expect("id").to_owned();
+    let second_id = cp
+        .create_user(&first_token, "second@axon.test", "admin", None)
+        .await;
+    let second_token = cp.token_for("second@axon.test").await;
+    let demote = |token: String, id: String| {
+        let cp = &cp;
+        async move {
+            cp.call(
+                Method::PATCH,
+                &format!("/api/users/{id}"),
+                Some(&token),
+                Some(json!({"role": "operator"})),
+            )
+            .await
+            .0
+        }
+    };
+    let (a, b) = tokio::join!(
+        demote(first_token, second_id),
+        demote(second_token, first_id)
+    );
+    assert!(
+        !(a == StatusCode::OK && b == StatusCode::OK),
+        "both demotions went through: {a} {b}"
+    );
+    let remaining = cp.login_as("second@axon.test", USER_PASSWORD).await;
+    let admin = match remaining["user"]["role"].as_str() {
+        Some("admin") => remaining["access_token"].as_str().expect("t").to_owned(),
+        _ => cp.admin_token().await,
+    };
+    let (status, users) = cp.call(Method::GET, "/api/users", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{users}");
+    let admins = users
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter(|u| u["role"] == "admin" && u["disabled"] == false)
+        .count();
+    assert_eq!(admins, 1);
+}
+
+/// A tenant with a live client API key is not deleted from under it.
+#[tokio::test]
+async fn a_tenant_with_client_keys_is_not_deleted() {
+    let w = world().await;
+    let (status, created) = w
+        .cp
+        .call(
+            Method::POST,
+            "/api/api-keys",
+            Some(&w.admin),
+            Some(json!({"name": "portal bot", "role": "client", "tenant_id": w.acme, "scopes": ["*"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/api/users/{}", user_id(&w, "client@acme.test").await),
+            Some(&w.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/api/tenants/{}", w.acme),
+            Some(&w.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 API key")),
+        "{body}"
+    );
+    let key_id = created["id"].as_str().expect("id");
+    let (status, _) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/api/api-keys/{key_id}"),
+            Some(&w.admin),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    let (status, body) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/api/tenants/{}", w.acme),
+            Some(&w.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+async fn user_id(w: &World, email: &str) -> String {
+    let (_, users) =
+        w.cp.call(Method::GET, "/api/users", Some(&w.admin), None)
+            .await;
+    users
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["email"] == email)
+        .and_then(|u| u["id"].as_str())
+        .expect("user")
+        .to_owned()
+}

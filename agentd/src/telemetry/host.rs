@@ -24,6 +24,8 @@ pub struct HostProbe {
     components: Components,
     top_processes: bool,
     last: Instant,
+    /// Whether the disks were read once: rates need a previous reading.
+    disks_read: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn file_systems_to_skip(fs: &str) -> bool {
@@ -47,6 +49,7 @@ impl HostProbe {
             components: Components::new_with_refreshed_list().map_err(|e| err("sensors", e))?,
             top_processes,
             last: Instant::now(),
+            disks_read: Arc::default(),
         })
     }
 
@@ -126,12 +129,15 @@ impl HostProbe {
 
     async fn disks(&self, elapsed: f64) -> Result<Vec<DiskSample>, String> {
         let disks = self.disks.clone();
+        let read_before = self.disks_read.clone();
         let probe = tokio::task::spawn_blocking(move || {
             // A probe still stuck on a hung mount holds the lock: do not pile up behind it.
             let Ok(mut disks) = disks.try_lock() else {
                 return Err("disks: the previous probe has not returned (a hung mount?)".to_owned());
             };
             disks.refresh(true);
+            // The first reading's counts run from boot, not from a previous sample.
+            let has_rates = read_before.swap(true, std::sync::atomic::Ordering::SeqCst);
             let mut out: Vec<DiskSample> = disks
                 .iter()
                 .filter(|d| !file_systems_to_skip(&d.file_system().to_string_lossy()))
@@ -143,8 +149,8 @@ impl HostProbe {
                         fs: d.file_system().to_string_lossy().into_owned(),
                         total_bytes: d.total_space(),
                         available_bytes: d.available_space(),
-                        read_bps: usage.read_bytes as f64 / elapsed,
-                        write_bps: usage.written_bytes as f64 / elapsed,
+                        read_bps: has_rates.then(|| usage.read_bytes as f64 / elapsed),
+                        write_bps: has_rates.then(|| usage.written_bytes as f64 / elapsed),
                     }
                 })
                 .collect();
@@ -207,6 +213,27 @@ fn process_count() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first reading's counters run from boot: its rates are left out, the next has them.
+    #[tokio::test]
+    async fn disk_rates_start_with_the_second_sample() {
+        let mut probe = HostProbe::new(false).expect("probe");
+        let first = probe.sample().await;
+        assert!(!first.disks.is_empty(), "{:?}", first.probe_errors);
+        assert!(
+            first
+                .disks
+                .iter()
+                .all(|d| d.read_bps.is_none() && d.write_bps.is_none())
+        );
+        let second = probe.sample().await;
+        assert!(
+            second
+                .disks
+                .iter()
+                .all(|d| d.read_bps.is_some() && d.write_bps.is_some())
+        );
+    }
 
     fn meminfo(key: &str) -> u64 {
         let text = std::fs::read_to_string("/proc/meminfo").expect("meminfo");

@@ -92,7 +92,7 @@ impl Telemetry {
             }
         });
         let found = models.clone();
-        let discovery = models::Discovery::new(&config.ollama, &config.sdxl);
+        let discovery = models::Discovery::new(&config.ollama, &config.sdxl)?;
         let config = config.clone();
         tokio::spawn(async move {
             loop {

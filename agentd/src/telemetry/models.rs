@@ -66,18 +66,22 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(ollama: &str, sdxl: &str) -> Self {
+    /// Fails only when the HTTP client cannot be built; a client without the time limits
+    /// would let a stuck model server hang discovery.
+    pub fn new(ollama: &str, sdxl: &str) -> Result<Self, String> {
+        // The servers are on loopback: a redirect elsewhere is not followed.
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|e| format!("cannot build the model-server client: {e}"))?;
+        Ok(Self {
             client,
             ollama: ollama.to_owned(),
             sdxl: sdxl.to_owned(),
-        }
+        })
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Option<T> {
@@ -168,5 +172,49 @@ impl Discovery {
             address: self.sdxl.clone(),
             models,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers every request on a fresh loopback port with `response`.
+    async fn serve(response: String) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(response.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    /// A model server that redirects elsewhere is not followed there.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let body = r#"{"models":[{"name":"llama3:8b","size":1,"details":{}}]}"#;
+        let real = serve(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+        .await;
+        let direct = Discovery::new(&real, "127.0.0.1:1").expect("client");
+        assert!(
+            direct.discover().await.ollama.is_some(),
+            "the server itself answers"
+        );
+        let redirect = serve(format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://{real}/api/tags\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+        let discovery = Discovery::new(&redirect, "127.0.0.1:1").expect("client");
+        assert!(discovery.discover().await.ollama.is_none());
     }
 }

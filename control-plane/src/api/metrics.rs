@@ -374,20 +374,28 @@ fn host_samples(x: &mut Exposition, host: &[(&str, &str)], s: &axon_shared::Metr
             &labels,
             d.available_bytes as f64,
         );
-        x.sample(
-            "axon_host_disk_read_bytes_per_second",
-            "gauge",
-            "Disk reads over the last sample interval.",
-            &labels,
-            d.read_bps,
-        );
-        x.sample(
-            "axon_host_disk_written_bytes_per_second",
-            "gauge",
-            "Disk writes over the last sample interval.",
-            &labels,
-            d.write_bps,
-        );
+    }
+    // Rates belong to a device, not to each place it is mounted.
+    for d in axon_shared::DiskSample::per_device(&s.disks) {
+        let labels = with(host, &[("device", &d.device)]);
+        if let Some(bps) = d.read_bps {
+            x.sample(
+                "axon_host_disk_read_bytes_per_second",
+                "gauge",
+                "Disk reads over the last sample interval.",
+                &labels,
+                bps,
+            );
+        }
+        if let Some(bps) = d.write_bps {
+            x.sample(
+                "axon_host_disk_written_bytes_per_second",
+                "gauge",
+                "Disk writes over the last sample interval.",
+                &labels,
+                bps,
+            );
+        }
     }
     for n in &s.net {
         let labels = with(host, &[("device", &n.iface)]);

@@ -235,9 +235,17 @@ async fn remove(
         .into_iter()
         .filter(|h| h.tenant_id.as_deref() == Some(id.as_str()))
         .count();
-    if users > 0 || hosts > 0 {
+    // A client key confined to a deleted tenant would outlive it.
+    let keys = state
+        .store
+        .api_keys
+        .values()?
+        .into_iter()
+        .filter(|k| k.tenant_id.as_deref() == Some(id.as_str()) && k.revoked_at.is_none())
+        .count();
+    if users > 0 || hosts > 0 || keys > 0 {
         return Err(ApiError::conflict(format!(
-            "the tenant still has {users} user(s) and {hosts} host(s); move or delete them first"
+            "the tenant still has {users} user(s), {hosts} host(s) and {keys} API key(s); move, delete or revoke them first"
         )));
     }
     state.store.tenants.take(&id)?;

@@ -197,6 +197,7 @@ async fn update(
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> Result<ApiJson<UserView>, ApiError> {
     caller.require_session()?;
+    let _serial = state.user_changes.lock().await;
     let user = find(&state, &id)?;
     if let Some(name) = &patch.name {
         check_name(name)?;
@@ -263,6 +264,7 @@ async fn remove(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    let _serial = state.user_changes.lock().await;
     let user = find(&state, &id)?;
     keep_an_admin(&state, &user)?;
     end_user_sessions(&state.store, &id)?;
@@ -285,6 +287,7 @@ async fn set_disabled(
     id: String,
     disabled: bool,
 ) -> Result<ApiJson<UserView>, ApiError> {
+    let _serial = state.user_changes.lock().await;
     let user = find(&state, &id)?;
     if disabled {
         keep_an_admin(&state, &user)?;
