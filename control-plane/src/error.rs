@@ -85,6 +85,48 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The framework's words for a rejected request, in ours: what was wrong and, where serde
+/// says, which field.
+fn in_our_words(text: &str) -> String {
+    const OURS: &[(&str, &str)] = &[
+        (
+            "Failed to deserialize the JSON body into the target type: ",
+            "the JSON body does not fit this endpoint: ",
+        ),
+        (
+            "Failed to parse the request body as JSON: ",
+            "the request body is not valid JSON: ",
+        ),
+        (
+            "Failed to deserialize query string: ",
+            "the query string does not fit this endpoint: ",
+        ),
+        ("Invalid URL: ", "invalid path: "),
+        (
+            "Failed to buffer the request body: ",
+            "the request body could not be read: ",
+        ),
+    ];
+    for (theirs, ours) in OURS {
+        if let Some(rest) = text.strip_prefix(theirs) {
+            return format!("{ours}{}", name_field(rest));
+        }
+    }
+    text.to_owned()
+}
+
+/// `settings.welcome: invalid type ...` (serde's path, then the error) → "field
+/// `settings.welcome`: invalid type ...".
+fn name_field(rest: &str) -> String {
+    match rest.split_once(": ") {
+        Some((".", msg)) => msg.to_owned(),
+        Some((path, msg)) if !path.is_empty() && !path.contains(' ') && !path.contains('`') => {
+            format!("field `{path}`: {msg}")
+        }
+        _ => rest.to_owned(),
+    }
+}
+
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         use axum::extract::rejection::JsonRejection as R;
@@ -92,14 +134,25 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             R::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::too_large("request body is too large")
             }
-            other => Self::bad_request(other.body_text()),
+            R::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::BadRequest,
+                "send the body as JSON, with the header Content-Type: application/json",
+            ),
+            other => Self::bad_request(in_our_words(&other.body_text())),
         }
     }
 }
 
 impl From<axum::extract::rejection::PathRejection> for ApiError {
     fn from(e: axum::extract::rejection::PathRejection) -> Self {
-        Self::bad_request(e.body_text())
+        Self::bad_request(in_our_words(&e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::bad_request(in_our_words(&e.body_text()))
     }
 }
 
@@ -118,3 +171,28 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
 #[derive(Debug, Clone, Copy, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::in_our_words;
+
+    #[test]
+    fn framework_messages_are_reworded_with_the_field() {
+        assert_eq!(
+            in_our_words(
+                "Failed to deserialize the JSON body into the target type: email: invalid type: integer `5`, expected a string at line 1 column 10"
+            ),
+            "the JSON body does not fit this endpoint: field `email`: invalid type: integer `5`, expected a string at line 1 column 10"
+        );
+        assert_eq!(
+            in_our_words(
+                "Failed to deserialize query string: limit: invalid digit found in string"
+            ),
+            "the query string does not fit this endpoint: field `limit`: invalid digit found in string"
+        );
+        assert!(
+            in_our_words("Failed to parse the request body as JSON: EOF while parsing")
+                .starts_with("the request body is not valid JSON")
+        );
+    }
+}

@@ -138,6 +138,11 @@ fn san(name: &str) -> Result<SanType, PkiError> {
         })
 }
 
+/// Life of the API's server certificate: within the 398 days browsers accept.
+pub const SERVER_CERT_DAYS: i64 = 397;
+/// The server certificate is re-issued (same key and names) at start once it has less left.
+pub const SERVER_RENEW_DAYS: i64 = 30;
+
 impl Pki {
     /// Creates the CA and the server certificate under `<data_dir>/pki`. Fails if files exist.
     pub fn create(data_dir: &Path, sans: &[String], ca_name: &str) -> Result<Self, PkiError> {
@@ -175,7 +180,7 @@ impl Pki {
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         server.use_authority_key_identifier_extension = true;
         server.not_before = now - Duration::hours(1);
-        server.not_after = now + Duration::days(825);
+        server.not_after = now + Duration::days(SERVER_CERT_DAYS);
         server.serial_number = Some(random_serial());
         let issuer = Issuer::from_params(&ca, &ca_key);
         let server_cert = server.signed_by(&server_key, &issuer)?;
@@ -218,13 +223,18 @@ impl Pki {
                 what: "certificate chain",
             })?;
         let key_path = dir.join("server.key");
+        let key_pem = read_file(&key_path)?;
         let server_key =
-            PrivateKeyDer::from_pem_slice(read_file(&key_path)?.as_bytes()).map_err(|_| {
-                PkiError::Pem {
-                    path: key_path,
-                    what: "private key",
-                }
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| PkiError::Pem {
+                path: key_path.clone(),
+                what: "private key",
             })?;
+        let mut server_chain = server_chain;
+        if let Some(renewed) =
+            renew_server_if_due(&dir, &server_chain[0], &key_pem, &issuer, &ca_pem)?
+        {
+            server_chain = renewed;
+        }
         Ok(Self {
             fingerprint: fingerprint(&ca_der),
             ca_der,
@@ -308,12 +318,129 @@ impl Pki {
         self.server_key.clone_key()
     }
 
-    /// TLS for the API listener: server auth only, HTTP/1.1.
+    /// TLS for the API listener: server auth only, HTTP/1.1, the server's cipher order.
     pub fn api_tls(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(self.server_chain(), self.server_key())?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.ignore_client_order = true;
         Ok(Arc::new(config))
+    }
+}
+
+/// The DNS names and addresses of a server certificate.
+fn server_names(der: &[u8]) -> Option<Vec<String>> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let sans = cert.subject_alternative_name().ok()??;
+    Some(
+        sans.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some((*d).to_owned()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => <[u8; 4]>::try_from(*b)
+                        .ok()
+                        .map(|a| IpAddr::from(a).to_string()),
+                    16 => <[u8; 16]>::try_from(*b)
+                        .ok()
+                        .map(|a| IpAddr::from(a).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// Re-issues the server certificate (same key, names and usages, a new serial and validity)
+/// when less than `SERVER_RENEW_DAYS` are left; returns the new chain.
+fn renew_server_if_due(
+    dir: &Path,
+    leaf: &CertificateDer<'static>,
+    key_pem: &str,
+    issuer: &Issuer<'static, KeyPair>,
+    ca_pem: &str,
+) -> Result<Option<Vec<CertificateDer<'static>>>, PkiError> {
+    let chain_path = dir.join("server.pem");
+    let bad = |what: &'static str| PkiError::Pem {
+        path: chain_path.clone(),
+        what,
+    };
+    let info = CertInfo::from_der(leaf).map_err(|_| bad("certificate"))?;
+    let now = OffsetDateTime::now_utc();
+    if info.not_after - now.unix_timestamp() > SERVER_RENEW_DAYS * 86_400 {
+        return Ok(None);
+    }
+    let names = server_names(leaf).ok_or_else(|| bad("certificate"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "axon-cp");
+    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(SERVER_CERT_DAYS);
+    params.serial_number = Some(random_serial());
+    let key = KeyPair::from_pem(key_pem).map_err(|_| bad("private key"))?;
+    let cert = params.signed_by(&key, issuer)?;
+    // Replaced whole: a crash leaves the old certificate or the new one.
+    let tmp = dir.join("server.pem.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_file(&tmp, &format!("{}{ca_pem}", cert.pem()), 0o644)?;
+    std::fs::rename(&tmp, &chain_path).map_err(|source| PkiError::Write {
+        path: chain_path.clone(),
+        source,
+    })?;
+    tracing::info!(path = %chain_path.display(), days = SERVER_CERT_DAYS, "API server certificate renewed");
+    let chain = CertificateDer::pem_slice_iter(format!("{}{ca_pem}", cert.pem()).as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad("certificate chain"))?;
+    Ok(Some(chain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server certificate near its end is re-issued at load with its names, for the
+    /// usual 397 days; the API prefers its own cipher order.
+    #[test]
+    fn a_server_certificate_near_its_end_is_renewed_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let pki = Pki::create(dir.path(), &sans, "test CA").expect("create");
+        let leaf = CertInfo::from_der(&pki.server_chain()[0]).expect("leaf");
+        let days = (leaf.not_after - OffsetDateTime::now_utc().unix_timestamp()) / 86_400;
+        assert!((396..=397).contains(&days), "{days}");
+        assert!(pki.api_tls().expect("tls").ignore_client_order);
+
+        // Replace the leaf with one that ends in ten days.
+        let pki_dir = pki_dir(dir.path());
+        let key_pem = std::fs::read_to_string(pki_dir.join("server.key")).expect("key");
+        let key = KeyPair::from_pem(&key_pem).expect("key");
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans.iter().map(|n| san(n).expect("san")).collect();
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(10);
+        let short = params.signed_by(&key, &pki.issuer).expect("short");
+        std::fs::write(
+            pki_dir.join("server.pem"),
+            format!("{}{}", short.pem(), pki.ca_pem()),
+        )
+        .expect("write");
+
+        let renewed = Pki::load(dir.path()).expect("load");
+        let leaf = CertInfo::from_der(&renewed.server_chain()[0]).expect("leaf");
+        let days = (leaf.not_after - OffsetDateTime::now_utc().unix_timestamp()) / 86_400;
+        assert!((396..=397).contains(&days), "{days}");
+        assert_eq!(server_names(&renewed.server_chain()[0]), Some(sans));
+        // On disk too, so the next start does not renew again.
+        let again = Pki::load(dir.path()).expect("load");
+        assert_eq!(again.server_chain()[0], renewed.server_chain()[0]);
     }
 }

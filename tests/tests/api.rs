@@ -318,3 +318,75 @@ async fn head_follows_the_get_rule() {
     );
     assert!(!cp.log().contains("has no access rule"), "{}", cp.log());
 }
+
+/// Refusals of malformed input speak our words and name the field.
+#[tokio::test]
+async fn malformed_bodies_are_answered_in_our_words() {
+    let cp = ControlPlane::start(&[]).await;
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": 5, "password": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("field `email`"), "{body}");
+    assert!(!message.contains("Failed to deserialize"), "{body}");
+    let resp = cp
+        .client
+        .post(cp.url("/api/auth/login"))
+        .body(r#"{"email":"a@b.c","password":"x"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Content-Type: application/json")),
+        "{body}"
+    );
+    let admin = cp.admin_token().await;
+    let (status, body) = cp
+        .call(Method::GET, "/api/audit?limit=many", Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("field `limit`")),
+        "{body}"
+    );
+}
+
+/// Every answer says nosniff and, over TLS, HSTS; answers to credentialed requests are not
+/// to be cached; the server's certificate stays within the usual 398 days.
+#[tokio::test]
+async fn security_headers_and_certificate_lifetime() {
+    use rustls_pki_types::pem::PemObject as _;
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let public = cp.client.get(cp.url("/healthz")).send().await.expect("get");
+    assert_eq!(public.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        public.headers()["strict-transport-security"]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("max-age="))
+    );
+    let private = cp
+        .client
+        .get(cp.url("/api/hosts"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(private.headers()["cache-control"], "no-store");
+    let pem = std::fs::read_to_string(cp.data_dir().join("pki/server.pem")).expect("chain");
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("leaf");
+    let info = axon_shared::CertInfo::from_der(&der).expect("parse");
+    assert!(info.not_after - info.not_before <= 398 * 86_400, "{info:?}");
+}

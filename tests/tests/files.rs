@@ -193,7 +193,7 @@ async fn every_verb_works_inside_the_jail() {
         std::fs::read(s.base.join("www/site/blob.bin")).expect("on disk"),
         binary
     );
-    let (status, _) = raw_put(
+    let (status, refused) = raw_put(
         &s,
         "www/site/blob.bin",
         b"again".to_vec(),
@@ -201,6 +201,14 @@ async fn every_verb_works_inside_the_jail() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT);
+    let message = refused["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("exists") && !message.contains("not none"),
+        "{refused}"
+    );
+    // A leading slash reads as the root's name, as users type it.
+    let (status, entry) = s.get("?path=/www/site/blob.bin").await;
+    assert_eq!(status, StatusCode::OK, "{entry}");
     let (status, _) = raw_put(
         &s,
         "www/site/index.html",

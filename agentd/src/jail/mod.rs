@@ -85,8 +85,8 @@ pub enum JailError {
     Refused { path: String, reason: String },
     #[error("{path} is larger than the root's limit of {limit} bytes")]
     TooLarge { path: String, limit: u64 },
-    #[error("{path} changed: its etag is not {expected}")]
-    Conflict { path: String, expected: String },
+    #[error("{path}: {reason}")]
+    Conflict { path: String, reason: String },
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
     #[error("{path}: {reason}")]
@@ -247,7 +247,14 @@ impl Jail {
         if path.chars().any(char::is_control) {
             return Err(bad("contains control characters"));
         }
+        // `/www/site` is read as `www/site`: paths are relative to the roots anyway.
+        let path = path.trim_start_matches('/');
         let (root_name, rel) = path.split_once('/').unwrap_or((path, ""));
+        if root_name.is_empty() {
+            return Err(bad(
+                "a path starts with the name of a root, as in www/site/index.html",
+            ));
+        }
         let root = self
             .roots
             .iter()
@@ -487,7 +494,8 @@ impl Jail {
             (Some("none"), Some(_)) => {
                 return Err(JailError::Conflict {
                     path: addr.shown,
-                    expected: "none".into(),
+                    reason: "it exists, and the write asked that it does not (If-None-Match: *)"
+                        .into(),
                 });
             }
             (Some(expected), Some(_)) => {
@@ -495,14 +503,14 @@ impl Jail {
                 if current.etag.as_deref() != Some(expected) {
                     return Err(JailError::Conflict {
                         path: addr.shown,
-                        expected: expected.to_owned(),
+                        reason: format!("it changed: its etag is no longer {expected}"),
                     });
                 }
             }
             (Some(expected), None) => {
                 return Err(JailError::Conflict {
                     path: addr.shown,
-                    expected: expected.to_owned(),
+                    reason: format!("it does not exist, so it cannot have etag {expected}"),
                 });
             }
         }

@@ -17,7 +17,7 @@ async fn list(
     State(state): State<AppState>,
     query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<Vec<Record>>, ApiError> {
-    let Query(filter) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(filter) = query.map_err(ApiError::from)?;
     // Records queued before this request are part of the answer.
     state.audit.settled().await;
     Ok(ApiJson(state.audit.query(&filter)?))

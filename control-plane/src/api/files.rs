@@ -85,8 +85,7 @@ struct Listing {
 type QueryResult = Result<Query<PathQuery>, axum::extract::rejection::QueryRejection>;
 
 fn query(q: QueryResult) -> Result<PathQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+    q.map(|Query(q)| q).map_err(ApiError::from)
 }
 
 /// Sends one jail verb to the host; audits changes and refusals.

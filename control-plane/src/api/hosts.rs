@@ -296,7 +296,7 @@ async fn exec(
     ApiJson(body): ApiJson<ExecBody>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let axum::extract::Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let axum::extract::Query(query) = query.map_err(ApiError::from)?;
     let sse = match query.stream.as_deref() {
         None => false,
         Some("sse") => true,

@@ -113,7 +113,38 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
+}
+
+/// Headers on every answer: no MIME sniffing; over TLS, HSTS; and answers to requests that
+/// carried credentials are never stored by a cache.
+async fn security_headers(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let credentials = request.headers().contains_key(header::AUTHORIZATION);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if credentials {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if !state.config.insecure_http {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// Refuses a body whose declared length is over the limit before reading any of it (bodies
@@ -159,7 +190,7 @@ pub fn body_bytes(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large("request body is too large")
         } else {
-            ApiError::bad_request(e.body_text())
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
         }
     })
 }

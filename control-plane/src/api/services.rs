@@ -138,8 +138,7 @@ struct PullBody {
 fn query<T: DeserializeOwned>(
     q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+    q.map(|Query(v)| v).map_err(ApiError::from)
 }
 
 async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {

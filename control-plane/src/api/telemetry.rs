@@ -67,7 +67,7 @@ async fn host_metrics(
     ApiPath(id): ApiPath<String>,
     query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<HostMetrics>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(ApiError::from)?;
     find(&state, &caller, &id)?;
     let now = unix_ms();
     let since_ms = match q.since.as_deref() {
@@ -227,7 +227,7 @@ async fn alerts(
     ApiPath(id): ApiPath<String>,
     query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<Vec<GpuAlert>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(ApiError::from)?;
     find(&state, &caller, &id)?;
     let open_only = q.open.unwrap_or(false);
     let mut list: Vec<GpuAlert> = state

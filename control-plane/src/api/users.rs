@@ -129,7 +129,7 @@ async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ApiJson<Vec<UserView>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(ApiError::from)?;
     let users = state.store.users.values()?;
     Ok(ApiJson(
         users
