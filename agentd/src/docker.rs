@@ -22,8 +22,6 @@ use tokio::sync::mpsc;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most lines one log answer holds.
 pub const MAX_LOG_LINES: u32 = 10_000;
-/// The most bytes of log text one answer holds (it has to fit a frame).
-pub const MAX_LOG_BYTES: usize = 512 * 1024;
 const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// A Docker operation failed.
@@ -360,7 +358,7 @@ impl DockerEngine {
         let tail = lines.min(MAX_LOG_LINES).to_string();
         // Taken before the tail is read: a line written meanwhile is followed, not lost (the
         // engine's `since` is in whole seconds; lines of the tail that come again are skipped).
-        let since = i32::try_from(crate::ops::unix_ms() / 1000).unwrap_or(i32::MAX);
+        let since = i32::try_from(crate::clock::unix_ms() / 1000).unwrap_or(i32::MAX);
         let options = q::LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
@@ -380,7 +378,7 @@ impl DockerEngine {
         tokio::time::timeout(CALL_TIMEOUT, read_all)
             .await
             .map_err(|_| EngineError::Timeout(CALL_TIMEOUT.as_secs()))??;
-        let truncated = trim_to_budget(&mut out);
+        let truncated = crate::loglines::trim_to_budget(&mut out);
         if let Some((tx, until)) = live {
             // Lines up to the tail's last moment come again from `since`: skip them.
             let last_ts = out.last().and_then(|l| l.ts_ms).unwrap_or(0);
@@ -665,24 +663,6 @@ fn log_line(piece: bollard::container::LogOutput) -> LogLine {
     }
 }
 
-/// Drops the oldest lines until the text fits [`MAX_LOG_BYTES`]; true if any were dropped.
-pub fn trim_to_budget(lines: &mut Vec<LogLine>) -> bool {
-    let mut total = 0usize;
-    let mut keep_from = lines.len();
-    for (i, line) in lines.iter().enumerate().rev() {
-        total += line.message.len() + 64;
-        if total > MAX_LOG_BYTES {
-            break;
-        }
-        keep_from = i;
-    }
-    if keep_from == 0 {
-        return false;
-    }
-    lines.drain(..keep_from);
-    true
-}
-
 fn to_stats(name: &str, s: &ContainerStatsResponse) -> ContainerStats {
     let cpu = s.cpu_stats.clone().unwrap_or_default();
     let pre = s.precpu_stats.clone().unwrap_or_default();
@@ -731,7 +711,7 @@ fn to_stats(name: &str, s: &ContainerStatsResponse) -> ContainerStats {
     }
     ContainerStats {
         name: name.to_owned(),
-        ts_ms: crate::ops::unix_ms(),
+        ts_ms: crate::clock::unix_ms(),
         cpu_percent: (cpu_percent * 100.0).round() / 100.0,
         memory_bytes: memory.usage.unwrap_or(0).saturating_sub(cache),
         memory_limit_bytes: memory.limit.filter(|l| *l > 0 && *l < u64::MAX / 2),
@@ -954,22 +934,5 @@ mod tests {
                 .as_deref(),
             Some("127.0.0.1")
         );
-    }
-
-    #[test]
-    fn log_budget_keeps_the_newest_lines() {
-        let line = |i: usize| LogLine {
-            ts_ms: None,
-            stream: None,
-            priority: None,
-            message: format!("{i}:{}", "x".repeat(1000)),
-        };
-        let mut lines: Vec<LogLine> = (0..2000).map(line).collect();
-        assert!(trim_to_budget(&mut lines));
-        assert!(lines.len() < 2000);
-        assert!(lines.last().expect("last").message.starts_with("1999:"));
-        let mut few: Vec<LogLine> = (0..3).map(line).collect();
-        assert!(!trim_to_budget(&mut few));
-        assert_eq!(few.len(), 3);
     }
 }

@@ -136,7 +136,7 @@ impl Journal {
             return Err(JournalError::Unavailable(err.trim().to_owned()));
         }
         stderr.abort();
-        let truncated = crate::docker::trim_to_budget(&mut out);
+        let truncated = crate::loglines::trim_to_budget(&mut out);
         if let Some((tx, until)) = live {
             // The tail goes first, then what follows it.
             for line in std::mem::take(&mut out) {

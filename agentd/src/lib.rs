@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod caps;
+pub mod clock;
 pub mod config;
 pub mod docker;
 pub mod enroll;
@@ -19,6 +20,8 @@ pub mod facts;
 pub mod jail;
 pub mod journal;
 pub mod link;
+pub mod loglines;
+pub mod names;
 pub mod ops;
 pub mod services;
 pub mod state;

@@ -58,7 +58,7 @@ pub enum SessionError {
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-use crate::ops::unix_ms;
+use crate::clock::unix_ms;
 
 fn new_id() -> String {
     Ulid::from_parts(unix_ms(), rand::random()).to_string()

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axon_shared::{
     Cancel, Chunk, ContainerRun, ContainerStats, ErrorCode, EventAck, ExecRun, Frame, FsOp,
@@ -67,12 +66,7 @@ pub struct Ops {
     pub models: tokio::sync::watch::Sender<axon_shared::ModelServers>,
 }
 
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_ms;
 
 impl Ops {
     pub fn new(

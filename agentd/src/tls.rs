@@ -10,12 +10,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 
 /// SHA-256 of DER bytes.
-pub fn sha256(der: &[u8]) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
+pub use axon_shared::sha256;
 
 /// Accepts a server whose chain holds a CA with the pinned fingerprint and whose leaf that CA
 /// signed for the name dialled. Nothing else is trusted.

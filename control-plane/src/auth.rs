@@ -106,7 +106,7 @@ impl PasswordWork {
 
 /// SHA-256 of a secret, hex: how tokens are stored.
 pub fn secret_digest(secret: &[u8]) -> String {
-    axon_shared::hex_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret).as_ref())
+    axon_shared::sha256_hex(secret)
 }
 
 /// A random secret of 32 bytes, URL-safe base64, with a readable prefix.
@@ -421,17 +421,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Refuses the request unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
-                "your role does not allow this operation",
-            ))
-        }
-    }
-
     /// Whether an API key caller holds `scope` (users hold every scope of their role).
     pub fn has_scope(&self, scope: &str) -> bool {
         match &self.via {

@@ -2,10 +2,9 @@
 //! listener consults at every handshake.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axon_shared::{ErrorCode, Frame, Request, Response, WireError};
 use serde::Serialize;
@@ -47,8 +46,6 @@ pub struct AgentConn {
     /// Distinguishes successive connections of the same host.
     pub conn_id: u64,
     pub host_id: String,
-    pub remote: SocketAddr,
-    pub since: Instant,
     max_frame: usize,
     outbound: mpsc::Sender<Frame>,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
@@ -139,19 +136,12 @@ impl Hub {
     }
 
     /// Registers a new connection for `host_id`, closing any older one of the same host.
-    pub fn register(
-        &self,
-        host_id: &str,
-        remote: SocketAddr,
-        max_frame: usize,
-    ) -> (Arc<AgentConn>, ConnTask) {
+    pub fn register(&self, host_id: &str, max_frame: usize) -> (Arc<AgentConn>, ConnTask) {
         let (outbound_tx, outbound_rx) = mpsc::channel(256);
         let (kill_tx, kill_rx) = watch::channel(false);
         let conn = Arc::new(AgentConn {
             conn_id: self.next_id.fetch_add(1, Ordering::Relaxed),
             host_id: host_id.to_owned(),
-            remote,
-            since: Instant::now(),
             max_frame,
             outbound: outbound_tx,
             pending: Mutex::new(HashMap::new()),

@@ -274,7 +274,7 @@ impl Session {
             let _ = sink.send(close(CloseCode::Policy, "revoked")).await;
             return;
         }
-        let (conn, mut task) = self.state.hub.register(&self.host_id, self.addr, max);
+        let (conn, mut task) = self.state.hub.register(&self.host_id, max);
         if self.state.revocations.is_revoked(&self.host_id) {
             conn.kill();
         }

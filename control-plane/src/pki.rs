@@ -76,10 +76,7 @@ fn pki_dir(data_dir: &Path) -> PathBuf {
 
 /// SHA-256 of a DER certificate.
 pub fn fingerprint(der: &[u8]) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
+    axon_shared::sha256(der)
 }
 
 fn random_serial() -> SerialNumber {

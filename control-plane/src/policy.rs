@@ -258,9 +258,6 @@ pub const RULES: &[Rule] = &[
     ),
 ];
 
-/// Roles the table names for staff reads, for handlers that need the same list.
-pub const STAFF_ROLES: &[Role] = STAFF;
-
 /// The rule for a matched route.
 pub fn lookup(method: &str, path: &str) -> Option<&'static Rule> {
     // HEAD is GET without a body (the router serves it through the GET handler): same rule.

@@ -18,6 +18,7 @@ mod metrics;
 mod token;
 
 pub use cert::{CertInfo, CertParseError};
+pub use chain::{sha256, sha256_hex};
 pub use duration::parse_duration;
 pub use frame::{Chunk, ErrorCode, Event, Frame, ProtocolError, Request, Response, WireError};
 pub use id::{Ulid, hex_decode, hex_encode};

@@ -107,14 +107,7 @@ pub enum ExecError {
     Spawn { binary: String, reason: String },
 }
 
-fn valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
-}
+use crate::names::valid_name;
 
 fn valid_env_name(name: &str) -> bool {
     let b = name.as_bytes();

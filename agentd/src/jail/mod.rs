@@ -117,15 +117,6 @@ impl std::fmt::Debug for Jail {
     }
 }
 
-fn valid_root_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
-}
-
 /// A checked address: the root and a relative path of plain names (empty for the root).
 struct Address<'a> {
     root: &'a Root,
@@ -186,7 +177,7 @@ fn entry(path: &str, meta: &Metadata) -> FsEntry {
 
 /// SHA-256 (hex) of bytes: the etag of a file's content.
 pub fn etag(bytes: &[u8]) -> String {
-    axon_shared::hex_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+    axon_shared::sha256_hex(bytes)
 }
 
 impl Jail {
@@ -194,7 +185,7 @@ impl Jail {
     pub fn open(specs: &[RootSpec]) -> Result<Self, String> {
         let mut roots: Vec<Root> = Vec::new();
         for spec in specs {
-            if !valid_root_name(&spec.name) {
+            if !crate::names::valid_name(&spec.name) {
                 return Err(format!(
                     "jail root name {:?}: use 1 to 64 of [a-z0-9._-]",
                     spec.name

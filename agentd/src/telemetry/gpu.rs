@@ -122,7 +122,7 @@ fn nvml_sample(
                 ] {
                     if now > before {
                         events.push(GpuEvent {
-                            ts_ms: crate::ops::unix_ms(),
+                            ts_ms: crate::clock::unix_ms(),
                             gpu_uuid: uuid.clone(),
                             kind: kind.into(),
                             value: now - before,
@@ -192,7 +192,7 @@ pub fn watch_xids(tx: tokio::sync::mpsc::Sender<GpuEvent>) {
                     _ => 0,
                 };
                 let event = GpuEvent {
-                    ts_ms: crate::ops::unix_ms(),
+                    ts_ms: crate::clock::unix_ms(),
                     gpu_uuid: data.device.uuid().unwrap_or_default(),
                     kind: "xid".into(),
                     value: xid,

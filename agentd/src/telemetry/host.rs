@@ -102,7 +102,7 @@ impl HostProbe {
             Vec::new()
         };
         MetricsSample {
-            ts_ms: crate::ops::unix_ms(),
+            ts_ms: crate::clock::unix_ms(),
             interval_secs: (elapsed * 1000.0).round() / 1000.0,
             cpu: CpuSample {
                 total_pct: self.system.global_cpu_usage(),

@@ -96,15 +96,7 @@ async fn call(
     verb: &str,
     body: FsOp,
 ) -> Result<serde_json::Value, ApiError> {
-    let visible = state
-        .store
-        .hosts
-        .get(host)?
-        .filter(|h| caller.can_see(h.tenant_id.as_deref()))
-        .ok_or_else(|| ApiError::not_found(format!("no host with id {host}")))?;
-    if visible.revoked_at.is_some() {
-        return Err(ApiError::conflict("the host is revoked"));
-    }
+    super::hosts::find_usable(state, caller, host)?;
     let changes = !matches!(verb, op::FS_LIST | op::FS_STAT | op::FS_READ);
     let target = format!("{host} {}", body.path);
     let outcome = state

@@ -84,6 +84,7 @@ fn view(state: &AppState, h: Host) -> HostView {
 
 /// The host, if it exists and the caller may see it; otherwise the same 404.
 /// The host with this id, if the caller may see it (404 otherwise, as for a missing one).
+/// The host `id` as `caller` may see it: another tenant's host looks missing.
 pub(crate) fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Host, ApiError> {
     state
         .store
@@ -91,6 +92,15 @@ pub(crate) fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Host, 
         .get(id)?
         .filter(|h| caller.can_see(h.tenant_id.as_deref()))
         .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))
+}
+
+/// The host `id` for an operation on it: visible to `caller` and not revoked.
+pub(crate) fn find_usable(state: &AppState, caller: &Caller, id: &str) -> Result<Host, ApiError> {
+    let host = find(state, caller, id)?;
+    if host.revoked_at.is_some() {
+        return Err(ApiError::conflict("the host is revoked"));
+    }
+    Ok(host)
 }
 
 #[derive(Deserialize)]
@@ -218,10 +228,7 @@ async fn ping(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<PingResult>, ApiError> {
-    let host = find(&state, &caller, &id)?;
-    if host.revoked_at.is_some() {
-        return Err(ApiError::conflict("the host is revoked"));
-    }
+    find_usable(&state, &caller, &id)?;
     let started = std::time::Instant::now();
     let body = state
         .hub
@@ -248,10 +255,7 @@ async fn commands(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Vec<CommandInfo>>, ApiError> {
-    let host = find(&state, &caller, &id)?;
-    if host.revoked_at.is_some() {
-        return Err(ApiError::conflict("the host is revoked"));
-    }
+    find_usable(&state, &caller, &id)?;
     let body = state
         .hub
         .call(
@@ -306,10 +310,7 @@ async fn exec(
             )));
         }
     };
-    let host = find(&state, &caller, &id)?;
-    if host.revoked_at.is_some() {
-        return Err(ApiError::conflict("the host is revoked"));
-    }
+    find_usable(&state, &caller, &id)?;
     let request_id = crate::auth::new_id();
     let run = ExecRun {
         command: body.command.clone(),

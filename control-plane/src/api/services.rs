@@ -142,16 +142,7 @@ fn query<T: DeserializeOwned>(
 }
 
 async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
-    let host = state
-        .store
-        .hosts
-        .get(id)?
-        .filter(|h| caller.can_see(h.tenant_id.as_deref()))
-        .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))?;
-    if host.revoked_at.is_some() {
-        return Err(ApiError::conflict("the host is revoked"));
-    }
-    Ok(())
+    super::hosts::find_usable(state, caller, id).map(|_| ())
 }
 
 fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
