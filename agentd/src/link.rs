@@ -99,9 +99,11 @@ pub async fn run_forever(
         if started.elapsed() >= HEALTHY_SESSION {
             backoff.reset();
         }
+        let ceiling = backoff.ceiling();
         let delay = backoff.next_delay();
         tracing::info!(
             delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX),
             "reconnecting"
         );
         tokio::select! {

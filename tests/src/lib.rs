@@ -698,8 +698,8 @@ pub async fn subscribe_live(cp: &ControlPlane, token: &str, types: &[&str]) -> L
     ))
     .await
     .expect("subscribe");
-    // Let the subscription land before the test makes something happen.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The subscription is in force once acknowledged.
+    next_live(&mut live, |v| v["type"] == "subscribed").await;
     live
 }
 

@@ -171,8 +171,11 @@ async fn whitelisted_commands_run_by_name_and_everything_else_is_refused() {
         assert_eq!(status, StatusCode::OK);
     }
     let after = agent.rss_bytes().expect("rss");
+    // Each run keeps at most its 1000-byte caps and a read buffer; 30 runs that each printed
+    // megabytes may leave no more than allocator slack behind.
+    eprintln!("agentd rss: {before} -> {after} bytes over 30 flooding runs");
     assert!(
-        after < before + (16 << 20),
+        after < before + (2 << 20),
         "agentd grew from {before} to {after} bytes"
     );
     let (status, out) = exec(
@@ -247,26 +250,18 @@ async fn a_bad_whitelist_stops_the_agent_with_one_clear_line() {
 
 #[tokio::test]
 async fn output_streams_over_sse_and_live_events_reach_websocket_subscribers() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
 
     // Subscribers: unauthenticated sockets are refused; an admin gets everything it asks for.
     assert!(live_socket(&cp, None).await.is_err());
     assert!(live_socket(&cp, Some("forged")).await.is_err());
-    let mut live = live_socket(&cp, Some(&admin)).await.expect("admin socket");
-    live.send(tokio_tungstenite::tungstenite::Message::Text(
-        r#"{"types":["host_online","exec_output","audit"]}"#.into(),
-    ))
-    .await
-    .expect("subscribe");
+    let mut live = subscribe_live(&cp, &admin, &["host_online", "exec_output", "audit"]).await;
     cp.create_user(&admin, "viewer@axon.test", "viewer", None)
         .await;
     let viewer = cp.token_for("viewer@axon.test").await;
-    let mut viewer_live = live_socket(&cp, Some(&viewer))
-        .await
-        .expect("viewer socket");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut viewer_live = subscribe_live(&cp, &viewer, &[]).await;
 
     let mut agent = Agent::enroll(&cp).await;
     let config = agent.dir.path().join("agentd.toml");

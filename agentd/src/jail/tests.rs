@@ -286,31 +286,129 @@ fn limits_and_bad_paths() {
     assert!(Jail::open(&[RootSpec::parse_flag("Bad Name=/tmp:rw").expect("flag")]).is_err());
 }
 
+/// Swaps `root/<name>` back and forth between the real thing and a symlink to `target` until
+/// stopped.
+fn flipper(
+    root: PathBuf,
+    name: &'static str,
+    target: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    flip_with(root, name, target, stop, false)
+}
+
+/// As [`flipper`]; `hard`: a hard link to `target` instead of a symlink.
+fn flip_with(
+    root: PathBuf,
+    name: &'static str,
+    target: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hard: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (real, parked) = (root.join(name), root.join(format!("{name}-real")));
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::rename(&real, &parked);
+            let _ = if hard {
+                std::fs::hard_link(&target, &real)
+            } else {
+                std::os::unix::fs::symlink(&target, &real)
+            };
+            let _ = std::fs::remove_file(&real);
+            let _ = std::fs::rename(&parked, &real);
+        }
+    })
+}
+
+/// Reads race a directory that turns into a symlink out of the root: absolute, and relative
+/// ones that climb out. Both outcomes must be seen (the input really races), and a read
+/// through the link never happens.
 #[test]
 fn a_directory_swapped_for_a_symlink_during_reads_never_leaks() {
+    for target in ["ABSOLUTE", "../www-private", "../../www-private"] {
+        let f = fixture();
+        let root = f.base.join("www");
+        std::fs::create_dir_all(root.join("swap")).expect("swap dir");
+        std::fs::write(root.join("swap/key"), "inside").expect("inside file");
+        let target = if target == "ABSOLUTE" {
+            f.base.join("www-private")
+        } else {
+            PathBuf::from(target)
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flip = flipper(root.clone(), "swap", target.clone(), stop.clone());
+        let (mut read, mut refused) = (0, 0);
+        for _ in 0..50_000 {
+            match f.jail.read("www/swap/key", 0, None) {
+                Ok((_, bytes)) => {
+                    assert_eq!(bytes, b"inside", "read through {target:?}");
+                    read += 1;
+                }
+                Err(_) => refused += 1,
+            }
+            if read > 200 && refused > 200 {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flip.join().expect("flipper");
+        assert!(
+            read > 0 && refused > 0,
+            "no race happened: {read} {refused}"
+        );
+        outside_untouched(&f);
+    }
+}
+
+/// chmod races a file that turns into a symlink, or a hard link, to a file outside the root:
+/// the outside file's mode never changes (the check and the change act on one handle).
+#[test]
+fn chmod_racing_a_link_swap_never_changes_the_outside() {
+    for hard in [false, true] {
+        chmod_race(hard);
+    }
+}
+
+fn chmod_race(hard: bool) {
+    use std::os::unix::fs::PermissionsExt as _;
     let f = fixture();
     let root = f.base.join("www");
-    std::fs::create_dir_all(root.join("swap")).expect("swap dir");
-    std::fs::write(root.join("swap/key"), "inside").expect("inside file");
+    std::fs::write(root.join("target"), "inside").expect("file");
+    let secret = f.base.join("secret.txt");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("mode");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flipper = {
-        let (root, base, stop) = (root.clone(), f.base.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = std::fs::rename(root.join("swap"), root.join("swap-real"));
-                let _ = std::os::unix::fs::symlink(base.join("www-private"), root.join("swap"));
-                let _ = std::fs::remove_file(root.join("swap"));
-                let _ = std::fs::rename(root.join("swap-real"), root.join("swap"));
-            }
-        })
+    let target = if hard {
+        secret.clone()
+    } else {
+        PathBuf::from("../secret.txt")
     };
-    for _ in 0..3000 {
-        if let Ok((_, bytes)) = f.jail.read("www/swap/key", 0, None) {
-            assert_eq!(bytes, b"inside", "read through a swapped-in symlink");
+    let flip = flip_with(root.clone(), "target", target, stop.clone(), hard);
+    let (mut changed, mut refused) = (0, 0);
+    for i in 0..50_000 {
+        let mode = if i % 2 == 0 { 0o640 } else { 0o644 };
+        match f.jail.chmod("www/target", mode) {
+            Ok(_) => changed += 1,
+            Err(_) => refused += 1,
+        }
+        if changed > 200 && refused > 200 {
+            break;
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    flipper.join().expect("flipper");
+    flip.join().expect("flipper");
+    assert!(
+        changed > 0 && refused > 0,
+        "no race happened: {changed} {refused}"
+    );
+    let mode = std::fs::metadata(&secret)
+        .expect("secret")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the outside file's mode changed (hard link: {hard})"
+    );
     outside_untouched(&f);
 }
 

@@ -74,7 +74,14 @@ async fn session(
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<Subscription>(&text) {
-                    Ok(sub) => filter = sub,
+                    Ok(sub) => {
+                        // Acknowledged once in force: events after this line follow it.
+                        let ack = serde_json::json!({"type": "subscribed", "hosts": sub.hosts, "types": sub.types});
+                        filter = sub;
+                        if socket.send(Message::Text(ack.to_string().into())).await.is_err() {
+                            break;
+                        }
+                    }
                     Err(e) => {
                         let reply = serde_json::json!({"type": "error", "message": format!("invalid subscription: {e}")});
                         if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
