@@ -308,3 +308,38 @@ async fn rotating_the_signing_key_keeps_issued_tokens_valid() {
         assert_eq!(status, StatusCode::OK, "tokens of both keys are accepted");
     }
 }
+
+/// `audit-verify` checks the control plane's file as well as its index: records cut off the
+/// end of `audit.jsonl` fail it, and the next start records the cut and goes on past it.
+#[tokio::test]
+async fn audit_verify_catches_records_cut_off_the_file() {
+    let mut cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    cp.create_user(&admin, "someone@axon.test", "viewer", None)
+        .await;
+    cp.terminate();
+    let data = cp.data_dir().to_string_lossy().into_owned();
+    let (ok, out, err) = run("axon-cp", &["audit-verify", "--data-dir", &data]);
+    assert!(ok && out.contains("signed head"), "{out}{err}");
+
+    let file = cp.data_dir().join("audit.jsonl");
+    let text = std::fs::read_to_string(&file).expect("trail");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2, "{text}");
+    std::fs::write(&file, lines[..lines.len() - 1].join("\n") + "\n").expect("cut");
+    let (ok, out, err) = run("axon-cp", &["audit-verify", "--data-dir", &data]);
+    assert!(!ok, "a cut trail verified: {out}");
+    assert!(err.contains("cut off the end"), "{err}");
+
+    cp.spawn().await;
+    let admin = cp.admin_token().await;
+    let (_, cut) = cp
+        .call(
+            reqwest::Method::GET,
+            "/api/audit?action=audit.cut",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(cut[0]["outcome"], "alert", "{cut}");
+}

@@ -291,6 +291,22 @@ async fn every_verb_works_inside_the_jail() {
             "{want} not in {actions:?}"
         );
     }
+    // A rename's records, the control plane's and the agent's, name the destination.
+    for action in ["host.fs.rename", "agent.fs.rename"] {
+        let path = format!("/api/audit?action={action}");
+        let named = |records: &serde_json::Value| {
+            records[0]["target"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("www/site/blob.bin -> www/a/b/blob.bin"))
+        };
+        // The agent's copy arrives over the link.
+        let arrived = wait_until(Duration::from_secs(5), || async {
+            named(&s.cp.call(Method::GET, &path, Some(&s.admin), None).await.1)
+        })
+        .await;
+        let (_, records) = s.cp.call(Method::GET, &path, Some(&s.admin), None).await;
+        assert!(arrived.is_some(), "{action}: {records}");
+    }
     s.outside_untouched();
 }
 

@@ -98,7 +98,11 @@ async fn call(
 ) -> Result<serde_json::Value, ApiError> {
     super::hosts::find_usable(state, caller, host)?;
     let changes = !matches!(verb, op::FS_LIST | op::FS_STAT | op::FS_READ);
-    let target = format!("{host} {}", body.path);
+    // A rename names both ends.
+    let target = match &body.to {
+        Some(to) => format!("{host} {} -> {to}", body.path),
+        None => format!("{host} {}", body.path),
+    };
     let outcome = state
         .hub
         .call(host, verb, &body, state.config.agent_timeout)
