@@ -75,24 +75,7 @@ pub struct Event {
     count: Option<u64>,
 }
 
-impl axon_shared::chain::Chained for Record {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn prev_hash(&self) -> &str {
-        &self.prev_hash
-    }
-    fn hash(&self) -> &str {
-        &self.hash
-    }
-    fn link(&mut self, seq: u64, prev_hash: String) {
-        self.seq = seq;
-        self.prev_hash = prev_hash;
-    }
-    fn set_hash(&mut self, hash: String) {
-        self.hash = hash;
-    }
-}
+axon_shared::chained_record!(Record);
 
 impl Event {
     pub fn count(mut self, count: u64) -> Self {

@@ -186,24 +186,33 @@ impl Checkpoint {
     }
 }
 
-impl Chained for crate::AuditRecord {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn prev_hash(&self) -> &str {
-        &self.prev_hash
-    }
-    fn hash(&self) -> &str {
-        &self.hash
-    }
-    fn link(&mut self, seq: u64, prev_hash: String) {
-        self.seq = seq;
-        self.prev_hash = prev_hash;
-    }
-    fn set_hash(&mut self, hash: String) {
-        self.hash = hash;
-    }
+/// Implements [`Chained`] for a record type with `seq: u64`, `prev_hash: String` and
+/// `hash: String` fields.
+#[macro_export]
+macro_rules! chained_record {
+    ($t:ty) => {
+        impl $crate::chain::Chained for $t {
+            fn seq(&self) -> u64 {
+                self.seq
+            }
+            fn prev_hash(&self) -> &str {
+                &self.prev_hash
+            }
+            fn hash(&self) -> &str {
+                &self.hash
+            }
+            fn link(&mut self, seq: u64, prev_hash: String) {
+                self.seq = seq;
+                self.prev_hash = prev_hash;
+            }
+            fn set_hash(&mut self, hash: String) {
+                self.hash = hash;
+            }
+        }
+    };
 }
+
+crate::chained_record!(crate::AuditRecord);
 
 #[cfg(test)]
 mod tests {
@@ -217,24 +226,7 @@ mod tests {
         hash: String,
     }
 
-    impl Chained for R {
-        fn seq(&self) -> u64 {
-            self.seq
-        }
-        fn prev_hash(&self) -> &str {
-            &self.prev_hash
-        }
-        fn hash(&self) -> &str {
-            &self.hash
-        }
-        fn link(&mut self, seq: u64, prev_hash: String) {
-            self.seq = seq;
-            self.prev_hash = prev_hash;
-        }
-        fn set_hash(&mut self, hash: String) {
-            self.hash = hash;
-        }
-    }
+    crate::chained_record!(R);
 
     fn trail(n: usize) -> Vec<R> {
         let mut out: Vec<R> = Vec::new();

@@ -9,13 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use axon_e2e::{Agent, ControlPlane, StatusCode, wait_until};
+use axon_e2e::{Agent, ControlPlane, StatusCode, env_count, percentile, wait_until};
 use reqwest::Method;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 fn row(name: &str, mut samples: Vec<f64>) {
     samples.sort_by(f64::total_cmp);
@@ -33,10 +28,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo test --benches asks for a listing
     }
-    let pings: usize = std::env::var("PINGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let pings = env_count("PINGS", 10_000);
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
     let mut agent = Agent::enroll(&cp).await;
@@ -71,10 +63,7 @@ async fn main() {
         link.push(body["rtt_ms"].as_f64().unwrap_or(f64::NAN));
     }
     let total = start.elapsed();
-    let execs: usize = std::env::var("EXECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+    let execs = env_count("EXECS", 2_000);
     let exec_path = format!("/api/hosts/{}/exec", agent.host_id);
     let body = serde_json::json!({"command": "true"});
     let mut exec = Vec::with_capacity(execs);

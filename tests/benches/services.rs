@@ -10,20 +10,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use axon_e2e::{Agent, ControlPlane, DockerFixture, StatusCode, SystemdBox, wait_until};
+use axon_e2e::{
+    Agent, ControlPlane, DockerFixture, StatusCode, SystemdBox, env_count, percentile, wait_until,
+};
 use reqwest::Method;
-
-fn count(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
 fn cpu_ticks(pid: u32) -> u64 {
@@ -84,9 +74,9 @@ async fn main() {
         return; // cargo test --benches asks for a listing
     }
     let (units, containers, listings) = (
-        count("UNITS", 300),
-        count("CONTAINERS", 200),
-        count("LISTINGS", 200),
+        env_count("UNITS", 300),
+        env_count("CONTAINERS", 200),
+        env_count("LISTINGS", 200),
     );
 
     // 300 units that stay active without a process each.

@@ -38,6 +38,20 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A count from the environment variable `var` (benches' knobs), or `default`.
+pub fn env_count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `p`th percentile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
 /// A loopback port that was free a moment ago.
 /// Ports are picked below the kernel's ephemeral range (32768 and up by default), so the
 /// outgoing connections of agents and clients cannot take a port a test is about to bind.

@@ -9,24 +9,7 @@ struct Rec {
     hash: String,
 }
 
-impl Chained for Rec {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn prev_hash(&self) -> &str {
-        &self.prev_hash
-    }
-    fn hash(&self) -> &str {
-        &self.hash
-    }
-    fn link(&mut self, seq: u64, prev_hash: String) {
-        self.seq = seq;
-        self.prev_hash = prev_hash;
-    }
-    fn set_hash(&mut self, hash: String) {
-        self.hash = hash;
-    }
-}
+axon_shared::chained_record!(Rec);
 
 fn rec(what: &str) -> Rec {
     Rec {
