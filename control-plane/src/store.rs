@@ -362,6 +362,26 @@ mod tests {
         n: u32,
     }
 
+    /// A value that cannot be encoded is an error and leaves what was stored untouched,
+    /// never an empty record.
+    #[test]
+    fn encoding_failures_are_errors_not_empty_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("db");
+        // JSON objects need string keys: a map keyed by lists cannot be encoded.
+        let tree: Tree<std::collections::BTreeMap<Vec<u8>, u8>> = db.tree("maps").expect("tree");
+        let good = std::collections::BTreeMap::new();
+        tree.put("k", &good).expect("empty map encodes");
+        let bad: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1u8], 1u8)].into();
+        assert!(matches!(tree.put("k", &bad), Err(StoreError::Encode { .. })));
+        assert!(matches!(
+            tree.insert_new("other", &bad),
+            Err(StoreError::Encode { .. })
+        ));
+        assert_eq!(tree.get("k").expect("get"), Some(good));
+        assert_eq!(tree.get("other").expect("get"), None);
+    }
+
     #[tokio::test]
     async fn tree_survives_reopen_and_take_is_single_use() {
         let dir = tempfile::tempdir().expect("tempdir");
