@@ -373,7 +373,10 @@ mod tests {
         let good = std::collections::BTreeMap::new();
         tree.put("k", &good).expect("empty map encodes");
         let bad: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1u8], 1u8)].into();
-        assert!(matches!(tree.put("k", &bad), Err(StoreError::Encode { .. })));
+        assert!(matches!(
+            tree.put("k", &bad),
+            Err(StoreError::Encode { .. })
+        ));
         assert!(matches!(
             tree.insert_new("other", &bad),
             Err(StoreError::Encode { .. })
