@@ -456,3 +456,22 @@ fn chmod_changes_only_regular_files_and_directories() {
     assert_eq!(dir.mode, 0o750);
     outside_untouched(&f);
 }
+
+/// The cap holds on what is read, not on what the size said: a file whose content outgrows
+/// the size checked at open (here a kernel file that reports size 0) is cut off at the cap.
+#[test]
+fn a_file_that_outgrows_its_checked_size_is_refused_at_the_cap() {
+    let ostype = Path::new("/proc/sys/kernel/ostype");
+    assert_eq!(std::fs::metadata(ostype).expect("ostype").len(), 0);
+    let jail = Jail::open(&[RootSpec {
+        name: "kernel".into(),
+        path: PathBuf::from("/proc/sys/kernel"),
+        mode: Mode::ReadOnly,
+        max_file_size: Some(3),
+    }])
+    .expect("jail");
+    assert!(matches!(
+        jail.read("kernel/ostype", 0, None),
+        Err(JailError::TooLarge { limit: 3, .. })
+    ));
+}
