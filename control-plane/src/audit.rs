@@ -27,10 +27,11 @@ use crate::model::{Role, now};
 use crate::store::{Db, StoreError, Tree};
 
 /// One audit record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Record {
     pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     pub time: OffsetDateTime,
     /// e.g. `auth.login`, `user.create`, `access.forbidden`, `host.exec`.
     pub action: String,
@@ -136,7 +137,7 @@ impl Event {
 }
 
 /// Filters of `GET /api/audit`; all optional, combined with AND.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     pub actor: Option<String>,
@@ -148,9 +149,11 @@ pub struct Filter {
     pub host: Option<String>,
     /// RFC 3339; records at or after.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::model::Rfc3339>")]
     pub since: Option<OffsetDateTime>,
     /// RFC 3339; records before.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::model::Rfc3339>")]
     pub until: Option<OffsetDateTime>,
     /// Only records with a smaller sequence number (paging backwards).
     pub before: Option<u64>,

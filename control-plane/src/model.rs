@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use axon_shared::{Capabilities, HostFacts};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::store::{Db, StoreError, Tree};
 
 /// What a user may do; see docs/security.md for the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything.
@@ -99,15 +100,17 @@ pub struct Host {
 }
 
 /// A GPU fault reported by a host, kept until someone acknowledges it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct GpuAlert {
     /// `<host id>-<agent audit sequence>`.
     pub id: String,
     pub host_id: String,
     pub event: axon_shared::GpuEvent,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "Rfc3339")]
     pub received_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<Rfc3339>")]
     pub acked_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub acked_by: Option<String>,
@@ -274,6 +277,22 @@ impl Store {
             Some(id) => self.users.get(&id),
             None => Ok(None),
         }
+    }
+}
+
+/// The JSON Schema of an `OffsetDateTime` written with `time::serde::rfc3339`, for the API's
+/// description (`#[schemars(with = "Rfc3339")]`): the time crate has no schema of its own.
+pub struct Rfc3339;
+
+impl JsonSchema for Rfc3339 {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Rfc3339".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "format": "date-time"})
     }
 }
 

@@ -24,7 +24,7 @@ pub const MAX_POINTS: u64 = 5000;
 
 /// One point of a host's series: the headline figures of a sample, or their average over a
 /// step (`samples` says over how many).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Point {
     pub ts_ms: u64,
     pub cpu_pct: f64,

@@ -1,5 +1,6 @@
 //! Typed bodies of the operations and of the enrollment API.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Operation names.
@@ -136,7 +137,7 @@ pub struct FsOp {
 }
 
 /// What a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FsKind {
     File,
@@ -146,7 +147,7 @@ pub enum FsKind {
 }
 
 /// One file or directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FsEntry {
     /// Path as addressed, `<root>/<relative>`.
@@ -220,7 +221,7 @@ pub struct ExecRun {
 }
 
 /// How a whitelisted command ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecResult {
     /// Exit status, when the process exited on its own.
@@ -241,7 +242,7 @@ pub struct ExecResult {
 }
 
 /// A parameter slot of a whitelisted command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ParamSchema {
     /// One of a fixed list of strings.
@@ -256,7 +257,7 @@ pub enum ParamSchema {
 }
 
 /// A whitelisted command as the host describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandInfo {
     pub name: String,
@@ -285,7 +286,7 @@ pub struct Hello {
 }
 
 /// Facts about a host, gathered by the agent at start.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostFacts {
     /// Hostname as the kernel reports it.
@@ -307,7 +308,7 @@ pub struct HostFacts {
 }
 
 /// What the agent detected on its host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     /// systemd answered on the system bus.
@@ -367,7 +368,7 @@ pub struct CertRenewed {
 }
 
 /// `POST /api/enroll` body.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The enrollment token, as the admin received it.
@@ -388,7 +389,7 @@ impl std::fmt::Debug for EnrollRequest {
 }
 
 /// `POST /api/enroll` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollResponse {
     /// The id the host is known by.
@@ -438,7 +439,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A published port of a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortInfo {
     pub container_port: u16,
@@ -453,7 +454,7 @@ pub struct PortInfo {
 /// One service: a systemd unit or a Docker container. Containers map to the unit model as
 /// `active_state` active (running), failed (exited non-zero, dead) or inactive, with Docker's
 /// own state in `sub_state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceInfo {
     pub kind: String,
@@ -527,7 +528,7 @@ impl ServiceInfo {
 }
 
 /// How a service action ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceActed {
     pub kind: String,
@@ -560,7 +561,7 @@ pub struct ServiceEvent {
 }
 
 /// One log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogLine {
     /// When it was written, milliseconds since the Unix epoch, where known.
@@ -577,7 +578,7 @@ pub struct LogLine {
 }
 
 /// The last lines of a service's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceLogs {
     pub kind: String,
@@ -589,7 +590,7 @@ pub struct ServiceLogs {
 }
 
 /// One resource sample of a container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerStats {
     pub name: String,
@@ -608,7 +609,7 @@ pub struct ContainerStats {
 }
 
 /// A bind mount for [`ContainerRun`]: `source` must lie in one of the host's file roots.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MountSpec {
     /// Absolute host path.
@@ -620,7 +621,7 @@ pub struct MountSpec {
 }
 
 /// A port to publish for [`ContainerRun`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
     pub container_port: u16,
@@ -660,7 +661,7 @@ pub struct ContainerRun {
 }
 
 /// An image on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageInfo {
     pub id: String,

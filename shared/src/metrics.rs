@@ -1,10 +1,11 @@
 //! Telemetry bodies: a host's sample (the `metrics` event), GPU events that stay until
 //! acknowledged, and the model servers found on a host.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One sample of a host, taken at the agent's interval.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSample {
     /// Milliseconds since the Unix epoch.
@@ -34,7 +35,7 @@ pub struct MetricsSample {
 }
 
 /// CPU use, percent (0–100) of all CPUs and of each.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CpuSample {
     pub total_pct: f32,
@@ -42,7 +43,7 @@ pub struct CpuSample {
 }
 
 /// Memory and swap, bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemorySample {
     pub total: u64,
@@ -53,7 +54,7 @@ pub struct MemorySample {
 }
 
 /// One mounted file system.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSample {
     pub mount: String,
@@ -83,7 +84,7 @@ impl DiskSample {
 }
 
 /// One network interface: rates over the interval and totals since boot.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetSample {
     pub iface: String,
@@ -96,7 +97,7 @@ pub struct NetSample {
 }
 
 /// A process among the busiest.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessSample {
     pub pid: u32,
@@ -106,7 +107,7 @@ pub struct ProcessSample {
 }
 
 /// A temperature sensor.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Temperature {
     pub label: String,
@@ -114,7 +115,7 @@ pub struct Temperature {
 }
 
 /// One GPU; a field the driver does not report is absent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuSample {
     pub index: u32,
@@ -151,7 +152,7 @@ pub struct GpuSample {
 }
 
 /// A process using a GPU.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuProcess {
     pub pid: u32,
@@ -162,7 +163,7 @@ pub struct GpuProcess {
 }
 
 /// A GPU fault (ECC error count increase, XID): kept by the control plane until acknowledged.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuEvent {
     pub ts_ms: u64,
@@ -176,7 +177,7 @@ pub struct GpuEvent {
 }
 
 /// Model servers found on a host.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelServers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,7 +187,7 @@ pub struct ModelServers {
 }
 
 /// Ollama: models on disk and models loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ollama {
     pub address: String,
@@ -194,7 +195,7 @@ pub struct Ollama {
     pub loaded: Vec<OllamaLoaded>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OllamaModel {
     pub name: String,
@@ -205,7 +206,7 @@ pub struct OllamaModel {
     pub quantization: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OllamaLoaded {
     pub name: String,
@@ -216,7 +217,7 @@ pub struct OllamaLoaded {
 }
 
 /// Automatic1111 / SDXL web UI: its checkpoints, where its API lists them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StableDiffusion {
     pub address: String,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
@@ -36,28 +37,31 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+pub(super) struct LoginRequest {
+    #[schemars(email, length(max = 254))]
     email: String,
+    #[schemars(length(max = MAX_PASSWORD_LEN))]
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshRequest {
+pub(super) struct RefreshRequest {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordChange {
+pub(super) struct PasswordChange {
     current_password: String,
+    #[schemars(length(min = MIN_PASSWORD_LEN, max = MAX_PASSWORD_LEN))]
     new_password: String,
 }
 
 /// A user as the API shows it (never the hash).
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -67,8 +71,10 @@ pub struct UserView {
     pub tenant_id: Option<String>,
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
@@ -87,8 +93,8 @@ impl From<&User> for UserView {
     }
 }
 
-#[derive(Serialize)]
-struct TokenPair {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct TokenPair {
     access_token: String,
     refresh_token: String,
     token_type: &'static str,
@@ -268,10 +274,19 @@ async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusC
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<ApiJson<serde_json::Value>, ApiError> {
+/// `GET /api/me`: the user, or the API key the request came with.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum Me {
+    User(UserView),
+    ApiKey {
+        api_key_id: String,
+        role: Role,
+        tenant_id: Option<String>,
+    },
+}
+
+async fn me(State(state): State<AppState>, caller: Caller) -> Result<ApiJson<Me>, ApiError> {
     match caller.user_id() {
         Some(id) => {
             let user = state
@@ -279,15 +294,13 @@ async fn me(
                 .users
                 .get(id)?
                 .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
-            Ok(ApiJson(
-                serde_json::to_value(UserView::from(&user)).unwrap_or_default(),
-            ))
+            Ok(ApiJson(Me::User(UserView::from(&user))))
         }
-        None => Ok(ApiJson(serde_json::json!({
-            "api_key_id": caller.id,
-            "role": caller.role,
-            "tenant_id": caller.tenant_id,
-        }))),
+        None => Ok(ApiJson(Me::ApiKey {
+            api_key_id: caller.id,
+            role: caller.role,
+            tenant_id: caller.tenant_id,
+        })),
     }
 }
 

@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::routing::post;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -32,23 +33,25 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateToken {
+pub(super) struct CreateToken {
     /// Seconds until the token expires (default 3600, at most 7 days).
     #[serde(default)]
+    #[schemars(range(min = 1, max = enrollment::MAX_TTL_SECS))]
     ttl_secs: Option<u64>,
     /// Labels for the host that enrolls with it.
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
 
-#[derive(Serialize)]
-struct CreatedToken {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct CreatedToken {
     id: String,
     token: String,
     ca_fingerprint: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     expires_at: OffsetDateTime,
 }
 

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Route;
@@ -32,9 +33,9 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PathQuery {
+pub(super) struct PathQuery {
     path: String,
     #[serde(default)]
     offset: Option<u64>,
@@ -44,38 +45,38 @@ struct PathQuery {
     recursive: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct MkdirBody {
+pub(super) struct MkdirBody {
     path: String,
     #[serde(default)]
     parents: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RenameBody {
+pub(super) struct RenameBody {
     from: String,
     to: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ChmodBody {
+pub(super) struct ChmodBody {
     path: String,
     /// Octal digits as a string ("644") or a number.
     mode: ModeValue,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
 enum ModeValue {
     Octal(String),
     Number(u32),
 }
 
-#[derive(Serialize)]
-struct Listing {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Listing {
     entry: FsEntry,
     #[serde(skip_serializing_if = "Option::is_none")]
     entries: Option<Vec<FsEntry>>,

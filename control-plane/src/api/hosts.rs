@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axon_shared::{Capabilities, CommandInfo, ExecResult, ExecRun, HostFacts, Pong, op};
 use axum::extract::State;
 use axum::routing::{delete, get, patch, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -29,11 +30,12 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// A host as the API shows it.
-#[derive(Serialize)]
-struct HostView {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct HostView {
     id: String,
     hostname: String,
     /// `online`, `offline` or `revoked`.
+    #[schemars(extend("enum" = ["online", "offline", "revoked"]))]
     status: &'static str,
     online: bool,
     labels: BTreeMap<String, String>,
@@ -41,14 +43,18 @@ struct HostView {
     capabilities: Capabilities,
     agent_version: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     first_seen: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::model::Rfc3339>")]
     last_seen: Option<OffsetDateTime>,
     remote_addr: Option<String>,
     cert_serial: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     cert_not_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::model::Rfc3339>")]
     revoked_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tenant_id: Option<String>,
@@ -103,9 +109,9 @@ pub(crate) fn find_usable(state: &AppState, caller: &Caller, id: &str) -> Result
     Ok(host)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct HostPatch {
+pub(super) struct HostPatch {
     /// Replaces the labels whole.
     labels: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "super::double_option")]
@@ -215,8 +221,8 @@ async fn update(
     Ok(ApiJson(view(&state, host)))
 }
 
-#[derive(Serialize)]
-struct PingResult {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct PingResult {
     host_id: String,
     /// Round trip through the agent link, milliseconds.
     rtt_ms: f64,
@@ -271,9 +277,9 @@ async fn commands(
     Ok(ApiJson(list))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExecBody {
+pub(super) struct ExecBody {
     command: String,
     #[serde(default)]
     params: BTreeMap<String, serde_json::Value>,
@@ -282,12 +288,13 @@ struct ExecBody {
 /// How long the API waits for a command: the agent caps commands at ten minutes.
 const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(630);
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExecQuery {
+pub(super) struct ExecQuery {
     /// `sse`: answer with a `text/event-stream` of `output` events, then one `result` (or
     /// `error`) event.
     #[serde(default)]
+    #[schemars(extend("enum" = ["sse"]))]
     stream: Option<String>,
 }
 

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -26,8 +27,8 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Serialize)]
-struct KeyView {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct KeyView {
     id: String,
     name: String,
     prefix: String,
@@ -37,12 +38,16 @@ struct KeyView {
     scopes: Vec<String>,
     created_by: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::model::Rfc3339>")]
     expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::model::Rfc3339>")]
     last_used_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<crate::model::Rfc3339>")]
     revoked_at: Option<OffsetDateTime>,
 }
 
@@ -64,21 +69,25 @@ impl From<ApiKey> for KeyView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKey {
+pub(super) struct NewKey {
+    #[schemars(length(min = 1, max = 100))]
     name: String,
     role: Role,
     #[serde(default)]
     tenant_id: Option<String>,
+    /// Scopes such as `hosts:read`, `hosts:*` or `*`.
+    #[schemars(length(min = 1, max = 64))]
     scopes: Vec<String>,
     /// Seconds until the key expires; none: it lives until revoked.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_KEY_LIFETIME_SECS))]
     expires_in_secs: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct CreatedKey {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct CreatedKey {
     /// The key itself: shown once, stored only as a hash.
     key: String,
     #[serde(flatten)]

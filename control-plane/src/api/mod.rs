@@ -19,7 +19,8 @@ mod ws;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -28,7 +29,6 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get};
-use serde_json::json;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
@@ -117,7 +117,64 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             security_headers,
         ))
+        .layer(axum::middleware::from_fn(close_when_body_unread))
         .with_state(state)
+}
+
+/// A request body read to its end sets `read`.
+struct TrackedBody {
+    inner: axum::body::BodyDataStream,
+    read: Arc<AtomicBool>,
+}
+
+impl futures_util::Stream for TrackedBody {
+    type Item = Result<axum::body::Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if matches!(next, std::task::Poll::Ready(None)) {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        next
+    }
+}
+
+/// An answer given before the request body was read (a refusal, an unknown route or method, a
+/// handler that takes no body) makes hyper close the connection once the answer is written,
+/// unless the body happened to be in already. `Connection: close` says so; without it a
+/// client may send its next request down the closing connection and lose it.
+async fn close_when_body_unread(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
+    if !has_body {
+        return next.run(request).await;
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        axum::body::Body::from_stream(TrackedBody {
+            inner: body.into_data_stream(),
+            read: read.clone(),
+        })
+    });
+    let mut response = next.run(request).await;
+    if !read.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Headers on every answer: no MIME sniffing; over TLS, HSTS; and answers to requests that
@@ -167,19 +224,35 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
-async fn healthz() -> impl IntoResponse {
-    ApiJson(json!({"status": "ok"}))
+/// `GET /healthz`: the process answers.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Health {
+    #[schemars(extend("const" = "ok"))]
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// `GET /readyz`: the store answers too.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Ready {
+    #[schemars(extend("const" = "ready"))]
+    status: &'static str,
+    agents_connected: usize,
+}
+
+async fn healthz() -> ApiJson<Health> {
+    ApiJson(Health { status: "ok" })
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<ApiJson<Ready>, ApiError> {
     state
         .store
         .db
         .check()
         .map_err(|_| ApiError::unavailable("the store does not answer"))?;
-    Ok(ApiJson(
-        json!({"status": "ready", "agents_connected": state.hub.len()}),
-    ))
+    Ok(ApiJson(Ready {
+        status: "ready",
+        agents_connected: state.hub.len(),
+    }))
 }
 
 /// A raw body, with its rejections (too large, unreadable) in the API's error shape.

@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use axum::routing::get;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -16,7 +17,7 @@ pub fn routes() -> Vec<Route> {
     vec![Route::new(Method::GET, "/api/portal/{slug}", get(portal))]
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct PortalHost {
     id: String,
     hostname: String,
@@ -24,8 +25,8 @@ struct PortalHost {
     capabilities: axon_shared::Capabilities,
 }
 
-#[derive(Serialize)]
-struct Portal {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Portal {
     slug: String,
     name: String,
     welcome: Option<Value>,

@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -67,9 +68,9 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     #[serde(default)]
     kind: Option<String>,
     /// Docker: stopped containers too.
@@ -77,42 +78,47 @@ struct ListQuery {
     all: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LogsQuery {
+pub(super) struct LogsQuery {
     /// The last N lines (default 100, at most 10,000).
     #[serde(default)]
+    #[schemars(range(max = 10_000))]
     lines: Option<u32>,
     /// Keep the answer open as a `text/event-stream` of new lines.
     #[serde(default)]
     follow: Option<bool>,
     /// How long to follow, seconds (default 300, at most 3,600).
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_FOLLOW_SECS))]
     follow_secs: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StatsQuery {
+pub(super) struct StatsQuery {
     /// `sse`: a `text/event-stream` of samples, about one a second.
     #[serde(default)]
+    #[schemars(extend("enum" = ["sse"]))]
     stream: Option<String>,
+    /// How long to stream, seconds (default 300, at most 3,600).
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_FOLLOW_SECS))]
     follow_secs: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RemoveQuery {
+pub(super) struct RemoveQuery {
     /// Remove a running container too.
     #[serde(default)]
     force: Option<bool>,
 }
 
 /// A run request as the API takes it (the requester comes from the token).
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RunBody {
+pub(super) struct RunBody {
     name: String,
     image: String,
     #[serde(default)]
@@ -129,9 +135,9 @@ struct RunBody {
     mounts: Vec<MountSpec>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PullBody {
+pub(super) struct PullBody {
     image: String,
 }
 

@@ -6,6 +6,7 @@ use axon_shared::MetricsSample;
 use axum::extract::{Query, State};
 use axum::http::Method;
 use axum::routing::{get, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Route;
@@ -29,9 +30,9 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct MetricsQuery {
+pub(super) struct MetricsQuery {
     /// Unix milliseconds, or a span back from now (`15m`, `6h`, `7d`). Default `1h`.
     #[serde(default)]
     since: Option<String>,
@@ -41,9 +42,11 @@ struct MetricsQuery {
     step: Option<String>,
 }
 
-#[derive(Serialize)]
-struct HostMetrics {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct HostMetrics {
     host_id: String,
+    /// `live` (every sample, from memory) or `history` (per minute, from disk).
+    #[schemars(extend("enum" = ["live", "history"]))]
     source: &'static str,
     since_ms: u64,
     step_secs: u64,
@@ -111,7 +114,7 @@ async fn host_metrics(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct FreeGpu {
     host_id: String,
     hostname: String,
@@ -124,8 +127,8 @@ struct FreeGpu {
     util_pct: Option<f32>,
 }
 
-#[derive(Serialize, Default)]
-struct Summary {
+#[derive(Serialize, Default, JsonSchema)]
+pub(super) struct Summary {
     hosts_total: usize,
     hosts_online: usize,
     /// Online hosts that have sent a sample.
@@ -213,9 +216,9 @@ async fn summary(
     Ok(ApiJson(s))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AlertsQuery {
+pub(super) struct AlertsQuery {
     /// Only those not acknowledged yet.
     #[serde(default)]
     open: Option<bool>,

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -27,15 +28,17 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct TenantView {
     id: String,
     slug: String,
     name: String,
     settings: Map<String, Value>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "crate::model::Rfc3339")]
     updated_at: OffsetDateTime,
 }
 
@@ -52,19 +55,23 @@ impl From<Tenant> for TenantView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTenant {
+pub(super) struct NewTenant {
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"))]
     slug: String,
+    #[schemars(length(min = 1, max = 200))]
     name: String,
     #[serde(default)]
     settings: Map<String, Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TenantPatch {
+pub(super) struct TenantPatch {
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"))]
     slug: Option<String>,
+    #[schemars(length(min = 1, max = 200))]
     name: Option<String>,
     /// Replaces the settings object whole.
     settings: Option<Map<String, Value>>,

@@ -3,6 +3,7 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Route;
@@ -32,43 +33,50 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     role: Option<Role>,
     tenant_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(super) struct NewUser {
+    #[schemars(email, length(max = 254))]
     email: String,
     #[serde(default)]
+    #[schemars(length(max = 200))]
     name: String,
+    #[schemars(length(min = super::auth::MIN_PASSWORD_LEN, max = super::auth::MAX_PASSWORD_LEN))]
     password: String,
     role: Role,
     #[serde(default)]
     tenant_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct UserPatch {
+pub(super) struct UserPatch {
+    #[schemars(length(max = 200))]
     name: Option<String>,
+    #[schemars(email, length(max = 254))]
     email: Option<String>,
     role: Option<Role>,
     #[serde(default, deserialize_with = "double_option")]
     tenant_id: Option<Option<String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetRequest {
+pub(super) struct ResetRequest {
+    /// The new password; absent: one is generated and answered once.
+    #[schemars(length(min = super::auth::MIN_PASSWORD_LEN, max = super::auth::MAX_PASSWORD_LEN))]
     password: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ResetResult {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct ResetResult {
     /// Present when the password was generated: shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     password: Option<String>,

@@ -3,9 +3,10 @@
 //! `{"hosts":["<id>",...],"types":["audit",...]}` (empty or absent: everything).
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::Method;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -13,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Route;
 use crate::AppState;
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::live::LiveEvent;
 use crate::model::Role;
 
@@ -42,7 +44,22 @@ impl Subscription {
     }
 }
 
-async fn upgrade(State(state): State<AppState>, caller: Caller, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<AppState>,
+    caller: Caller,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // A plain GET is refused in the API's error shape, not the framework's text.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::bad_request(format!(
+                "this endpoint answers WebSocket upgrades only: {}",
+                e.body_text()
+            ))
+            .into_response();
+        }
+    };
     let events = state.live.subscribe();
     ws.protocols(["axon.v1"])
         .max_message_size(MAX_CLIENT_MESSAGE)
