@@ -335,6 +335,22 @@ async fn malformed_bodies_are_answered_in_our_words() {
     let message = body["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("field `email`"), "{body}");
     assert!(!message.contains("Failed to deserialize"), "{body}");
+    // A struct is not read from an array, field by field.
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!([ADMIN_EMAIL, ADMIN_PASSWORD])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("must be an object")),
+        "{body}"
+    );
     let resp = cp
         .client
         .post(cp.url("/api/auth/login"))
