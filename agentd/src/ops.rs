@@ -14,6 +14,7 @@ use axon_shared::{
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::audit::Auditor;
+use crate::clock::unix_ms;
 use crate::docker::EngineError;
 use crate::exec::{self, ExecError, Whitelist};
 use crate::jail::{Jail, JailError};
@@ -65,8 +66,6 @@ pub struct Ops {
     /// Model servers as found last.
     pub models: tokio::sync::watch::Sender<axon_shared::ModelServers>,
 }
-
-pub use crate::clock::unix_ms;
 
 impl Ops {
     pub fn new(

@@ -345,32 +345,24 @@ impl Audit {
         } else {
             None
         };
-        let summary = match windows.get_mut(&source) {
-            Some(w) if w.started.elapsed() < REFUSAL_WINDOW => {
-                w.more += 1;
-                w.last_route = route.chars().take(256).collect();
-                w.last_reason = reason.chars().take(256).collect();
-                return;
-            }
-            Some(w) => Some((
-                w.more,
-                std::mem::take(&mut w.last_route),
-                std::mem::take(&mut w.last_reason),
-            )),
-            None => None,
+        if let Some(w) = windows.get_mut(&source)
+            && w.started.elapsed() < REFUSAL_WINDOW
+        {
+            w.more += 1;
+            w.last_route = route.chars().take(256).collect();
+            w.last_reason = reason.chars().take(256).collect();
+            return;
+        }
+        let fresh = Refusals {
+            started: Instant::now(),
+            more: 0,
+            last_route: String::new(),
+            last_reason: String::new(),
         };
-        windows.insert(
-            source,
-            Refusals {
-                started: Instant::now(),
-                more: 0,
-                last_route: String::new(),
-                last_reason: String::new(),
-            },
-        );
+        let ended = windows.insert(source, fresh);
         drop(windows);
-        if let Some((more, last_route, last_reason)) = summary {
-            self.refusal_summary(source, more, &last_route, &last_reason);
+        if let Some(ended) = ended {
+            self.refusal_summary(source, &ended);
         }
         self.record(
             self.event("access.unauthenticated", "denied")
@@ -380,36 +372,33 @@ impl Audit {
         );
     }
 
-    fn refusal_summary(&self, source: Option<IpAddr>, more: u64, route: &str, reason: &str) {
-        if more == 0 {
+    /// The record of a window's refusals after its first one, if there were any.
+    fn refusal_summary(&self, source: Option<IpAddr>, window: &Refusals) {
+        if window.more == 0 {
             return;
         }
         self.record(
             self.event("access.unauthenticated", "denied")
                 .maybe_ip(source)
-                .target(route)
+                .target(&window.last_route)
                 .reason(&format!(
-                    "{more} more like it within a minute; the last: {reason}"
+                    "{} more like it within a minute; the last: {}",
+                    window.more, window.last_reason
                 ))
-                .count(more),
+                .count(window.more),
         );
     }
 
     /// Records the counts of windows that have ended (`all`: of every window, at shutdown).
     pub fn flush_refusals(&self, all: bool) {
-        let ended: Vec<(Option<IpAddr>, Refusals)> = {
-            let mut windows = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-            let keys: Vec<Option<IpAddr>> = windows
-                .iter()
-                .filter(|(_, w)| all || w.started.elapsed() >= REFUSAL_WINDOW)
-                .map(|(k, _)| *k)
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| windows.remove(&k).map(|w| (k, w)))
-                .collect()
-        };
-        for (source, w) in ended {
-            self.refusal_summary(source, w.more, &w.last_route, &w.last_reason);
+        let ended: Vec<(Option<IpAddr>, Refusals)> = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extract_if(|_, w| all || w.started.elapsed() >= REFUSAL_WINDOW)
+            .collect();
+        for (source, window) in &ended {
+            self.refusal_summary(*source, window);
         }
     }
 

@@ -98,8 +98,8 @@ impl PasswordWork {
             .map_err(|_| ApiError::internal("password hashing failed"))
     }
 
-    /// Runs now (for tests of the bound).
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.permits.available_permits()
     }
 }

@@ -28,6 +28,14 @@ impl ApiError {
             retry_after: None,
         }
     }
+    /// A JSON route called without the JSON content type.
+    pub fn not_json() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadRequest,
+            "send the body as JSON, with the header Content-Type: application/json",
+        )
+    }
     /// Adds a `Retry-After` header to the answer.
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
@@ -131,15 +139,19 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         use axum::extract::rejection::JsonRejection as R;
         match e {
-            R::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::too_large("request body is too large")
-            }
-            R::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::BadRequest,
-                "send the body as JSON, with the header Content-Type: application/json",
-            ),
+            R::BytesRejection(b) => b.into(),
+            R::MissingJsonContentType(_) => Self::not_json(),
             other => Self::bad_request(in_our_words(&other.body_text())),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large("request body is too large")
+        } else {
+            Self::bad_request(format!("the request body could not be read: {e}"))
         }
     }
 }
@@ -181,21 +193,9 @@ where
             })
             .unwrap_or(false);
         if !json {
-            return Err(Self::Rejection::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::BadRequest,
-                "send the body as JSON, with the header Content-Type: application/json",
-            ));
+            return Err(ApiError::not_json());
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::too_large("request body is too large")
-                } else {
-                    ApiError::bad_request(format!("the request body could not be read: {e}"))
-                }
-            })?;
+        let bytes = axum::body::Bytes::from_request(req, state).await?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first.is_some_and(|b| *b != b'{') {
             return Err(ApiError::bad_request(

@@ -158,9 +158,7 @@ pub async fn run(
         api::router(state.clone()),
         stop_rx,
     ));
-    let pruner = tokio::spawn(prune_metrics(state.clone()));
-    let refusals = tokio::spawn(flush_refusals(state.clone()));
-    let cleaner = tokio::spawn(clean_expired(state.clone()));
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
     tracing::info!(api = %api_addr, agents = %agent_addr, tls = !state.config.insecure_http, "axon-cp serving");
     ready();
     shutdown.await;
@@ -168,9 +166,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = agents.await;
     let _ = api.await;
-    pruner.abort();
-    refusals.abort();
-    cleaner.abort();
+    housekeeping.abort();
     state.audit.flush_refusals(true);
     state.audit.settled().await;
     // Give sessions a moment to send their close frames.
@@ -179,49 +175,50 @@ pub async fn run(
     Ok(())
 }
 
-/// Removes expired sessions, refresh and enrollment tokens: at start, then every ten minutes.
-async fn clean_expired(state: AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-    loop {
-        tick.tick().await;
-        let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || auth::clean_expired(&store)).await {
-            Ok(Ok(cleaned)) if cleaned != auth::Cleaned::default() => {
-                tracing::info!(?cleaned, "expired sessions and tokens removed");
-                if let Err(e) = state.store.db.flush().await {
-                    tracing::error!(error = %e, "flush after cleanup failed");
-                }
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cleanup of expired sessions failed"),
-            Err(e) => tracing::error!(error = %e, "cleanup task failed"),
-        }
-    }
-}
-
-/// Records the counts of unauthenticated refusals whose window has ended.
-async fn flush_refusals(state: AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+/// Periodic work, in one task: every 10 s the counts of unauthenticated refusals whose window
+/// has ended are recorded; at start and every ten minutes metrics history past its retention
+/// is dropped and expired sessions, refresh and enrollment tokens are removed.
+async fn housekeeping(state: AppState) {
+    const TICK: std::time::Duration = std::time::Duration::from_secs(10);
+    const SLOW_EVERY: u32 = 60;
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u32;
     loop {
         tick.tick().await;
         state.audit.flush_refusals(false);
+        if ticks.is_multiple_of(SLOW_EVERY) {
+            prune_metrics(&state);
+            clean_expired(&state).await;
+        }
+        ticks = ticks.wrapping_add(1);
     }
 }
 
-/// Drops metrics history past its retention, every ten minutes.
-async fn prune_metrics(state: AppState) {
-    loop {
-        let hosts: Vec<String> = state
-            .store
-            .hosts
-            .values()
-            .map(|hosts| hosts.into_iter().map(|h| h.id).collect())
-            .unwrap_or_default();
-        match state.telemetry.prune(&hosts, telemetry::unix_ms()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(minutes = n, "metrics history pruned"),
-            Err(e) => tracing::error!(error = %e, "metrics history prune failed"),
+async fn clean_expired(state: &AppState) {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || auth::clean_expired(&store)).await {
+        Ok(Ok(cleaned)) if cleaned != auth::Cleaned::default() => {
+            tracing::info!(?cleaned, "expired sessions and tokens removed");
+            if let Err(e) = state.store.db.flush().await {
+                tracing::error!(error = %e, "flush after cleanup failed");
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cleanup of expired sessions failed"),
+        Err(e) => tracing::error!(error = %e, "cleanup task failed"),
+    }
+}
+
+fn prune_metrics(state: &AppState) {
+    let hosts: Vec<String> = state
+        .store
+        .hosts
+        .values()
+        .map(|hosts| hosts.into_iter().map(|h| h.id).collect())
+        .unwrap_or_default();
+    match state.telemetry.prune(&hosts, telemetry::unix_ms()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(minutes = n, "metrics history pruned"),
+        Err(e) => tracing::error!(error = %e, "metrics history prune failed"),
     }
 }

@@ -167,18 +167,7 @@ impl Pki {
         let ca_cert = ca.self_signed(&ca_key)?;
 
         let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut server = CertificateParams::default();
-        server.distinguished_name = DistinguishedName::new();
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "axon-cp");
-        server.subject_alt_names = sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
-        server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        server.use_authority_key_identifier_extension = true;
-        server.not_before = now - Duration::hours(1);
-        server.not_after = now + Duration::days(SERVER_CERT_DAYS);
-        server.serial_number = Some(random_serial());
+        let server = server_params(sans, now)?;
         let issuer = Issuer::from_params(&ca, &ca_key);
         let server_cert = server.signed_by(&server_key, &issuer)?;
 
@@ -326,6 +315,23 @@ impl Pki {
     }
 }
 
+/// The server certificate's fields, for `names`, valid `SERVER_CERT_DAYS` from `now`.
+fn server_params(names: &[String], now: OffsetDateTime) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "axon-cp");
+    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(SERVER_CERT_DAYS);
+    params.serial_number = Some(random_serial());
+    Ok(params)
+}
+
 /// The DNS names and addresses of a server certificate.
 fn server_names(der: &[u8]) -> Option<Vec<String>> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -372,30 +378,20 @@ fn renew_server_if_due(
         return Ok(None);
     }
     let names = server_names(leaf).ok_or_else(|| bad("certificate"))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "axon-cp");
-    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(SERVER_CERT_DAYS);
-    params.serial_number = Some(random_serial());
+    let params = server_params(&names, now)?;
     let key = KeyPair::from_pem(key_pem).map_err(|_| bad("private key"))?;
     let cert = params.signed_by(&key, issuer)?;
     // Replaced whole: a crash leaves the old certificate or the new one.
     let tmp = dir.join("server.pem.tmp");
     let _ = std::fs::remove_file(&tmp);
-    write_file(&tmp, &format!("{}{ca_pem}", cert.pem()), 0o644)?;
+    let pem = format!("{}{ca_pem}", cert.pem());
+    write_file(&tmp, &pem, 0o644)?;
     std::fs::rename(&tmp, &chain_path).map_err(|source| PkiError::Write {
         path: chain_path.clone(),
         source,
     })?;
     tracing::info!(path = %chain_path.display(), days = SERVER_CERT_DAYS, "API server certificate renewed");
-    let chain = CertificateDer::pem_slice_iter(format!("{}{ca_pem}", cert.pem()).as_bytes())
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| bad("certificate chain"))?;
     Ok(Some(chain))

@@ -38,6 +38,13 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether an API error body's message contains `text`.
+pub fn error_says(body: &Value, text: &str) -> bool {
+    body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(text))
+}
+
 /// A count from the environment variable `var` (benches' knobs), or `default`.
 pub fn env_count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -263,16 +270,7 @@ impl ControlPlane {
 
     /// Logs in as the admin; returns the whole token response.
     pub async fn login(&self) -> Value {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/auth/login",
-                None,
-                Some(serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "login: {body}");
-        body
+        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
     /// An admin access token.
@@ -351,16 +349,20 @@ impl ControlPlane {
 
     /// Logs in; returns the whole token response.
     pub async fn login_as(&self, email: &str, password: &str) -> Value {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/auth/login",
-                None,
-                Some(serde_json::json!({"email": email, "password": password})),
-            )
-            .await;
+        let (status, body) = self.try_login(email, password).await;
         assert_eq!(status, StatusCode::OK, "login {email}: {body}");
         body
+    }
+
+    /// A login attempt; returns status and JSON, whatever they are.
+    pub async fn try_login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::POST,
+            "/api/auth/login",
+            None,
+            Some(serde_json::json!({"email": email, "password": password})),
+        )
+        .await
     }
 
     /// An access token for `email` (password `USER_PASSWORD`).

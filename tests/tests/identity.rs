@@ -1118,6 +1118,9 @@ async fn concurrent_demotions_keep_an_admin() {
 #[tokio::test]
 async fn a_tenant_with_client_keys_is_not_deleted() {
     let w = world().await;
+    let w = &w;
+    let delete =
+        |path: String| async move { w.cp.call(Method::DELETE, &path, Some(&w.admin), None).await };
     let (status, created) = w
         .cp
         .call(
@@ -1128,48 +1131,17 @@ async fn a_tenant_with_client_keys_is_not_deleted() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let (status, _) =
-        w.cp.call(
-            Method::DELETE,
-            &format!("/api/users/{}", user_id(&w, "client@acme.test").await),
-            Some(&w.admin),
-            None,
-        )
-        .await;
+    let client = user_id(w, "client@acme.test").await;
+    let (status, _) = delete(format!("/api/users/{client}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) =
-        w.cp.call(
-            Method::DELETE,
-            &format!("/api/tenants/{}", w.acme),
-            Some(&w.admin),
-            None,
-        )
-        .await;
+    let tenant = format!("/api/tenants/{}", w.acme);
+    let (status, body) = delete(tenant.clone()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("1 API key")),
-        "{body}"
-    );
+    assert!(error_says(&body, "1 API key"), "{body}");
     let key_id = created["id"].as_str().expect("id");
-    let (status, _) =
-        w.cp.call(
-            Method::DELETE,
-            &format!("/api/api-keys/{key_id}"),
-            Some(&w.admin),
-            None,
-        )
-        .await;
+    let (status, _) = delete(format!("/api/api-keys/{key_id}")).await;
     assert!(status.is_success(), "{status}");
-    let (status, body) =
-        w.cp.call(
-            Method::DELETE,
-            &format!("/api/tenants/{}", w.acme),
-            Some(&w.admin),
-            None,
-        )
-        .await;
+    let (status, body) = delete(tenant).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 }
 

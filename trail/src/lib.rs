@@ -131,27 +131,69 @@ fn read_records<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>, TrailError> 
     Ok(out)
 }
 
-fn load_key(config: &TrailConfig) -> Result<(Vec<u8>, bool), TrailError> {
+/// Records are short (their text fields are capped): the last whole one lies in the tail.
+const TAIL_BYTES: u64 = 1 << 20;
+
+/// The last readable record of a file, and whether the file ends with a newline. Reads only
+/// the tail, unless no whole record lies there.
+fn last_record<R: DeserializeOwned>(path: &Path) -> Result<(Option<R>, bool), TrailError> {
+    use std::os::unix::fs::FileExt;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, true)),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let size = file.metadata().map_err(io(path))?.len();
+    let start = size.saturating_sub(TAIL_BYTES);
+    let mut tail = vec![0u8; usize::try_from(size - start).unwrap_or(0)];
+    file.read_exact_at(&mut tail, start).map_err(io(path))?;
+    let ends_with_newline = tail.last().is_none_or(|b| *b == b'\n');
+    // A line torn by a crash mid-append, or cut by the window's start, is passed over.
+    let mut lines = tail
+        .split(|b| *b == b'\n')
+        .rev()
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .peekable();
+    if let Some(Err(e)) = lines.peek().map(|l| serde_json::from_slice::<R>(l)) {
+        tracing::warn!(path = %path.display(), error = %e, "unreadable audit line at the end");
+    }
+    let found = lines.find_map(|l| serde_json::from_slice(l).ok());
+    match found {
+        Some(record) => Ok((Some(record), ends_with_newline)),
+        None if start > 0 => Ok((read_records(path)?.pop(), ends_with_newline)),
+        None => Ok((None, ends_with_newline)),
+    }
+}
+
+/// The head's key, if the trail has one.
+fn read_key(config: &TrailConfig) -> Result<Option<Vec<u8>>, TrailError> {
     let path = config.key_path();
     match std::fs::read_to_string(&path) {
         Ok(text) => axon_shared::hex_decode(text.trim())
             .filter(|k| k.len() >= 32)
-            .map(|k| (k, false))
+            .map(Some)
             .ok_or_else(|| TrailError::Head {
                 path,
                 reason: "the key file does not hold a 32-byte hex key".into(),
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = vec![0u8; 32];
-            aws_lc_rs::rand::fill(&mut key).map_err(|_| TrailError::Head {
-                path: path.clone(),
-                reason: "no randomness for a key".into(),
-            })?;
-            write_synced(&path, axon_shared::hex_encode(&key).as_bytes(), 0o600)?;
-            Ok((key, true))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
+}
+
+/// The head's key, made when the trail has none yet (then `true`).
+fn load_key(config: &TrailConfig) -> Result<(Vec<u8>, bool), TrailError> {
+    if let Some(key) = read_key(config)? {
+        return Ok((key, false));
+    }
+    let path = config.key_path();
+    let mut key = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| TrailError::Head {
+        path: path.clone(),
+        reason: "no randomness for a key".into(),
+    })?;
+    write_synced(&path, axon_shared::hex_encode(&key).as_bytes(), 0o600)?;
+    Ok((key, true))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
@@ -177,7 +219,7 @@ fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrailError> 
 }
 
 /// Reads and checks the signed head, if there is one.
-pub fn read_head(config: &TrailConfig, key: &[u8]) -> Result<Option<Checkpoint>, TrailError> {
+fn read_head(config: &TrailConfig, key: &[u8]) -> Result<Option<Checkpoint>, TrailError> {
     let path = config.head_path();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -219,9 +261,9 @@ impl TrailFile {
         config: TrailConfig,
     ) -> Result<(Self, Opened), TrailError> {
         let path = config.current();
-        let mut last: Option<R> = read_records(&path)?.pop();
+        let (mut last, ends_with_newline) = last_record::<R>(&path)?;
         if last.is_none() {
-            last = read_records(&config.rotated(1))?.pop();
+            last = last_record::<R>(&config.rotated(1))?.0;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -230,7 +272,7 @@ impl TrailFile {
             .map_err(io(&path))?;
         let mut size = file.metadata().map_err(io(&path))?.len();
         // Never glue a new record onto a torn last line.
-        if size > 0 && !std::fs::read(&path).map_err(io(&path))?.ends_with(b"\n") {
+        if size > 0 && !ends_with_newline {
             (&file).write_all(b"\n").map_err(io(&path))?;
             size += 1;
         }
@@ -256,10 +298,6 @@ impl TrailFile {
             trail.sign_head()?;
         }
         Ok((trail, opened))
-    }
-
-    pub fn config(&self) -> &TrailConfig {
-        &self.config
     }
 
     /// Sequence number and hash of the last record.
@@ -407,17 +445,10 @@ fn walk<R: Chained + DeserializeOwned>(
 /// Checks the whole trail, oldest file first, against its signed head: a record edited,
 /// removed, reordered or cut off the end, or a head that was removed or forged, fails.
 pub fn verify<R: Chained + DeserializeOwned>(config: &TrailConfig) -> Result<Verified, TrailError> {
-    let key_path = config.key_path();
-    let head = match std::fs::read_to_string(&key_path) {
-        Ok(text) => {
-            let key = axon_shared::hex_decode(text.trim()).ok_or_else(|| TrailError::Head {
-                path: key_path.clone(),
-                reason: "the key file does not hold a hex key".into(),
-            })?;
-            read_head(config, &key)?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(&key_path)(e)),
+    let key = read_key(config)?;
+    let head = match &key {
+        Some(key) => read_head(config, key)?,
+        None => None,
     };
     let files = config.files();
     let mut check = head
@@ -426,7 +457,7 @@ pub fn verify<R: Chained + DeserializeOwned>(config: &TrailConfig) -> Result<Ver
     for path in &files {
         walk::<R>(path, &mut check)?;
     }
-    if head.is_none() && check.last().is_some() && key_path.exists() {
+    if head.is_none() && check.last().is_some() && key.is_some() {
         return Err(TrailError::Head {
             path: config.head_path(),
             reason: "the signed head is missing".into(),

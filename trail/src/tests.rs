@@ -24,6 +24,14 @@ fn config(dir: &Path, max: u64) -> TrailConfig {
     TrailConfig::new(dir, "audit.jsonl", max, 3)
 }
 
+/// A trail in `dir` holding `n` records, closed again.
+fn written(dir: &Path, n: usize) -> TrailConfig {
+    let cfg = config(dir, 1 << 20);
+    let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+    append(&mut trail, n);
+    cfg
+}
+
 fn append(trail: &mut TrailFile, n: usize) {
     let mut records: Vec<Rec> = (0..n).map(|i| rec(&format!("r{i}"))).collect();
     trail.append(&mut records).expect("append");
@@ -57,11 +65,7 @@ fn appends_rotate_and_verify_as_one_chain() {
 #[test]
 fn cutting_the_end_is_detected_and_the_chain_goes_on_past_the_gap() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(dir.path(), 1 << 20);
-    {
-        let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
-        append(&mut trail, 5);
-    }
+    let cfg = written(dir.path(), 5);
     let text = std::fs::read_to_string(cfg.current()).expect("read");
     let kept: Vec<&str> = text.lines().take(3).collect();
     std::fs::write(cfg.current(), kept.join("\n") + "\n").expect("cut");
@@ -86,11 +90,7 @@ fn cutting_the_end_is_detected_and_the_chain_goes_on_past_the_gap() {
 #[test]
 fn a_removed_or_forged_head_is_detected() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(dir.path(), 1 << 20);
-    {
-        let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
-        append(&mut trail, 3);
-    }
+    let cfg = written(dir.path(), 3);
     let signed = std::fs::read_to_string(cfg.head_path()).expect("head");
     std::fs::remove_file(cfg.head_path()).expect("remove");
     assert!(matches!(verify::<Rec>(&cfg), Err(TrailError::Head { .. })));
@@ -105,11 +105,7 @@ fn a_removed_or_forged_head_is_detected() {
 #[test]
 fn a_torn_last_line_is_skipped_on_open_and_named_by_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(dir.path(), 1 << 20);
-    {
-        let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
-        append(&mut trail, 1);
-    }
+    let cfg = written(dir.path(), 1);
     let mut f = OpenOptions::new()
         .append(true)
         .open(cfg.current())

@@ -609,12 +609,6 @@ impl Jail {
                 reason: "only the permission bits 0o777 may be set".into(),
             });
         }
-        if Self::lstat(&addr)?.file_type().is_symlink() {
-            return Err(JailError::Refused {
-                path: addr.shown,
-                reason: "symlinks have no permissions of their own".into(),
-            });
-        }
         // One handle for the checks and the change: a path swapped after the check (a
         // symlink, a hard link from outside) cannot receive the new mode. O_NOFOLLOW refuses
         // a final symlink swapped in; O_NONBLOCK keeps a FIFO from hanging the open.

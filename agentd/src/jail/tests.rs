@@ -286,19 +286,9 @@ fn limits_and_bad_paths() {
     assert!(Jail::open(&[RootSpec::parse_flag("Bad Name=/tmp:rw").expect("flag")]).is_err());
 }
 
-/// Swaps `root/<name>` back and forth between the real thing and a symlink to `target` until
-/// stopped.
+/// Swaps `root/<name>` back and forth between the real thing and a link to `target` (a hard
+/// link when `hard`, else a symlink) until stopped.
 fn flipper(
-    root: PathBuf,
-    name: &'static str,
-    target: PathBuf,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    flip_with(root, name, target, stop, false)
-}
-
-/// As [`flipper`]; `hard`: a hard link to `target` instead of a symlink.
-fn flip_with(
     root: PathBuf,
     name: &'static str,
     target: PathBuf,
@@ -320,6 +310,36 @@ fn flip_with(
     })
 }
 
+/// Runs `attempt` against a flipper swapping `root/<name>` until both outcomes were seen often
+/// (or 50,000 tries), stops it, and asserts that the input really raced.
+fn race(
+    root: PathBuf,
+    name: &'static str,
+    target: PathBuf,
+    hard: bool,
+    mut attempt: impl FnMut(usize) -> bool,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flip = flipper(root, name, target, stop.clone(), hard);
+    let (mut passed, mut refused) = (0, 0);
+    for i in 0..50_000 {
+        if attempt(i) {
+            passed += 1;
+        } else {
+            refused += 1;
+        }
+        if passed > 200 && refused > 200 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flip.join().expect("flipper");
+    assert!(
+        passed > 0 && refused > 0,
+        "no race happened: {passed} {refused}"
+    );
+}
+
 /// Reads race a directory that turns into a symlink out of the root: absolute, and relative
 /// ones that climb out. Both outcomes must be seen (the input really races), and a read
 /// through the link never happens.
@@ -335,27 +355,15 @@ fn a_directory_swapped_for_a_symlink_during_reads_never_leaks() {
         } else {
             PathBuf::from(target)
         };
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flip = flipper(root.clone(), "swap", target.clone(), stop.clone());
-        let (mut read, mut refused) = (0, 0);
-        for _ in 0..50_000 {
+        race(root, "swap", target.clone(), false, |_| {
             match f.jail.read("www/swap/key", 0, None) {
                 Ok((_, bytes)) => {
                     assert_eq!(bytes, b"inside", "read through {target:?}");
-                    read += 1;
+                    true
                 }
-                Err(_) => refused += 1,
+                Err(_) => false,
             }
-            if read > 200 && refused > 200 {
-                break;
-            }
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        flip.join().expect("flipper");
-        assert!(
-            read > 0 && refused > 0,
-            "no race happened: {read} {refused}"
-        );
+        });
         outside_untouched(&f);
     }
 }
@@ -376,30 +384,15 @@ fn chmod_race(hard: bool) {
     std::fs::write(root.join("target"), "inside").expect("file");
     let secret = f.base.join("secret.txt");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("mode");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let target = if hard {
         secret.clone()
     } else {
         PathBuf::from("../secret.txt")
     };
-    let flip = flip_with(root.clone(), "target", target, stop.clone(), hard);
-    let (mut changed, mut refused) = (0, 0);
-    for i in 0..50_000 {
+    race(root, "target", target, hard, |i| {
         let mode = if i % 2 == 0 { 0o640 } else { 0o644 };
-        match f.jail.chmod("www/target", mode) {
-            Ok(_) => changed += 1,
-            Err(_) => refused += 1,
-        }
-        if changed > 200 && refused > 200 {
-            break;
-        }
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    flip.join().expect("flipper");
-    assert!(
-        changed > 0 && refused > 0,
-        "no race happened: {changed} {refused}"
-    );
+        f.jail.chmod("www/target", mode).is_ok()
+    });
     let mode = std::fs::metadata(&secret)
         .expect("secret")
         .permissions()

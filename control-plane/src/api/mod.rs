@@ -259,13 +259,7 @@ async fn readyz(State(state): State<AppState>) -> Result<ApiJson<Ready>, ApiErro
 pub fn body_bytes(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<axum::body::Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large("request body is too large")
-        } else {
-            ApiError::bad_request(format!("the request body could not be read: {e}"))
-        }
-    })
+    body.map_err(ApiError::from)
 }
 
 /// Reads an optional JSON body: empty means all defaults.
@@ -374,14 +368,9 @@ impl RateLimiter {
         self.lock().remove(&h);
     }
 
-    /// Keys tracked now (for tests and the bound).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether nothing is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
