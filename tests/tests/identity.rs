@@ -668,20 +668,6 @@ async fn mass_assignment_and_unknown_fields_are_refused() {
 async fn sessions_end_on_logout_password_change_disable_and_role_change() {
     let w = world().await;
     let cp = &w.cp;
-    let users: Value = cp
-        .call(Method::GET, "/api/users", Some(&w.admin), None)
-        .await
-        .1;
-    let id_of = |email: &str| {
-        users
-            .as_array()
-            .expect("users")
-            .iter()
-            .find(|u| u["email"] == email)
-            .and_then(|u| u["id"].as_str())
-            .expect("user")
-            .to_owned()
-    };
 
     // Logout ends the session: its access and refresh tokens stop at once.
     let s = cp.login_as("viewer@axon.test", USER_PASSWORD).await;
@@ -748,7 +734,7 @@ async fn sessions_end_on_logout_password_change_disable_and_role_change() {
     assert_eq!(
         cp.call(
             Method::POST,
-            &format!("/api/users/{}/disable", id_of("op@axon.test")),
+            &format!("/api/users/{}/disable", user_id(&w, "op@axon.test").await),
             Some(&w.admin),
             None
         )
@@ -778,7 +764,7 @@ async fn sessions_end_on_logout_password_change_disable_and_role_change() {
     let (status, _) = cp
         .call(
             Method::PATCH,
-            &format!("/api/users/{}", id_of("client@globex.test")),
+            &format!("/api/users/{}", user_id(&w, "client@globex.test").await),
             Some(&w.admin),
             Some(json!({"tenant_id": w.acme})),
         )
@@ -795,7 +781,10 @@ async fn sessions_end_on_logout_password_change_disable_and_role_change() {
     let (status, reset) = cp
         .call(
             Method::POST,
-            &format!("/api/users/{}/reset-password", id_of("client@acme.test")),
+            &format!(
+                "/api/users/{}/reset-password",
+                user_id(&w, "client@acme.test").await
+            ),
             Some(&w.admin),
             None,
         )
