@@ -40,6 +40,21 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs `work` on the blocking pool once one of `slots` is free; `None` when it could not run
+/// (the slots were closed, or the work panicked).
+async fn bounded_blocking<T: Send + 'static>(
+    slots: &Arc<Semaphore>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let permit = slots.clone().acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .ok()
+}
+
 /// A request's answer: ready now, or later from a task.
 pub enum Handled {
     Now(Response),
@@ -359,22 +374,16 @@ impl Ops {
         let who = fs_op.requested_by.clone();
         Handled::Later(Box::pin(async move {
             let call_verb = verb.clone();
-            let Ok(permit) = slots.acquire_owned().await else {
-                return Response::err(id, ErrorCode::Internal, "file operations have stopped");
-            };
-            let outcome = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                fs_call(&jail, &call_verb, &fs_op)
-            })
-            .await;
+            let outcome =
+                bounded_blocking(&slots, move || fs_call(&jail, &call_verb, &fs_op)).await;
             match outcome {
-                Ok(Ok(body)) => {
+                Some(Ok(body)) => {
                     if changes {
                         audit.note(&verb, "ok", &path, &who, "").await;
                     }
                     Response::ok(id, &body)
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     let denied = matches!(
                         e,
                         JailError::Refused { .. } | JailError::BadPath(_) | JailError::NoRoot(_)
@@ -396,7 +405,7 @@ impl Ops {
                     };
                     Response::err(id, code, e.to_string())
                 }
-                Err(_) => Response::err(id, ErrorCode::Internal, "file operation failed"),
+                None => Response::err(id, ErrorCode::Internal, "file operation failed"),
             }
         }))
     }
@@ -679,5 +688,41 @@ fn fs_call(jail: &Jail, verb: &str, req: &FsOp) -> Result<serde_json::Value, Jai
             json(serde_json::to_value(jail.chmod(&req.path, mode)?))
         }
         _ => Err(JailError::BadPath(format!("unknown file verb {verb}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Of 40 blocking jobs started at once, no more than the slots run together, and all run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_work_is_bounded_by_its_slots() {
+        let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_FS));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let jobs: Vec<_> = (0..40)
+            .map(|_| {
+                let (slots, now, most) = (slots.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    bounded_blocking(&slots, move || {
+                        let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(running, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for job in jobs {
+            assert!(job.await.expect("task").is_some());
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_CONCURRENT_FS, "{most} ran at once");
+        assert!(
+            most > 1,
+            "the jobs never overlapped: the bound was not exercised"
+        );
     }
 }

@@ -158,6 +158,9 @@ pub async fn run(
         api::router(state.clone()),
         stop_rx,
     ));
+    // The first pass runs before serving, so nothing expired is honoured after a restart.
+    prune_metrics(&state);
+    clean_expired(&state).await;
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     tracing::info!(api = %api_addr, agents = %agent_addr, tls = !state.config.insecure_http, "axon-cp serving");
     ready();
@@ -176,21 +179,23 @@ pub async fn run(
 }
 
 /// Periodic work, in one task: every 10 s the counts of unauthenticated refusals whose window
-/// has ended are recorded; at start and every ten minutes metrics history past its retention
-/// is dropped and expired sessions, refresh and enrollment tokens are removed.
+/// has ended are recorded; every ten minutes (and once before serving) metrics history past
+/// its retention is dropped and expired sessions, refresh and enrollment tokens are removed.
 async fn housekeeping(state: AppState) {
     const TICK: std::time::Duration = std::time::Duration::from_secs(10);
     const SLOW_EVERY: u32 = 60;
     let mut tick = tokio::time::interval(TICK);
     let mut ticks = 0u32;
+    // The first tick is immediate; the start already had its slow pass.
+    tick.tick().await;
     loop {
         tick.tick().await;
+        ticks = ticks.wrapping_add(1);
         state.audit.flush_refusals(false);
         if ticks.is_multiple_of(SLOW_EVERY) {
             prune_metrics(&state);
             clean_expired(&state).await;
         }
-        ticks = ticks.wrapping_add(1);
     }
 }
 

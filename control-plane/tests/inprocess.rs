@@ -82,3 +82,75 @@ async fn insecure_http_off_loopback_is_refused_before_serving() {
     let err = result.expect_err("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+/// Expired sessions with their refresh tokens, and expired enrollment tokens, are gone once
+/// the server is serving: the first cleanup runs before it answers anyone.
+#[tokio::test]
+async fn expired_sessions_and_tokens_are_removed_before_serving() {
+    use axon_control_plane::auth::{issue_refresh, start_session};
+    use axon_control_plane::model::{EnrollToken, Store, now};
+    use time::Duration as Span;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    init(InitOptions {
+        data_dir: data.clone(),
+        admin_email: "admin@example.com".into(),
+        admin_password: Some("a long enough password".into()),
+        sans: vec!["localhost".into()],
+    })
+    .expect("init");
+    let (live, expired) = {
+        let store = Store::open(&data.join("db")).expect("store");
+        let admin = store
+            .user_by_email("admin@example.com")
+            .expect("read")
+            .expect("admin");
+        let live = start_session(&store, &admin, None, Span::days(30)).expect("session");
+        let expired = start_session(&store, &admin, None, Span::days(30)).expect("session");
+        issue_refresh(&store, &admin.id, &expired.id, Span::days(30)).expect("token");
+        store
+            .sessions
+            .update(&expired.id, |s| s.expires_at = now() - Span::seconds(1))
+            .expect("age");
+        let old = EnrollToken {
+            id: "t1".into(),
+            created_by: admin.id.clone(),
+            created_at: now() - Span::days(2),
+            expires_at: now() - Span::days(1),
+            labels: Default::default(),
+        };
+        store.enroll_tokens.put("expired", &old).expect("token");
+        store.db.flush_blocking().expect("flush");
+        (live.id, expired.id)
+    };
+
+    let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let agent = TcpListener::bind("127.0.0.1:0").await.expect("bind agent");
+    let mut config = ServeConfig::new(data.clone());
+    config.insecure_http = true;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    // Stops as soon as it is ready.
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(
+            config,
+            Listeners { api, agent },
+            async {
+                let _ = ready_rx.await;
+            },
+            move || {
+                let _ = ready_tx.send(());
+            },
+        ),
+    )
+    .await
+    .expect("started and stopped in time");
+    assert!(result.is_ok(), "{result:?}");
+
+    let store = Store::open(&data.join("db")).expect("store");
+    assert!(store.sessions.get(&expired).expect("read").is_none());
+    assert!(store.sessions.get(&live).expect("read").is_some());
+    assert_eq!(store.refresh_tokens.len(), 0, "the expired session's token");
+    assert!(store.enroll_tokens.get("expired").expect("read").is_none());
+}
