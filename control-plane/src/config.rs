@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub agent_port: u16,
     /// How long per-minute metrics history is kept.
     pub metrics_retention: Duration,
+    /// The LLM gateway's providers and seeds.
+    pub llm: crate::llm::LlmConfig,
 }
 
 impl ServeConfig {
@@ -46,6 +48,7 @@ impl ServeConfig {
             agent_timeout: Duration::from_secs(10),
             agent_port: 7443,
             metrics_retention: Duration::from_secs(7 * 86_400),
+            llm: crate::llm::LlmConfig::default(),
         }
     }
 

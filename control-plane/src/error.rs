@@ -77,6 +77,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
+        // Kept for the layers that answer in another dialect (`/v1`).
+        response.extensions_mut().insert(self.clone());
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod init;
 pub mod link;
 pub mod live;
+pub mod llm;
 pub mod model;
 pub mod offline;
 pub mod pki;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub telemetry: Arc<telemetry::Telemetry>,
     /// Request counts and latencies of the API, for `/metrics`.
     pub http_metrics: Arc<api::metrics::HttpMetrics>,
+    /// The OpenAI-compatible LLM gateway (`/v1/...`).
+    pub llm: Arc<llm::Gateway>,
 }
 
 /// Starting or running the server failed.
@@ -75,6 +78,8 @@ pub enum ServeError {
     Tls(#[from] rustls::Error),
     #[error("cannot read a listener's address: {0}")]
     Listener(std::io::Error),
+    #[error("the LLM gateway cannot start: {0}")]
+    Llm(#[from] llm::gateway::GatewayError),
 }
 
 /// The two bound listeners.
@@ -109,7 +114,13 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         &store,
         config.metrics_retention,
     )?);
+    let llm = Arc::new(llm::Gateway::open(
+        &config.llm,
+        &store.db,
+        Arc::new(llm::fleet::NoFleet),
+    )?);
     Ok(AppState {
+        llm,
         audit,
         live,
         telemetry,

@@ -167,6 +167,10 @@ struct ServeArgs {
     /// Lifetime of access tokens.
     #[arg(long, env = "AXON_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
     access_ttl: Duration,
+    /// LLM gateway providers, aliases and prices (TOML). Keys in OPENAI_API_KEY,
+    /// GEMINI_API_KEY and DEEPSEEK_API_KEY make those providers usable without a file.
+    #[arg(long, env = "AXON_LLM_CONFIG")]
+    llm_config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -310,6 +314,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.metrics_retention = args.metrics_retention;
     config.cert_lifetime = args.cert_lifetime;
     config.access_ttl = args.access_ttl;
+    config.llm = axon_control_plane::llm::LlmConfig::load(args.llm_config.as_deref(), &|name| {
+        std::env::var(name).ok()
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -126,6 +126,9 @@ pub struct Tenant {
     pub name: String,
     /// Free-form settings: branding, welcome text, contact, chat ids.
     pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Limits on the tenant's use of the LLM gateway, all its keys and users together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_limits: Option<LlmLimits>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -174,6 +177,44 @@ pub struct ApiKey {
     pub last_used_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// Limits on the key's use of the LLM gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_limits: Option<LlmLimits>,
+}
+
+/// Limits on LLM gateway use, for an API key or a whole tenant. Absent fields do not limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Prompt and completion tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_month: Option<u64>,
+    /// US dollars per UTC day, from the price table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_day_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_month_usd: Option<f64>,
+}
+
+impl LlmLimits {
+    /// Why the limits cannot be stored.
+    pub fn check(&self) -> Result<(), String> {
+        let costs = [self.cost_per_day_usd, self.cost_per_month_usd];
+        if costs
+            .into_iter()
+            .flatten()
+            .any(|c| !c.is_finite() || !(0.0..=1e9).contains(&c))
+        {
+            return Err("cost limits must be 0 to 1e9 US dollars".into());
+        }
+        Ok(())
+    }
 }
 
 /// A pending enrollment token, stored under the SHA-256 of its secret.

@@ -256,6 +256,48 @@ pub const RULES: &[Rule] = &[
         "/api/hosts/{id}/images/pull",
         Access::Roles(&[A, O], "services:operate"),
     ),
+    rule(
+        "PATCH",
+        "/api/api-keys/{id}",
+        Access::Roles(ADMIN, "keys:write"),
+    ),
+    // The OpenAI-compatible gateway: every role may call it; a client is metered to its tenant.
+    rule(
+        "POST",
+        "/v1/chat/completions",
+        Access::Roles(ALL, "llm:invoke"),
+    ),
+    rule("POST", "/v1/embeddings", Access::Roles(ALL, "llm:invoke")),
+    rule(
+        "POST",
+        "/v1/images/generations",
+        Access::Roles(ALL, "llm:invoke"),
+    ),
+    rule("GET", "/v1/models", Access::Roles(ALL, "llm:invoke")),
+    rule("GET", "/api/llm/routes", Access::Roles(STAFF, "llm:read")),
+    rule(
+        "PUT",
+        "/api/llm/routes/{alias}",
+        Access::Roles(ADMIN, "llm:admin"),
+    ),
+    rule(
+        "DELETE",
+        "/api/llm/routes/{alias}",
+        Access::Roles(ADMIN, "llm:admin"),
+    ),
+    rule("GET", "/api/llm/prices", Access::Roles(STAFF, "llm:read")),
+    rule("PUT", "/api/llm/prices", Access::Roles(ADMIN, "llm:admin")),
+    rule(
+        "GET",
+        "/api/llm/upstreams",
+        Access::Roles(STAFF, "llm:read"),
+    ),
+    rule("GET", "/api/llm/usage", Access::Roles(ALL, "llm:usage")),
+    rule(
+        "GET",
+        "/api/llm/usage/records",
+        Access::Roles(ALL, "llm:usage"),
+    ),
 ];
 
 /// The rule for a matched route.

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use schemars::JsonSchema;
@@ -13,7 +13,7 @@ use super::Route;
 use crate::AppState;
 use crate::auth::{API_KEY_PREFIX, Caller, new_id, secret_digest};
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::model::{ApiKey, Role, now};
+use crate::model::{ApiKey, LlmLimits, Role, now};
 use crate::policy::{Access, RULES};
 use axum::http::Method;
 
@@ -24,6 +24,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/api/api-keys", get(list)),
         Route::new(Method::POST, "/api/api-keys", post(create)),
         Route::new(Method::DELETE, "/api/api-keys/{id}", delete(revoke)),
+        Route::new(Method::PATCH, "/api/api-keys/{id}", patch(change)),
     ]
 }
 
@@ -49,6 +50,8 @@ pub(super) struct KeyView {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schemars(with = "Option<crate::model::Rfc3339>")]
     revoked_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_limits: Option<LlmLimits>,
 }
 
 impl From<ApiKey> for KeyView {
@@ -65,6 +68,7 @@ impl From<ApiKey> for KeyView {
             expires_at: k.expires_at,
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
+            llm_limits: k.llm_limits,
         }
     }
 }
@@ -84,6 +88,16 @@ pub(super) struct NewKey {
     #[serde(default)]
     #[schemars(range(min = 1, max = MAX_KEY_LIFETIME_SECS))]
     expires_in_secs: Option<u64>,
+    /// Limits on the key's use of the LLM gateway (`/v1/...`, scope `llm:invoke`).
+    #[serde(default)]
+    llm_limits: Option<LlmLimits>,
+}
+
+/// A change to a key: its LLM limits (null removes them).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeyChange {
+    llm_limits: Option<LlmLimits>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -128,6 +142,7 @@ async fn create(
     ApiJson(req): ApiJson<NewKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
     caller.require_session()?;
+    let key_limits = req.llm_limits.clone();
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -167,6 +182,9 @@ async fn create(
         Some(s) => Some(now() + time::Duration::seconds(i64::try_from(s).unwrap_or(0))),
         None => None,
     };
+    if let Some(limits) = &key_limits {
+        limits.check().map_err(ApiError::bad_request)?;
+    }
     let secret: [u8; 32] = rand::random();
     let text = format!("{API_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
     let digest = secret_digest(text.as_bytes());
@@ -182,6 +200,7 @@ async fn create(
         expires_at,
         last_used_at: None,
         revoked_at: None,
+        llm_limits: req.llm_limits,
     };
     state.store.api_keys.put(&digest, &key)?;
     state.store.api_key_ids.put(&key.id, &digest)?;
@@ -230,6 +249,37 @@ async fn revoke(
             .event("api_key.revoke", "ok")
             .caller(&caller)
             .target(&id),
+    );
+    Ok(ApiJson(key.into()))
+}
+
+async fn change(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<KeyChange>,
+) -> Result<ApiJson<KeyView>, ApiError> {
+    if let Some(limits) = &req.llm_limits {
+        limits.check().map_err(ApiError::bad_request)?;
+    }
+    let not_found = || ApiError::not_found(format!("no API key with id {id}"));
+    let digest = state.store.api_key_ids.get(&id)?.ok_or_else(not_found)?;
+    let key = state
+        .store
+        .api_keys
+        .update(&digest, |k| k.llm_limits = req.llm_limits.clone())?
+        .ok_or_else(not_found)?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("api_key.change", "ok")
+            .caller(&caller)
+            .target(&id)
+            .reason(&format!(
+                "llm_limits {}",
+                serde_json::to_string(&key.llm_limits).unwrap_or_default()
+            )),
     );
     Ok(ApiJson(key.into()))
 }

@@ -268,7 +268,9 @@ async fn exposition(State(state): State<AppState>) -> Result<Response, ApiError>
         &[],
         open_alerts as f64,
     );
-    let mut response = x.render().into_response();
+    let mut text = x.render();
+    text.push_str(&state.llm.metrics.render(&state.llm.health.report()));
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

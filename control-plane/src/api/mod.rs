@@ -7,6 +7,7 @@ mod enroll;
 mod files;
 mod hosts;
 mod keys;
+pub mod llm;
 pub mod metrics;
 mod openapi;
 mod portal;
@@ -71,6 +72,7 @@ pub fn routes() -> Vec<Route> {
         tenants::routes(),
         users::routes(),
         keys::routes(),
+        llm::routes(),
         portal::routes(),
         audit::routes(),
         openapi::routes(),
@@ -118,6 +120,7 @@ pub fn router(state: AppState) -> Router {
             security_headers,
         ))
         .layer(axum::middleware::from_fn(close_when_body_unread))
+        .layer(axum::middleware::from_fn(openai_errors))
         .with_state(state)
 }
 
@@ -215,13 +218,33 @@ async fn refuse_declared_oversize(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return ApiError::too_large(format!(
-            "request body is larger than {MAX_BODY_BYTES} bytes"
-        ))
-        .into_response();
+    let limit = if request.uri().path().starts_with("/v1/") {
+        llm::MAX_LLM_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::too_large(format!("request body is larger than {limit} bytes"))
+            .into_response();
     }
     next.run(request).await
+}
+
+/// Under `/v1/` every error answer is in OpenAI's shape, so SDKs read it: refusals of the
+/// policy layer, unknown routes and methods, and oversized bodies included.
+async fn openai_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let openai = request.uri().path().starts_with("/v1/");
+    let response = next.run(request).await;
+    if !openai {
+        return response;
+    }
+    match response.extensions().get::<ApiError>() {
+        Some(e) => crate::llm::wire::LlmError::from(e.clone()).into_response(),
+        None => response,
+    }
 }
 
 /// `GET /healthz`: the process answers.

@@ -17,7 +17,9 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
-use super::{Route, auth, enroll, files, hosts, keys, portal, services, telemetry, tenants, users};
+use super::{
+    Route, auth, enroll, files, hosts, keys, llm, portal, services, telemetry, tenants, users,
+};
 use crate::error::ApiJson;
 use crate::model::GpuAlert;
 use crate::policy::{Access, RULES};
@@ -65,6 +67,8 @@ enum Answer {
     Bytes(&'static str, &'static str),
     /// `101 Switching Protocols`; the text describes the protocol.
     Upgrade(&'static str),
+    /// JSON, or with `"stream": true` in the body a `text/event-stream` of `data:` events.
+    JsonOrSse(SchemaOf, &'static str),
 }
 
 /// One operation as the handler implements it.
@@ -80,6 +84,8 @@ struct Operation {
     /// Error statuses beyond those the route's shape implies: 401 and 403 for protected
     /// routes, 400 for path, query or body input, 413 for a body and 415 for a JSON one.
     errors: &'static [u16],
+    /// Errors in OpenAI's shape (the `/v1` routes).
+    openai: bool,
 }
 
 /// What an operation on a host's agent can answer besides its own errors: the host is
@@ -98,6 +104,7 @@ const fn op(method: &'static str, path: &'static str, summary: &'static str) -> 
         body: Body::None,
         answer: Answer::NoContent,
         errors: &[],
+        openai: false,
     }
 }
 
@@ -128,7 +135,15 @@ impl Operation {
         self.errors = errors;
         self
     }
+    fn openai(mut self) -> Self {
+        self.openai = true;
+        self
+    }
 }
+
+/// What a gateway call can answer besides input errors: an unknown model (404), a limit or an
+/// upstream's rate limit (429), upstreams failing (502, 503) or too slow (504).
+const GATEWAY: &[u16] = &[404, 429, 502, 503, 504];
 
 /// Every operation of the API with the types its handler uses.
 fn operations() -> Vec<Operation> {
@@ -457,6 +472,85 @@ fn operations() -> Vec<Operation> {
         .ok(of::<GpuAlert>)
         .errors(&[404]),
         op("GET", "/api/fleet/summary", "The fleet at a glance").ok(of::<telemetry::Summary>),
+        op(
+            "PATCH",
+            "/api/api-keys/{id}",
+            "Change an API key's LLM limits",
+        )
+        .body(Json(of::<keys::KeyChange>))
+        .ok(of::<keys::KeyView>)
+        .errors(&[404]),
+        op(
+            "POST",
+            "/v1/chat/completions",
+            "Chat completion (OpenAI-compatible)",
+        )
+        .body(Json(of::<llm::ChatBody>))
+        .answer(Answer::JsonOrSse(
+            of::<llm::Completion>,
+            "A `chat.completion`. With `\"stream\": true`, a `text/event-stream` of \
+                 `data: <chat.completion.chunk>` events ending with `data: [DONE]`; a stream \
+                 that breaks mid-way ends with a `data: {\"error\": ...}` event instead. The \
+                 headers `x-axon-upstream`, `x-axon-model` and `x-axon-overhead-us` name the \
+                 upstream that answered and the gateway's own time.",
+        ))
+        .errors(GATEWAY)
+        .openai(),
+        op("POST", "/v1/embeddings", "Embeddings (OpenAI-compatible)")
+            .body(Json(of::<llm::EmbeddingsBody>))
+            .ok(of::<llm::EmbeddingList>)
+            .errors(GATEWAY)
+            .openai(),
+        op(
+            "POST",
+            "/v1/images/generations",
+            "Images from a fleet SD WebUI, as b64_json",
+        )
+        .body(Json(of::<llm::ImageBody>))
+        .ok(of::<llm::Images>)
+        .errors(GATEWAY)
+        .openai(),
+        op("GET", "/v1/models", "Models and aliases the caller may use")
+            .ok(of::<llm::ModelList>)
+            .openai(),
+        op(
+            "GET",
+            "/api/llm/routes",
+            "Aliases, providers and fleet models",
+        )
+        .ok(of::<llm::RoutesView>),
+        op(
+            "PUT",
+            "/api/llm/routes/{alias}",
+            "Create or replace an alias",
+        )
+        .body(Json(of::<llm::AliasBody>))
+        .ok(of::<crate::llm::routes::Alias>),
+        op("DELETE", "/api/llm/routes/{alias}", "Remove an alias").errors(&[404]),
+        op("GET", "/api/llm/prices", "The price table").ok(of::<Vec<crate::llm::routes::Price>>),
+        op("PUT", "/api/llm/prices", "Replace the price table")
+            .body(Json(of::<llm::PricesBody>))
+            .ok(of::<Vec<crate::llm::routes::Price>>),
+        op(
+            "GET",
+            "/api/llm/upstreams",
+            "Each upstream's health and circuit",
+        )
+        .ok(of::<Vec<crate::llm::health::UpstreamReport>>),
+        op(
+            "GET",
+            "/api/llm/usage",
+            "LLM usage, aggregated (clients: their tenant)",
+        )
+        .query(fields::<llm::UsageQuery>)
+        .ok(of::<llm::UsageReport>),
+        op(
+            "GET",
+            "/api/llm/usage/records",
+            "LLM calls, newest first (clients: their tenant)",
+        )
+        .query(fields::<llm::RecordsQuery>)
+        .ok(of::<Vec<crate::llm::usage::UsageRecord>>),
     ]
 }
 
@@ -544,6 +638,7 @@ pub fn build() -> Value {
     let mut requests = settings.clone().for_deserialize().into_generator();
     let mut answers = settings.for_serialize().into_generator();
     let error = of::<Error>(&mut answers).to_value();
+    let openai_error = of::<llm::OpenAiError>(&mut answers).to_value();
 
     let mut built = Vec::new();
     for operation in operations() {
@@ -621,11 +716,12 @@ pub fn build() -> Value {
         }
         statuses.sort_unstable();
         statuses.dedup();
+        let dialect = if operation.openai { "OpenAi" } else { "" };
         for status in statuses {
             if let Some((_, name, _)) = ERRORS.iter().find(|(s, _, _)| *s == status) {
                 responses.insert(
                     status.to_string(),
-                    json!({"$ref": format!("#/components/responses/{name}")}),
+                    json!({"$ref": format!("#/components/responses/{dialect}{name}")}),
                 );
             }
         }
@@ -676,14 +772,16 @@ pub fn build() -> Value {
 
     let mut responses = Map::new();
     for (status, name, description) in ERRORS {
-        let mut response = json!({"description": description, "content": {
-            "application/json": {"schema": error}}});
-        if matches!(status, 429 | 503) {
-            response["headers"] = json!({"Retry-After": {
-                "description": "Seconds to wait before trying again.",
-                "schema": {"type": "integer", "minimum": 0}}});
+        for (dialect, schema) in [("", &error), ("OpenAi", &openai_error)] {
+            let mut response = json!({"description": description, "content": {
+                "application/json": {"schema": schema}}});
+            if matches!(status, 429 | 503) {
+                response["headers"] = json!({"Retry-After": {
+                    "description": "Seconds to wait before trying again.",
+                    "schema": {"type": "integer", "minimum": 0}}});
+            }
+            responses.insert(format!("{dialect}{name}"), response);
         }
-        responses.insert((*name).to_owned(), response);
     }
 
     json!({
@@ -734,6 +832,12 @@ fn answer(answer: &Answer, answers: &mut SchemaGenerator) -> (u16, Value) {
                 *content_type: {"schema": {"type": "string"}}}}),
         ),
         Answer::Upgrade(description) => (101, json!({"description": description})),
+        Answer::JsonOrSse(schema, description) => (
+            200,
+            json!({"description": description, "content": {
+                "application/json": {"schema": schema(answers)},
+                "text/event-stream": {"schema": {"type": "string"}}}}),
+        ),
     }
 }
 

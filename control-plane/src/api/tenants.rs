@@ -40,6 +40,8 @@ pub struct TenantView {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "crate::model::Rfc3339")]
     updated_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_limits: Option<crate::model::LlmLimits>,
 }
 
 impl From<Tenant> for TenantView {
@@ -51,6 +53,7 @@ impl From<Tenant> for TenantView {
             settings: t.settings,
             created_at: t.created_at,
             updated_at: t.updated_at,
+            llm_limits: t.llm_limits,
         }
     }
 }
@@ -64,6 +67,9 @@ pub(super) struct NewTenant {
     name: String,
     #[serde(default)]
     settings: Map<String, Value>,
+    /// Limits on the tenant's use of the LLM gateway, all its keys and users together.
+    #[serde(default)]
+    llm_limits: Option<crate::model::LlmLimits>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -75,6 +81,8 @@ pub(super) struct TenantPatch {
     name: Option<String>,
     /// Replaces the settings object whole.
     settings: Option<Map<String, Value>>,
+    /// Replaces the LLM limits whole (`{}` removes them).
+    llm_limits: Option<crate::model::LlmLimits>,
 }
 
 /// Slugs name portal URLs: 2 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -138,12 +146,18 @@ async fn create(
     ApiJson(req): ApiJson<NewTenant>,
 ) -> Result<(StatusCode, ApiJson<TenantView>), ApiError> {
     check(Some(&req.slug), Some(&req.name), Some(&req.settings))?;
+    if let Some(limits) = &req.llm_limits {
+        limits.check().map_err(ApiError::bad_request)?;
+    }
     let stamp = now();
     let tenant = Tenant {
         id: new_id(),
         slug: req.slug,
         name: req.name.trim().to_owned(),
         settings: req.settings,
+        llm_limits: req
+            .llm_limits
+            .filter(|l| *l != crate::model::LlmLimits::default()),
         created_at: stamp,
         updated_at: stamp,
     };
@@ -188,6 +202,9 @@ async fn update(
         patch.name.as_deref(),
         patch.settings.as_ref(),
     )?;
+    if let Some(limits) = &patch.llm_limits {
+        limits.check().map_err(ApiError::bad_request)?;
+    }
     let new_slug = patch.slug.clone().filter(|s| *s != tenant.slug);
     if let Some(slug) = &new_slug {
         if !state.store.tenant_slugs.insert_new(slug, &id)? {
@@ -207,6 +224,10 @@ async fn update(
             }
             if let Some(settings) = &patch.settings {
                 t.settings = settings.clone();
+            }
+            if let Some(limits) = &patch.llm_limits {
+                t.llm_limits =
+                    Some(limits.clone()).filter(|l| *l != crate::model::LlmLimits::default());
             }
             t.updated_at = now();
         })?

@@ -1,0 +1,300 @@
+//! GPU-aware routing to the fleet's own model servers. A request for `ollama/<model>` goes to
+//! an online host that has the model loaded and headroom (GPU not saturated, few gateway calls
+//! in flight); else to a host that has the model on disk and free VRAM for it; hosts with the
+//! model loaded but busy come last of all. `sd/<checkpoint>` likewise for SD WebUI hosts.
+//! The ranking is a pure function of a snapshot, so it is tested without a fleet.
+
+use axon_shared::{ModelServers, OllamaModel};
+
+use super::transport::Transport;
+
+/// A GPU busier than this (percent) leaves no headroom.
+const BUSY_GPU_PCT: f32 = 90.0;
+
+/// What the ranking knows of one host.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    pub host_id: String,
+    pub models: ModelServers,
+    /// Each GPU's utilisation (percent) and free memory (bytes), where known.
+    pub gpus: Vec<(Option<f32>, Option<u64>)>,
+}
+
+impl HostView {
+    fn busiest_gpu(&self) -> Option<f32> {
+        self.gpus
+            .iter()
+            .filter_map(|g| g.0)
+            .fold(None, |m, u| Some(m.map_or(u, |m: f32| m.max(u))))
+    }
+
+    fn free_vram(&self) -> Option<u64> {
+        let known: Vec<u64> = self.gpus.iter().filter_map(|g| g.1).collect();
+        (!known.is_empty()).then(|| known.into_iter().max().unwrap_or(0))
+    }
+}
+
+/// One host chosen for a request.
+#[derive(Clone)]
+pub struct FleetPick {
+    pub host_id: String,
+    /// The model's name on that server (e.g. `llama3.2:latest`).
+    pub model: String,
+    pub transport: Transport,
+}
+
+/// Hosts for a model, best first.
+#[derive(Default)]
+pub struct Picks {
+    /// With headroom: loaded first, then on disk with room to load it.
+    pub ready: Vec<FleetPick>,
+    /// Loaded but busy: the last resort.
+    pub busy: Vec<FleetPick>,
+}
+
+/// The fleet as the gateway sees it.
+pub trait FleetDirectory: Send + Sync {
+    /// Hosts for `ollama/<model>`; `in_flight` gives the gateway's calls in flight per host.
+    fn ollama(&self, model: &str, in_flight: &dyn Fn(&str) -> u64) -> Picks;
+    /// Hosts for `sd/<checkpoint>` (`sd/default`: any SD host).
+    fn sd(&self, model: &str, in_flight: &dyn Fn(&str) -> u64) -> Picks;
+    /// `ollama/<m>` and `sd/<m>` names of what online hosts offer.
+    fn models(&self) -> Vec<String>;
+}
+
+/// A fleet with no model servers.
+pub struct NoFleet;
+
+impl FleetDirectory for NoFleet {
+    fn ollama(&self, _: &str, _: &dyn Fn(&str) -> u64) -> Picks {
+        Picks::default()
+    }
+    fn sd(&self, _: &str, _: &dyn Fn(&str) -> u64) -> Picks {
+        Picks::default()
+    }
+    fn models(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Ollama names a model `name:tag`; `name` alone means `name:latest`.
+pub fn same_model(asked: &str, have: &str) -> bool {
+    let full = |s: &str| {
+        if s.contains(':') {
+            s.to_owned()
+        } else {
+            format!("{s}:latest")
+        }
+    };
+    full(asked) == full(have)
+}
+
+/// (host id, model name there) of hosts with headroom, then of busy ones.
+pub type Ranked = (Vec<(String, String)>, Vec<(String, String)>);
+
+/// Ranks hosts for an Ollama model: `(ready, busy)` as (host id, model name there).
+pub fn rank_ollama(
+    hosts: &[HostView],
+    model: &str,
+    in_flight: &dyn Fn(&str) -> u64,
+    headroom: u64,
+) -> Ranked {
+    let mut loaded = Vec::new();
+    let mut on_disk = Vec::new();
+    let mut busy = Vec::new();
+    for h in hosts {
+        let Some(ollama) = &h.models.ollama else {
+            continue;
+        };
+        let Some(found): Option<&OllamaModel> =
+            ollama.models.iter().find(|m| same_model(model, &m.name))
+        else {
+            continue;
+        };
+        let flights = in_flight(&h.host_id);
+        let gpu_busy = h.busiest_gpu().is_some_and(|u| u >= BUSY_GPU_PCT);
+        let has_room = flights < headroom && !gpu_busy;
+        let is_loaded = ollama.loaded.iter().any(|l| same_model(model, &l.name));
+        let entry = (h.host_id.clone(), found.name.clone());
+        if is_loaded && has_room {
+            loaded.push((flights, h.busiest_gpu().unwrap_or(0.0), entry));
+        } else if is_loaded {
+            busy.push((flights, entry));
+        } else if has_room && h.free_vram().is_none_or(|free| free >= found.size_bytes) {
+            on_disk.push((h.free_vram().unwrap_or(0), entry));
+        }
+    }
+    loaded.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+    });
+    on_disk.sort_by_key(|d| std::cmp::Reverse(d.0));
+    busy.sort_by_key(|b| b.0);
+    let ready = loaded
+        .into_iter()
+        .map(|l| l.2)
+        .chain(on_disk.into_iter().map(|d| d.1))
+        .collect();
+    (ready, busy.into_iter().map(|b| b.1).collect())
+}
+
+/// Ranks hosts for an SD checkpoint (`default`: any host's current one).
+pub fn rank_sd(
+    hosts: &[HostView],
+    model: &str,
+    in_flight: &dyn Fn(&str) -> u64,
+    headroom: u64,
+) -> Ranked {
+    let mut ready = Vec::new();
+    let mut busy = Vec::new();
+    for h in hosts {
+        let Some(sd) = &h.models.sdxl else {
+            continue;
+        };
+        let name = if model == "default" {
+            String::new()
+        } else {
+            match sd.models.iter().find(|m| {
+                *m == model
+                    || m.starts_with(&format!("{model} "))
+                    || m.starts_with(&format!("{model}."))
+            }) {
+                Some(m) => m.clone(),
+                None => continue,
+            }
+        };
+        let flights = in_flight(&h.host_id);
+        let gpu_busy = h.busiest_gpu().is_some_and(|u| u >= BUSY_GPU_PCT);
+        if flights < headroom && !gpu_busy {
+            ready.push((flights, (h.host_id.clone(), name)));
+        } else {
+            busy.push((flights, (h.host_id.clone(), name)));
+        }
+    }
+    ready.sort_by_key(|r| r.0);
+    busy.sort_by_key(|b| b.0);
+    (
+        ready.into_iter().map(|r| r.1).collect(),
+        busy.into_iter().map(|b| b.1).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axon_shared::{Ollama, OllamaLoaded, StableDiffusion};
+
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn host(id: &str, have: &[(&str, u64)], loaded: &[&str], gpu: (f32, u64)) -> HostView {
+        HostView {
+            host_id: id.into(),
+            models: ModelServers {
+                ollama: Some(Ollama {
+                    address: "127.0.0.1:11434".into(),
+                    models: have
+                        .iter()
+                        .map(|(n, s)| OllamaModel {
+                            name: (*n).into(),
+                            size_bytes: *s,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    loaded: loaded
+                        .iter()
+                        .map(|n| OllamaLoaded {
+                            name: (*n).into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+                sdxl: None,
+            },
+            gpus: vec![(Some(gpu.0), Some(gpu.1))],
+        }
+    }
+
+    fn ids(v: &[(String, String)]) -> Vec<&str> {
+        v.iter().map(|(h, _)| h.as_str()).collect()
+    }
+
+    #[test]
+    fn loaded_with_headroom_first_then_room_to_load_then_busy() {
+        // Expectations written from the routing rules, not from the code's order.
+        let hosts = [
+            host(
+                "cold-small",
+                &[("llama3.2:latest", 2 * GIB)],
+                &[],
+                (5.0, GIB),
+            ),
+            host(
+                "cold-roomy",
+                &[("llama3.2:latest", 2 * GIB)],
+                &[],
+                (5.0, 20 * GIB),
+            ),
+            host(
+                "warm-busy-gpu",
+                &[("llama3.2:latest", 2 * GIB)],
+                &["llama3.2:latest"],
+                (97.0, 10 * GIB),
+            ),
+            host(
+                "warm",
+                &[("llama3.2:latest", 2 * GIB)],
+                &["llama3.2:latest"],
+                (30.0, 10 * GIB),
+            ),
+            host(
+                "other-model",
+                &[("qwen2.5:7b", 5 * GIB)],
+                &["qwen2.5:7b"],
+                (1.0, 30 * GIB),
+            ),
+        ];
+        let none = |_: &str| 0;
+        let (ready, busy) = rank_ollama(&hosts, "llama3.2", &none, 8);
+        assert_eq!(ids(&ready), ["warm", "cold-roomy"]);
+        assert_eq!(ids(&busy), ["warm-busy-gpu"]);
+        assert_eq!(ready[0].1, "llama3.2:latest");
+        // Gateway calls in flight take a warm host out of the ready list.
+        let loaded_up = |h: &str| if h == "warm" { 8 } else { 0 };
+        let (ready, busy) = rank_ollama(&hosts, "llama3.2:latest", &loaded_up, 8);
+        assert_eq!(ids(&ready), ["cold-roomy"]);
+        // Of busy hosts, the one with fewer gateway calls queued first.
+        assert_eq!(ids(&busy), ["warm-busy-gpu", "warm"]);
+        let (ready, busy) = rank_ollama(&hosts, "mistral", &none, 8);
+        assert!(ready.is_empty() && busy.is_empty());
+    }
+
+    #[test]
+    fn of_two_warm_hosts_the_less_loaded_wins() {
+        let hosts = [
+            host("a", &[("m:1b", GIB)], &["m:1b"], (60.0, GIB)),
+            host("b", &[("m:1b", GIB)], &["m:1b"], (10.0, GIB)),
+        ];
+        let (ready, _) = rank_ollama(&hosts, "m:1b", &|_: &str| 0, 8);
+        assert_eq!(ids(&ready), ["b", "a"]);
+        let (ready, _) = rank_ollama(&hosts, "m:1b", &|h: &str| u64::from(h == "b") * 2, 8);
+        assert_eq!(ids(&ready), ["a", "b"]);
+    }
+
+    #[test]
+    fn sd_checkpoints_match_by_title() {
+        let mut h = host("sd1", &[], &[], (5.0, 10 * GIB));
+        h.models.ollama = None;
+        h.models.sdxl = Some(StableDiffusion {
+            address: "127.0.0.1:7860".into(),
+            models: vec!["sd_xl_base_1.0.safetensors [31e35c80fc]".into()],
+        });
+        let hosts = [h];
+        let (ready, _) = rank_sd(&hosts, "sd_xl_base_1.0", &|_: &str| 0, 8);
+        assert_eq!(ready[0].1, "sd_xl_base_1.0.safetensors [31e35c80fc]");
+        let (ready, _) = rank_sd(&hosts, "default", &|_: &str| 0, 8);
+        assert_eq!(ids(&ready), ["sd1"]);
+        let (ready, _) = rank_sd(&hosts, "other", &|_: &str| 0, 8);
+        assert!(ready.is_empty());
+    }
+}
