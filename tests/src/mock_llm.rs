@@ -147,7 +147,8 @@ impl MockLlm {
             .await
     }
 
-    /// Answers whose client went away before their last byte (a cancelled stream, a stall).
+    /// Answers whose client went away before their last byte: while the mock was still thinking
+    /// (a delay, a slow first byte, no response) or mid-stream (a cancelled stream, a stall).
     pub fn aborted_answers(&self) -> usize {
         self.shared.aborted.load(Ordering::SeqCst)
     }
@@ -609,14 +610,38 @@ async fn handle(
     control: Arc<ConnControl>,
     request: Request<Incoming>,
 ) -> Result<Response<MockBody>, Infallible> {
+    let mut unanswered = Unanswered(Some(shared.clone()));
+    let response = answer(&shared, &control, request, &mut unanswered).await;
+    unanswered.0 = None;
+    Ok(response)
+}
+
+/// Counts an answer abandoned when dropped armed: the client left while the mock was still
+/// thinking (a delay, a slow first byte, no response).
+struct Unanswered(Option<Arc<Shared>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.bump(&shared.aborted);
+        }
+    }
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    control: &ConnControl,
+    request: Request<Incoming>,
+    unanswered: &mut Unanswered,
+) -> Response<MockBody> {
     let (parts, body) = request.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         // The client went away mid-body: nobody is left to answer.
-        return Ok(respond(
+        return respond(
             StatusCode::BAD_REQUEST,
             "text/plain",
             MockBody::full(Vec::new()),
-        ));
+        );
     };
     let route = Route::of(&parts.method, parts.uri.path());
     let dialect = route.dialect();
@@ -625,7 +650,7 @@ async fn handle(
     if let Some(key) = &behaviour.require_key
         && !dialect.authorised(&parts, key)
     {
-        return Ok(dialect.error(&ErrorReply::status(401)));
+        return dialect.error(&ErrorReply::status(401));
     }
     let fault = if inference {
         behaviour.fault_for(nth)
@@ -633,9 +658,11 @@ async fn handle(
         &Fault::None
     };
     match fault {
-        Fault::Error(error) => return Ok(dialect.error(error)),
-        Fault::Flapping if nth % 2 == 0 => return Ok(dialect.error(&ErrorReply::status(503))),
+        Fault::Error(error) => return dialect.error(error),
+        Fault::Flapping if nth % 2 == 0 => return dialect.error(&ErrorReply::status(503)),
         Fault::Reset | Fault::Close => {
+            // The mock, not the client, ends this one.
+            unanswered.0 = None;
             control.drop_connection(*fault == Fault::Reset);
             match forever().await {}
         }
@@ -645,7 +672,7 @@ async fn handle(
         }
         _ => {}
     }
-    let _painting = (route == Route::Txt2Img).then(|| Painting::new(&shared));
+    let _painting = (route == Route::Txt2Img).then(|| Painting::new(shared));
     let ask = Ask {
         behaviour: &behaviour,
         seq,
@@ -662,14 +689,14 @@ async fn handle(
             content_filter: *fault == Fault::ContentFilter,
         },
     };
-    let reply = route.answer(&ask, &shared);
-    Ok(match reply {
+    let reply = route.answer(&ask, shared);
+    match reply {
         Reply::Error(error) => dialect.error(&error),
         Reply::Json(json) => {
             if behaviour.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(behaviour.delay_ms)).await;
             }
-            whole_answer(dialect, json, fault, &shared)
+            whole_answer(dialect, json, fault, shared)
         }
         Reply::Stream {
             framing,
@@ -682,9 +709,9 @@ async fn handle(
             keep_alive,
             fault,
             Duration::from_millis(behaviour.pace_ms),
-            &shared,
+            shared,
         ),
-    })
+    }
 }
 
 /// Counts a txt2img in hand while alive.

@@ -902,6 +902,11 @@ async fn reset_sends_rst_before_any_header() {
     let error = raw_exchange(&mock).await.expect_err("a reset");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
     assert_eq!(mock.count(), 1, "the request was read first");
+    assert_eq!(
+        mock.aborted_answers(),
+        0,
+        "the mock ended it, not the client"
+    );
 
     let error = client()
         .post(format!("{}/v1/chat/completions", mock.base_url()))
@@ -942,6 +947,7 @@ async fn no_response_holds_until_the_client_goes() {
         mock.wait_client_closes(1, WAIT).await,
         "the mock saw the client go"
     );
+    assert!(mock.wait_aborted_answers(1, WAIT).await);
     assert!(
         mock.wait(WAIT, |s| s.open.load(Ordering::SeqCst) == 0)
             .await
