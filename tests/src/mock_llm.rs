@@ -6,7 +6,11 @@
 //! `deepseek*` models, DeepSeek's flavour), `/v1beta/models/{model}:{action}` (Gemini), `/api/..`
 //! (Ollama), `/sdapi/v1/..` (SD WebUI). Answers echo the request (`label:model:last user text`)
 //! so a test can tell which upstream answered what. A [`Behaviour`] sets pacing, a required key
-//! and one [`Fault`]. The shapes follow `tests/fixtures/llm/`, and a test keeps them in step.
+//! and one [`Fault`], which hits the inference endpoints (POSTs) only. Tests watch the mock
+//! through its recorded requests and counters (open connections, closes by the client, answers
+//! the client abandoned), each with a helper that waits on a notify. The shapes follow
+//! `tests/fixtures/llm/`, and a test keeps them in step. The `mock-llm` binary serves the same
+//! for benchmarks.
 //!
 //! Limits: HTTP/1.1 only; requests are read whole before anything else happens; Gemini's
 //! non-SSE stream (a JSON array) is sent at once rather than paced.
