@@ -5,6 +5,8 @@
 //! The binaries come from the same target dir as the test executable; `scripts/test` builds
 //! them first (`cargo build --bins`).
 
+pub mod mock_llm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
