@@ -113,6 +113,7 @@ pub struct ControlPlane {
     pub api_port: u16,
     pub agent_port: u16,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     pub client: reqwest::Client,
     /// Retries with new ports left for the first start.
@@ -122,6 +123,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Initialises a data dir and starts serving with TLS on both listeners.
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// As `start`, with environment variables for the server (e.g. provider keys).
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = Command::new(bin("axon-cp"))
             .args(["init", "--data-dir"])
@@ -147,6 +153,10 @@ impl ControlPlane {
             api_port: free_port(),
             agent_port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
             client,
             fresh_ports_left: 3,
@@ -178,6 +188,7 @@ impl ControlPlane {
             .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--agent-listen", &format!("127.0.0.1:{}", self.agent_port)])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AXON_LOG", "info,axon_control_plane=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -347,6 +358,33 @@ impl ControlPlane {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Creates an API key; returns its text and id.
+    pub async fn create_key(
+        &self,
+        admin: &str,
+        role: &str,
+        tenant: Option<&str>,
+        scopes: &[&str],
+        llm_limits: Option<Value>,
+    ) -> (String, String) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/api-keys",
+                Some(admin),
+                Some(
+                    serde_json::json!({"name": "test key", "role": role, "tenant_id": tenant,
+                    "scopes": scopes, "llm_limits": llm_limits}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["key"].as_str().expect("key").to_owned(),
+            body["id"].as_str().expect("id").to_owned(),
+        )
     }
 
     /// Logs in; returns the whole token response.
