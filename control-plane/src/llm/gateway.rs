@@ -1084,6 +1084,7 @@ impl StreamState {
             };
             let Err(message) = step else { continue };
             // Mid-stream failure: an error event, and never `[DONE]`.
+            let message = format!("the answer broke off mid-stream: {message}");
             let error =
                 LlmError::new(StatusCode::BAD_GATEWAY, message.clone()).code("stream_interrupted");
             let mut bytes = std::mem::take(&mut self.out);
