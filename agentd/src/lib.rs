@@ -17,6 +17,7 @@ pub mod docker;
 pub mod enroll;
 pub mod exec;
 pub mod facts;
+pub mod forward;
 pub mod jail;
 pub mod journal;
 pub mod link;
@@ -122,9 +123,11 @@ pub async fn run(
             None
         }
     };
-    let ops = std::sync::Arc::new(ops::Ops::with_telemetry(
-        whitelist, jail, auditor, watcher, services, telemetry,
-    ));
+    let mut ops = ops::Ops::with_telemetry(whitelist, jail, auditor, watcher, services, telemetry);
+    let forwarder = forward::Forwarder::new(config.forwarding(), ops.models.subscribe())
+        .map_err(config::ConfigError::Invalid)?;
+    ops.forwarder = Some(forwarder);
+    let ops = std::sync::Arc::new(ops);
     ops.services.spawn_followers();
     ops.capabilities.send_replace(capabilities);
     spawn_capability_watch(ops.clone(), probes, config.capabilities_interval);
