@@ -50,6 +50,10 @@ pub struct AgentConfig {
     pub ollama_address: String,
     /// Where the Automatic1111 / SDXL web UI listens.
     pub sdxl_address: String,
+    /// Let the control plane reach the model servers through the link (allowlisted paths).
+    pub model_forwarding: bool,
+    /// How long a model server may take to answer a forwarded request with its headers.
+    pub model_header_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -73,6 +77,19 @@ impl AgentConfig {
             top_processes: false,
             ollama_address: "127.0.0.1:11434".into(),
             sdxl_address: "127.0.0.1:7860".into(),
+            model_forwarding: true,
+            model_header_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// The settings of forwarding to the model servers.
+    pub fn forwarding(&self) -> crate::forward::ForwardConfig {
+        crate::forward::ForwardConfig {
+            enabled: self.model_forwarding,
+            ollama: self.ollama_address.clone(),
+            sdxl: self.sdxl_address.clone(),
+            header_timeout: self.model_header_timeout,
+            ..Default::default()
         }
     }
 
@@ -122,6 +139,10 @@ pub struct FileConfig {
     pub top_processes: Option<bool>,
     pub ollama_address: Option<String>,
     pub sdxl_address: Option<String>,
+    /// Forward the control plane's requests to the model servers (default true).
+    pub model_forwarding: Option<bool>,
+    /// e.g. "300s"
+    pub model_header_timeout: Option<String>,
 }
 
 /// The configuration file is unusable.
@@ -202,6 +223,12 @@ impl FileConfig {
         if let Some(v) = self.sdxl_address {
             config.sdxl_address = v;
         }
+        if let Some(v) = self.model_forwarding {
+            config.model_forwarding = v;
+        }
+        if let Some(v) = self.model_header_timeout {
+            config.model_header_timeout = duration(&v)?;
+        }
         Ok(())
     }
 }
@@ -230,6 +257,11 @@ impl AgentConfig {
                     "{key} {addr:?} must be IP:PORT"
                 )));
             }
+        }
+        if self.model_header_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "model_header_timeout must be at least 1s".into(),
+            ));
         }
         if self.capabilities_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
@@ -260,7 +292,11 @@ mod tests {
     fn file_layers_over_defaults_and_unknown_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agentd.toml");
-        std::fs::write(&path, "backoff_max = \"5s\"\nmax_frame_bytes = 65536\n").expect("write");
+        std::fs::write(
+            &path,
+            "backoff_max = \"5s\"\nmax_frame_bytes = 65536\nmodel_forwarding = false\n",
+        )
+        .expect("write");
         let mut config = AgentConfig::new("/var/lib/agentd".into());
         FileConfig::load(&path)
             .expect("load")
@@ -269,6 +305,8 @@ mod tests {
         assert_eq!(config.backoff_max, Duration::from_secs(5));
         assert_eq!(config.backoff_initial, Duration::from_secs(1));
         assert_eq!(config.max_frame_bytes, 65536);
+        assert!(!config.model_forwarding && !config.forwarding().enabled);
+        assert_eq!(config.model_header_timeout, Duration::from_secs(300));
         config.validate().expect("valid");
 
         std::fs::write(&path, "backof_max = \"5s\"\n").expect("write");

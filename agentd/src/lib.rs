@@ -3,7 +3,9 @@
 //! It dials out to the control plane over a mutual-TLS WebSocket (TLS 1.3, the CA received at
 //! enrollment as the only root), introduces itself with a hello (host facts and detected
 //! capabilities), answers requests, renews its certificate at two thirds of its life, and
-//! reconnects with exponential backoff and full jitter. Hosts behind NAT need no inbound port.
+//! reconnects with exponential backoff and full jitter. Hosts behind NAT need no inbound port;
+//! the control plane's LLM gateway reaches their model servers through the same link
+//! (`forward`), on allowlisted paths only.
 //!
 //! Limits: frames from the control plane are capped (1 MiB by default); every capability probe
 //! is bounded by a timeout; the private key never leaves the state dir (mode 0600).
@@ -17,6 +19,7 @@ pub mod docker;
 pub mod enroll;
 pub mod exec;
 pub mod facts;
+pub mod forward;
 pub mod jail;
 pub mod journal;
 pub mod link;
@@ -122,9 +125,11 @@ pub async fn run(
             None
         }
     };
-    let ops = std::sync::Arc::new(ops::Ops::with_telemetry(
-        whitelist, jail, auditor, watcher, services, telemetry,
-    ));
+    let mut ops = ops::Ops::with_telemetry(whitelist, jail, auditor, watcher, services, telemetry);
+    let forwarder = forward::Forwarder::new(config.forwarding(), ops.models.subscribe())
+        .map_err(config::ConfigError::Invalid)?;
+    ops.forwarder = Some(forwarder);
+    let ops = std::sync::Arc::new(ops);
     ops.services.spawn_followers();
     ops.capabilities.send_replace(capabilities);
     spawn_capability_watch(ops.clone(), probes, config.capabilities_interval);

@@ -22,7 +22,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
-use crate::ops::{Handled, Ops};
+use crate::ops::{Handled, Ops, Outlets};
 use crate::state::{CA_FILE, CERT_FILE, KEY_FILE, StateDir, StateError};
 
 /// How long dialling (TCP, TLS, upgrade) and the hello may take.
@@ -160,6 +160,12 @@ async fn session(
     .map_err(|_| SessionError::Closed("no welcome in time".into()))??;
     tracing::info!(host = %welcome.host_id, url = %url, "connected to the control plane");
     let (replies, replies_rx) = mpsc::channel(64);
+    let (bulk, bulk_rx) = mpsc::channel(64);
+    let outlets = Outlets {
+        replies,
+        bulk,
+        max_frame: welcome.max_frame_bytes,
+    };
     Live {
         config,
         state,
@@ -167,10 +173,10 @@ async fn session(
         welcome,
         renewal: None,
         ops: ops.clone(),
-        replies,
+        outlets,
         in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
     }
-    .run(ws, replies_rx, shutdown)
+    .run(ws, replies_rx, bulk_rx, shutdown)
     .await
 }
 
@@ -262,8 +268,9 @@ struct Live<'a> {
     /// The renewal in flight: its request id and where its answer goes.
     renewal: Option<(String, oneshot::Sender<Response>)>,
     ops: Arc<Ops>,
-    /// Answers of requests served in their own tasks, sent by the session loop.
-    replies: mpsc::Sender<Frame>,
+    /// Answers of requests served in their own tasks, and forwarded bodies, sent by the
+    /// session loop. Dropped with the session, which stops the forwards of this link.
+    outlets: Outlets,
     /// Slots for requests served in tasks.
     in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -273,6 +280,7 @@ impl Live<'_> {
         mut self,
         ws: Ws,
         mut replies: mpsc::Receiver<Frame>,
+        mut bulk: mpsc::Receiver<Frame>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         let (mut sink, mut stream) = ws.split();
@@ -316,45 +324,18 @@ impl Live<'_> {
                     .map_err(|e| SessionError::Closed(e.to_string()))?;
             }
             let renew_sleep = tokio::time::sleep_until(renew_at.into());
+            // In this order: answers and pings first, forwarded bodies only when nothing
+            // else waits, so a long stream never delays the link's own traffic.
             tokio::select! {
-                _ = self.ops.audit.spooled.notified() => audit_due = true,
-                change = service_changes.recv() => {
-                    let Ok(change) = change else { continue };
-                    watch_seq += 1;
-                    live_event(&mut sink, topic::SERVICE, watch_seq, serde_json::to_value(&change).unwrap_or_default()).await?;
+                biased;
+                _ = shutdown.changed() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
+                    return Err(SessionError::Shutdown);
                 }
-                sample = samples.recv() => {
-                    let Ok(sample) = sample else { continue };
-                    watch_seq += 1;
-                    live_event(&mut sink, topic::METRICS, watch_seq, serde_json::to_value(&*sample).unwrap_or_default()).await?;
-                }
-                changed = models.changed() => {
-                    if changed.is_err() {
-                        continue;
-                    }
-                    let now = models.borrow_and_update().clone();
-                    watch_seq += 1;
-                    live_event(&mut sink, topic::MODELS, watch_seq, serde_json::to_value(&now).unwrap_or_default()).await?;
-                }
-                changed = capabilities.changed() => {
-                    if changed.is_err() {
-                        continue;
-                    }
-                    let now = *capabilities.borrow_and_update();
-                    watch_seq += 1;
-                    live_event(&mut sink, topic::CAPABILITIES, watch_seq, serde_json::to_value(now).unwrap_or_default()).await?;
-                }
-                change = changes.recv() => {
-                    let change = match change {
-                        Ok(c) => c,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => crate::watch::Change {
-                            path: String::new(),
-                            kind: "overflow".into(),
-                        },
-                        Err(_) => continue,
-                    };
-                    watch_seq += 1;
-                    live_event(&mut sink, topic::WATCH, watch_seq, serde_json::to_value(&change).unwrap_or_default()).await?;
+                Some(reply) = replies.recv() => {
+                    sink.send(Message::Text(fit(reply, self.welcome.max_frame_bytes).into()))
+                        .await
+                        .map_err(|e| SessionError::Closed(e.to_string()))?;
                 }
                 msg = stream.next() => {
                     let text = match msg {
@@ -436,14 +417,49 @@ impl Live<'_> {
                         None => Instant::now() + Duration::from_secs(60),
                     };
                 }
-                Some(reply) = replies.recv() => {
-                    sink.send(Message::Text(fit(reply, self.welcome.max_frame_bytes).into()))
+                _ = self.ops.audit.spooled.notified() => audit_due = true,
+                change = service_changes.recv() => {
+                    let Ok(change) = change else { continue };
+                    watch_seq += 1;
+                    live_event(&mut sink, topic::SERVICE, watch_seq, serde_json::to_value(&change).unwrap_or_default()).await?;
+                }
+                sample = samples.recv() => {
+                    let Ok(sample) = sample else { continue };
+                    watch_seq += 1;
+                    live_event(&mut sink, topic::METRICS, watch_seq, serde_json::to_value(&*sample).unwrap_or_default()).await?;
+                }
+                changed = models.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let now = models.borrow_and_update().clone();
+                    watch_seq += 1;
+                    live_event(&mut sink, topic::MODELS, watch_seq, serde_json::to_value(&now).unwrap_or_default()).await?;
+                }
+                changed = capabilities.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let now = *capabilities.borrow_and_update();
+                    watch_seq += 1;
+                    live_event(&mut sink, topic::CAPABILITIES, watch_seq, serde_json::to_value(now).unwrap_or_default()).await?;
+                }
+                change = changes.recv() => {
+                    let change = match change {
+                        Ok(c) => c,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => crate::watch::Change {
+                            path: String::new(),
+                            kind: "overflow".into(),
+                        },
+                        Err(_) => continue,
+                    };
+                    watch_seq += 1;
+                    live_event(&mut sink, topic::WATCH, watch_seq, serde_json::to_value(&change).unwrap_or_default()).await?;
+                }
+                Some(chunk) = bulk.recv() => {
+                    sink.send(Message::Text(fit(chunk, self.welcome.max_frame_bytes).into()))
                         .await
                         .map_err(|e| SessionError::Closed(e.to_string()))?;
-                }
-                _ = shutdown.changed() => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
-                    return Err(SessionError::Shutdown);
                 }
             }
         }
@@ -455,7 +471,7 @@ impl Live<'_> {
                 // Answered in the loop without I/O: never refused as busy.
                 let inline = matches!(
                     req.op.as_str(),
-                    op::PING | op::EVENT_ACK | op::CANCEL | op::EXEC_LIST
+                    op::PING | op::EVENT_ACK | op::CANCEL | op::EXEC_LIST | op::STREAM_ACK
                 );
                 let permit = if inline {
                     None
@@ -473,10 +489,18 @@ impl Live<'_> {
                         }
                     }
                 };
-                match self.ops.handle(req, &self.replies) {
+                match self.ops.handle(req, &self.outlets) {
                     Handled::Now(response) => Some(Frame::Response(response)),
+                    Handled::Quiet => None,
+                    Handled::Own(task) => {
+                        tokio::spawn(async move {
+                            task.await;
+                            drop(permit);
+                        });
+                        None
+                    }
                     Handled::Later(answer) => {
-                        let replies = self.replies.clone();
+                        let replies = self.outlets.replies.clone();
                         tokio::spawn(async move {
                             let response = answer.await;
                             drop(permit);

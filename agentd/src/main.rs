@@ -106,6 +106,13 @@ struct RunArgs {
     /// Where the Automatic1111 / SDXL web UI listens (default 127.0.0.1:7860).
     #[arg(long, env = "AGENTD_SDXL_ADDRESS")]
     sdxl_address: Option<String>,
+    /// Forward the control plane's requests to the model servers (allowlisted paths only);
+    /// true or false (default true).
+    #[arg(long, env = "AGENTD_MODEL_FORWARDING", value_parser = clap::builder::BoolishValueParser::new())]
+    model_forwarding: Option<bool>,
+    /// How long a model server may take to answer a forwarded request (default 300s).
+    #[arg(long, env = "AGENTD_MODEL_HEADER_TIMEOUT", value_parser = parse_duration)]
+    model_header_timeout: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -213,6 +220,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = args.sdxl_address {
                 config.sdxl_address = v;
+            }
+            if let Some(v) = args.model_forwarding {
+                config.model_forwarding = v;
+            }
+            if let Some(v) = args.model_header_timeout {
+                config.model_header_timeout = v;
             }
             config.jails.extend(args.jails);
             config.allow.extend(args.allow);

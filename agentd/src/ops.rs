@@ -1,6 +1,6 @@
 //! What the agent does when the control plane asks: each operation of the protocol, answered
-//! at once (ping, listings) or in a task of its own (commands), so a slow command never holds
-//! up the link.
+//! at once (ping, listings) or in a task of its own (commands, forwards to the model servers),
+//! so a slow command never holds up the link.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use axon_shared::{
     Cancel, Chunk, ContainerRun, ContainerStats, ErrorCode, EventAck, ExecRun, Frame, FsOp,
-    ImagePull, LogLine, PROTOCOL_VERSION, Pong, Request, Response, ServiceOp, op,
+    ImagePull, LlmForward, LogLine, PROTOCOL_VERSION, Pong, Request, Requester, Response,
+    ServiceOp, StreamAck, op,
 };
 use tokio::sync::{Semaphore, mpsc};
 
@@ -17,6 +18,7 @@ use crate::audit::Auditor;
 use crate::clock::unix_ms;
 use crate::docker::EngineError;
 use crate::exec::{self, ExecError, Whitelist};
+use crate::forward::{Forwarder, Refusal};
 use crate::jail::{Jail, JailError};
 use crate::journal::JournalError;
 use crate::services::{ServiceError, Services};
@@ -59,6 +61,21 @@ async fn bounded_blocking<T: Send + 'static>(
 pub enum Handled {
     Now(Response),
     Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+    /// A task that sends its answer itself, then goes on streaming chunks.
+    Own(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// A notification: no answer.
+    Quiet,
+}
+
+/// Where a session takes an operation's frames.
+#[derive(Clone)]
+pub struct Outlets {
+    /// Answers and short output, sent ahead of bulk.
+    pub replies: mpsc::Sender<Frame>,
+    /// Forwarded bodies, sent only when nothing else waits.
+    pub bulk: mpsc::Sender<Frame>,
+    /// Largest frame the control plane accepts.
+    pub max_frame: usize,
 }
 
 /// The agent's operations.
@@ -80,6 +97,8 @@ pub struct Ops {
     pub samples: tokio::sync::broadcast::Sender<Arc<axon_shared::MetricsSample>>,
     /// Model servers as found last.
     pub models: tokio::sync::watch::Sender<axon_shared::ModelServers>,
+    /// Forwards to the model servers; `None` answers `llm.forward` as unavailable.
+    pub forwarder: Option<Forwarder>,
 }
 
 impl Ops {
@@ -121,11 +140,13 @@ impl Ops {
             capabilities: tokio::sync::watch::Sender::new(Default::default()),
             samples,
             models,
+            forwarder: None,
         }
     }
 
     /// Answers one request from the control plane.
-    pub fn handle(&self, req: Request, chunks: &mpsc::Sender<Frame>) -> Handled {
+    pub fn handle(&self, req: Request, outlets: &Outlets) -> Handled {
+        let chunks = &outlets.replies;
         match req.op.as_str() {
             op::PING => Handled::Now(Response::ok(
                 req.id,
@@ -144,6 +165,15 @@ impl Ops {
             | op::IMAGE_LIST
             | op::IMAGE_PULL => self.service(req, chunks),
             op::CANCEL => Handled::Now(self.cancel(req)),
+            op::LLM_FORWARD => self.forward(req, outlets),
+            op::STREAM_ACK => {
+                match (req.body_as::<StreamAck>(), &self.forwarder) {
+                    (Ok(ack), Some(forwarder)) => forwarder.ack(&ack),
+                    (Ok(_), None) => {}
+                    (Err(e), _) => tracing::debug!(error = %e, "invalid stream.ack ignored"),
+                }
+                Handled::Quiet
+            }
             op::EVENT_ACK => Handled::Now(match req.body_as::<EventAck>() {
                 Ok(ack) => match self.audit.ack(ack.seq) {
                     Ok(n) => Response::ok(req.id, &serde_json::json!({ "removed": n })),
@@ -338,14 +368,71 @@ impl Ops {
     fn cancel(&self, req: Request) -> Response {
         match req.body_as::<Cancel>() {
             Ok(c) => {
-                let found = lock(&self.follows).remove(&c.id).map(|tx| tx.send(()));
-                Response::ok(req.id, &serde_json::json!({ "cancelled": found.is_some() }))
+                let followed = lock(&self.follows).remove(&c.id).map(|tx| tx.send(()));
+                let forwarded = self.forwarder.as_ref().is_some_and(|f| f.cancel(&c.id));
+                Response::ok(
+                    req.id,
+                    &serde_json::json!({ "cancelled": followed.is_some() || forwarded }),
+                )
             }
             Err(e) => Response::err(
                 req.id,
                 ErrorCode::BadRequest,
                 format!("invalid request.cancel: {e}"),
             ),
+        }
+    }
+
+    fn forward(&self, req: Request, outlets: &Outlets) -> Handled {
+        let Some(forwarder) = &self.forwarder else {
+            return Handled::Now(Response::err(
+                req.id,
+                ErrorCode::Unavailable,
+                "model forwarding is not available on this agent",
+            ));
+        };
+        let forward: LlmForward = match req.body_as() {
+            Ok(f) => f,
+            Err(e) => {
+                return Handled::Now(Response::err(
+                    req.id,
+                    ErrorCode::BadRequest,
+                    format!("invalid llm.forward body: {e}"),
+                ));
+            }
+        };
+        let begun = forwarder.begin(
+            &req.id,
+            forward,
+            outlets.replies.clone(),
+            outlets.bulk.clone(),
+            outlets.max_frame,
+        );
+        match begun {
+            Ok(task) => Handled::Own(task),
+            Err(Refusal {
+                code,
+                message,
+                denied: Some(target),
+            }) => {
+                tracing::warn!(%target, reason = %message, "forward refused");
+                let audit = self.audit.clone();
+                Handled::Later(Box::pin(async move {
+                    audit
+                        .note(
+                            op::LLM_FORWARD,
+                            "denied",
+                            &target,
+                            &Requester::default(),
+                            &message,
+                        )
+                        .await;
+                    Response::err(req.id, code, message)
+                }))
+            }
+            Err(Refusal { code, message, .. }) => {
+                Handled::Now(Response::err(req.id, code, message))
+            }
         }
     }
 

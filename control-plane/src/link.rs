@@ -541,6 +541,8 @@ impl Session {
                 None
             }
             Frame::Chunk(chunk) => {
+                // A chunk of an open stream goes to its reader; others to the live feed.
+                let chunk = conn.route_chunk(chunk)?;
                 self.state.live.publish(crate::live::LiveEvent::ExecOutput {
                     host_id: self.host_id.clone(),
                     request_id: chunk.id,

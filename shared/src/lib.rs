@@ -25,9 +25,10 @@ pub use id::{Ulid, hex_decode, hex_encode};
 pub use messages::{
     AuditRecord, Cancel, Capabilities, CertRenew, CertRenewed, CommandInfo, ContainerRun,
     ContainerStats, EnrollRequest, EnrollResponse, EventAck, ExecResult, ExecRun, FsContent,
-    FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts, ImageInfo, ImagePull, LogLine, MountSpec,
-    ParamSchema, Pong, PortInfo, PortSpec, Requester, ServiceActed, ServiceEvent, ServiceInfo,
-    ServiceLogs, ServiceOp, Welcome, op, topic,
+    FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts, ImageInfo, ImagePull, LlmForward,
+    LlmForwarded, LogLine, ModelServerKind, MountSpec, ParamSchema, Pong, PortInfo, PortSpec,
+    Requester, ServiceActed, ServiceEvent, ServiceInfo, ServiceLogs, ServiceOp, StreamAck, Welcome,
+    op, stream, topic,
 };
 pub use metrics::{
     CpuSample, DiskSample, GpuEvent, GpuProcess, GpuSample, MemorySample, MetricsSample,
@@ -50,5 +51,10 @@ pub const ENROLL_PATH: &str = "/api/enroll";
 pub const MAX_ID_LEN: usize = 64;
 /// Longest operation or topic name accepted.
 pub const MAX_OP_LEN: usize = 64;
+/// Chunks of one flow-controlled stream (`llm.forward`) the agent sends before it waits for a
+/// `stream.ack`.
+pub const STREAM_WINDOW: u64 = 16;
+/// Most bytes of `data` in one chunk of a flow-controlled stream.
+pub const MAX_STREAM_CHUNK: usize = 32 * 1024;
 /// Prefix of the URI SAN that names the host in an agent certificate: `urn:axon:host:<id>`.
 pub const HOST_URI_PREFIX: &str = "urn:axon:host:";

@@ -51,6 +51,20 @@ pub mod op {
     pub const CANCEL: &str = "request.cancel";
     /// Control plane → agent: [`super::EventAck`]; every event up to `seq` is stored.
     pub const EVENT_ACK: &str = "event.ack";
+    /// Control plane → agent: [`super::LlmForward`]; answered by [`super::LlmForwarded`] as
+    /// soon as the model server's status and headers are in, then its body follows as chunks
+    /// of the same id (see [`super::stream`]), flow-controlled by `stream.ack`.
+    pub const LLM_FORWARD: &str = "llm.forward";
+    /// Control plane → agent: [`super::StreamAck`]. A notification: the agent sends no answer.
+    pub const STREAM_ACK: &str = "stream.ack";
+}
+
+/// The `stream` names of an `llm.forward` answer's chunks.
+pub mod stream {
+    /// A piece of the model server's body.
+    pub const BODY: &str = "body";
+    /// The final chunk of a body that failed midway; `data` says why.
+    pub const ERROR: &str = "error";
 }
 
 /// Event topics.
@@ -689,4 +703,62 @@ pub struct ImagePull {
 pub struct Cancel {
     /// The request's id.
     pub id: String,
+}
+
+/// A model server the agent can forward to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelServerKind {
+    /// Ollama.
+    Ollama,
+    /// The Automatic1111 / SDXL web UI.
+    Sdxl,
+}
+
+impl ModelServerKind {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ollama => "ollama",
+            Self::Sdxl => "sdxl",
+        }
+    }
+}
+
+/// An HTTP request for a model server on the agent's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmForward {
+    /// Which of the host's model servers.
+    pub server: ModelServerKind,
+    /// `GET` or `POST`.
+    pub method: String,
+    /// One of the agent's allowlisted paths, exactly (no query string).
+    pub path: String,
+    /// The request body, JSON text (`POST` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// The model server's status and headers; its body follows as chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmForwarded {
+    /// The HTTP status the model server answered.
+    pub status: u16,
+    /// Its `Content-Type` (empty when it sent none).
+    pub content_type: String,
+    /// Its `Retry-After`, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+}
+
+/// Every chunk of request `id` up to and including `seq` has been consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamAck {
+    /// The request's id.
+    pub id: String,
+    /// The last chunk consumed.
+    pub seq: u64,
 }

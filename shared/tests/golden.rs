@@ -165,3 +165,54 @@ fn service_fixtures_have_typed_bodies() {
     let line: LogLine = serde_json::from_str(&chunk.data).expect("typed log line");
     assert_eq!(line.priority, Some(6));
 }
+
+#[test]
+fn llm_forward_fixtures_have_typed_bodies() {
+    let Frame::Request(req) = round_trip("request_llm_forward.json") else {
+        panic!("llm.forward is a request")
+    };
+    assert_eq!(req.op, op::LLM_FORWARD);
+    let forward: LlmForward = req.body_as().expect("typed forward");
+    assert_eq!(forward.server, ModelServerKind::Ollama);
+    assert_eq!(forward.path, "/api/chat");
+    let inner: Value = serde_json::from_str(forward.body.as_deref().expect("body")).expect("json");
+    assert_eq!(inner["stream"], true);
+
+    let Frame::Response(resp) = round_trip("response_llm_forwarded.json") else {
+        panic!("the forwarded head is a response")
+    };
+    let head: LlmForwarded = resp.into_result().expect("typed head");
+    assert_eq!(head.status, 503);
+    assert_eq!(head.retry_after.as_deref(), Some("5"));
+
+    let Frame::Chunk(body) = round_trip("chunk_llm_body.json") else {
+        panic!("body is a chunk")
+    };
+    assert_eq!(
+        (body.stream.as_str(), body.seq, body.last),
+        (stream::BODY, 0, false)
+    );
+    assert!(body.data.contains("Grüße") && body.data.ends_with('\n'));
+    let Frame::Chunk(failed) = round_trip("chunk_llm_error.json") else {
+        panic!("error is a chunk")
+    };
+    assert!(failed.last && failed.stream == stream::ERROR);
+
+    let Frame::Request(ack) = round_trip("request_stream_ack.json") else {
+        panic!("stream.ack is a request")
+    };
+    assert_eq!(ack.op, op::STREAM_ACK);
+    let ack: StreamAck = ack.body_as().expect("typed ack");
+    assert_eq!(ack.seq, 6);
+
+    // The server names are snake_case, and unknown ones are refused.
+    let sdxl: LlmForward =
+        serde_json::from_str(r#"{"server":"sdxl","method":"GET","path":"/sdapi/v1/progress"}"#)
+            .expect("sdxl");
+    assert_eq!(sdxl.server, ModelServerKind::Sdxl);
+    assert!(sdxl.body.is_none());
+    assert!(
+        serde_json::from_str::<LlmForward>(r#"{"server":"comfy","method":"GET","path":"/"}"#)
+            .is_err()
+    );
+}
