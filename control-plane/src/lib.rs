@@ -114,11 +114,17 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         &store,
         config.metrics_retention,
     )?);
-    let llm = Arc::new(llm::Gateway::open(
-        &config.llm,
-        &store.db,
-        Arc::new(llm::fleet::NoFleet),
-    )?);
+    let store = Arc::new(store);
+    let hub = Arc::new(Hub::default());
+    let fleet = Arc::new(llm::fleet::LiveFleet::new(
+        store.clone(),
+        hub.clone(),
+        telemetry.clone(),
+        revocations.clone(),
+        config.llm.fleet_timeouts.first_byte(),
+        llm::gateway::HOST_HEADROOM,
+    ));
+    let llm = Arc::new(llm::Gateway::open(&config.llm, &store.db, fleet)?);
     Ok(AppState {
         llm,
         audit,
@@ -126,10 +132,10 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         telemetry,
         http_metrics: Arc::default(),
         config: Arc::new(config),
-        store: Arc::new(store),
+        store,
         pki: Arc::new(pki),
         jwt: Arc::new(jwt),
-        hub: Arc::new(Hub::default()),
+        hub,
         revocations,
         limiter: Arc::new(api::RateLimiter::default()),
         passwords: Arc::new(auth::PasswordWork::default()),

@@ -4,9 +4,15 @@
 //! model loaded but busy come last of all. `sd/<checkpoint>` likewise for SD WebUI hosts.
 //! The ranking is a pure function of a snapshot, so it is tested without a fleet.
 
-use axon_shared::{ModelServers, OllamaModel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axon_shared::{ModelServerKind, ModelServers, OllamaModel};
 
 use super::transport::Transport;
+use crate::fleet::{Hub, Revocations};
+use crate::model::Store;
+use crate::telemetry::Telemetry;
 
 /// A GPU busier than this (percent) leaves no headroom.
 const BUSY_GPU_PCT: f32 = 90.0;
@@ -74,6 +80,152 @@ impl FleetDirectory for NoFleet {
     }
     fn models(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// How long the registry snapshot is reused; who is online is checked on every request.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+
+/// The live fleet: the registry's model servers, the latest GPU samples, the hub's links.
+pub struct LiveFleet {
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    telemetry: Arc<Telemetry>,
+    revocations: Arc<Revocations>,
+    /// Longest wait for an agent's answer to start (a model may be loading).
+    link_timeout: Duration,
+    headroom: u64,
+    snapshot: Mutex<Option<(Instant, Arc<Vec<HostView>>)>>,
+}
+
+impl LiveFleet {
+    pub fn new(
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        telemetry: Arc<Telemetry>,
+        revocations: Arc<Revocations>,
+        link_timeout: Duration,
+        headroom: u64,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            telemetry,
+            revocations,
+            link_timeout,
+            headroom,
+            snapshot: Mutex::new(None),
+        }
+    }
+
+    /// Hosts with a model server, online and not revoked now, with their latest GPU figures.
+    fn hosts(&self) -> Vec<HostView> {
+        let snapshot = {
+            let mut cached = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+            match &*cached {
+                Some((at, hosts)) if at.elapsed() < SNAPSHOT_TTL => hosts.clone(),
+                _ => {
+                    let hosts = Arc::new(self.read_registry());
+                    *cached = Some((Instant::now(), hosts.clone()));
+                    hosts
+                }
+            }
+        };
+        snapshot
+            .iter()
+            .filter(|h| self.hub.is_online(&h.host_id) && !self.revocations.is_revoked(&h.host_id))
+            .map(|h| HostView {
+                gpus: self.gpus(&h.host_id),
+                ..h.clone()
+            })
+            .collect()
+    }
+
+    /// Each GPU's utilisation and free memory from the host's latest sample.
+    fn gpus(&self, host: &str) -> Vec<(Option<f32>, Option<u64>)> {
+        self.telemetry
+            .latest(host)
+            .map(|s| {
+                s.gpus
+                    .iter()
+                    .map(|g| {
+                        let free = match (g.mem_total_bytes, g.mem_used_bytes) {
+                            (Some(t), Some(u)) => Some(t.saturating_sub(u)),
+                            _ => None,
+                        };
+                        (g.util_pct, free)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The registry's hosts with model servers (GPU figures are added fresh per request).
+    fn read_registry(&self) -> Vec<HostView> {
+        let hosts = match self.store.hosts.values() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the registry for LLM routing failed");
+                return Vec::new();
+            }
+        };
+        hosts
+            .into_iter()
+            .filter(|h| {
+                h.revoked_at.is_none()
+                    && (h.model_servers.ollama.is_some() || h.model_servers.sdxl.is_some())
+            })
+            .map(|h| HostView {
+                host_id: h.id,
+                models: h.model_servers,
+                gpus: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn picks(&self, ranked: Ranked, server: ModelServerKind) -> Picks {
+        let pick = |(host_id, model): (String, String)| FleetPick {
+            transport: Transport::Link {
+                hub: self.hub.clone(),
+                host_id: host_id.clone(),
+                server,
+                timeout: self.link_timeout,
+            },
+            host_id,
+            model,
+        };
+        Picks {
+            ready: ranked.0.into_iter().map(pick).collect(),
+            busy: ranked.1.into_iter().map(pick).collect(),
+        }
+    }
+}
+
+impl FleetDirectory for LiveFleet {
+    fn ollama(&self, model: &str, in_flight: &dyn Fn(&str) -> u64) -> Picks {
+        let ranked = rank_ollama(&self.hosts(), model, in_flight, self.headroom);
+        self.picks(ranked, ModelServerKind::Ollama)
+    }
+
+    fn sd(&self, model: &str, in_flight: &dyn Fn(&str) -> u64) -> Picks {
+        let ranked = rank_sd(&self.hosts(), model, in_flight, self.headroom);
+        self.picks(ranked, ModelServerKind::Sdxl)
+    }
+
+    fn models(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in self.hosts() {
+            if let Some(o) = &h.models.ollama {
+                out.extend(o.models.iter().map(|m| format!("ollama/{}", m.name)));
+            }
+            if let Some(sd) = &h.models.sdxl {
+                out.push("sd/default".to_owned());
+                out.extend(sd.models.iter().map(|m| format!("sd/{m}")));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 }
 

@@ -3,9 +3,12 @@
 //! on that host's loopback. Providers build an [`HttpCall`] and read an [`HttpReply`] the same
 //! way over either.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+
+use crate::fleet::{ChunkStream, Hub, LinkError};
 
 /// One HTTP request to an upstream.
 #[derive(Debug, Clone)]
@@ -60,6 +63,7 @@ pub struct HttpReply {
 
 enum ReplyBody {
     Http(reqwest::Response),
+    Link(ChunkStream),
 }
 
 impl HttpReply {
@@ -70,6 +74,21 @@ impl HttpReply {
                 .chunk()
                 .await
                 .map_err(|e| TransportError::Broken(describe(&e))),
+            ReplyBody::Link(stream) => loop {
+                match stream.next().await {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(chunk)) if chunk.stream == axon_shared::stream::ERROR => {
+                        return Err(TransportError::Broken(chunk.data));
+                    }
+                    Ok(Some(chunk)) if chunk.data.is_empty() => {
+                        if chunk.last {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(chunk)) => return Ok(Some(Bytes::from(chunk.data))),
+                    Err(e) => return Err(TransportError::Link(e.to_string())),
+                }
+            },
         }
     }
 
@@ -115,6 +134,14 @@ pub enum Transport {
         base: String,
         auth: Vec<(&'static str, String)>,
     },
+    /// Through a fleet host's agent link to its model server.
+    Link {
+        hub: Arc<Hub>,
+        host_id: String,
+        server: axon_shared::ModelServerKind,
+        /// Longest wait for the agent's answer to start.
+        timeout: Duration,
+    },
 }
 
 impl Transport {
@@ -149,6 +176,35 @@ impl Transport {
                     retry_after: header(reqwest::header::RETRY_AFTER)
                         .and_then(|v| parse_retry_after(&v)),
                     body: ReplyBody::Http(response),
+                })
+            }
+            Self::Link {
+                hub,
+                host_id,
+                server,
+                timeout,
+            } => {
+                let body = axon_shared::LlmForward {
+                    server: *server,
+                    method: call.method.as_str().to_owned(),
+                    path: call.path,
+                    body: call.body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                };
+                let (started, stream) = hub
+                    .open_stream(host_id, axon_shared::op::LLM_FORWARD, &body, *timeout)
+                    .await
+                    .map_err(|e| match e {
+                        LinkError::Refused { error, .. } => TransportError::Refused(error.message),
+                        LinkError::Offline { .. } => TransportError::Connect(e.to_string()),
+                        other => TransportError::Link(other.to_string()),
+                    })?;
+                let started: axon_shared::LlmForwarded = serde_json::from_value(started)
+                    .map_err(|e| TransportError::Link(format!("unexpected agent answer: {e}")))?;
+                Ok(HttpReply {
+                    status: started.status,
+                    content_type: started.content_type,
+                    retry_after: started.retry_after.as_deref().and_then(parse_retry_after),
+                    body: ReplyBody::Link(stream),
                 })
             }
         }
