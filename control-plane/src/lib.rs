@@ -189,6 +189,7 @@ pub async fn run(
     housekeeping.abort();
     state.audit.flush_refusals(true);
     state.audit.settled().await;
+    state.llm.usage.shutdown().await;
     // Give sessions a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     state.store.db.flush().await?;

@@ -486,6 +486,7 @@ impl Session {
                 if let Err(e) = stored {
                     tracing::error!(host = %self.host_id, error = %e, "registry update failed");
                 }
+                self.state.llm.fleet.refresh();
                 self.state.live.publish(crate::live::LiveEvent::HostModels {
                     host_id: self.host_id.clone(),
                     model_servers: found,

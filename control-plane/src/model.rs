@@ -97,6 +97,42 @@ pub struct Host {
     /// Model servers (Ollama, SDXL) the agent found last.
     #[serde(default)]
     pub model_servers: axon_shared::ModelServers,
+    /// Addresses an admin set for reaching the host's model servers directly (instead of
+    /// through the agent's link).
+    #[serde(default, skip_serializing_if = "ModelUrls::is_empty")]
+    pub model_urls: ModelUrls,
+}
+
+/// Direct addresses of a host's model servers, e.g. `http://10.0.0.7:11434`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelUrls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sd: Option<String>,
+}
+
+impl ModelUrls {
+    pub fn is_empty(&self) -> bool {
+        self.ollama.is_none() && self.sd.is_none()
+    }
+
+    /// Why the addresses cannot be stored.
+    pub fn check(&self) -> Result<(), String> {
+        for url in self.ollama.iter().chain(self.sd.iter()) {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() <= 300
+                && !url.contains('@')
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(format!(
+                    "model_urls: {url:?} must be an http:// or https:// base URL without credentials, up to 300 characters"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A GPU fault reported by a host, kept until someone acknowledges it.

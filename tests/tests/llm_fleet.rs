@@ -185,6 +185,54 @@ async fn requests_go_to_the_gpu_that_has_the_model_and_move_when_it_cannot() {
     // A model only B has loaded goes to B.
     let (_, upstream, _) = chat(&cp, &admin, "ollama/qwen2.5:7b", false).await;
     assert_eq!(upstream, on_b);
+    // An admin-set direct address replaces the link for that host (here another Ollama, so the
+    // answer shows which way it went); clearing it brings the link back.
+    let direct = MockLlm::start(Behaviour {
+        label: "direct".into(),
+        ..Behaviour::default()
+    })
+    .await;
+    let (status, body) = cp
+        .call(
+            Method::PATCH,
+            &format!("/api/hosts/{}", b.host_id),
+            Some(&admin),
+            Some(json!({"model_urls": {"ollama": direct.base_url()}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, upstream, text) = chat(&cp, &admin, "ollama/qwen2.5:7b", false).await;
+    assert_eq!(upstream, on_b);
+    assert!(text.contains("direct:qwen2.5:7b"), "{text}");
+    let (status, _) = cp
+        .call(
+            Method::PATCH,
+            &format!("/api/hosts/{}", b.host_id),
+            Some(&admin),
+            Some(json!({"model_urls": {"ollama": "file:///etc/passwd"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = cp
+        .call(
+            Method::PATCH,
+            &format!("/api/hosts/{}", b.host_id),
+            Some(&admin),
+            Some(json!({"model_urls": {}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stale = wait_until(LIMIT, || async {
+        chat(&cp, &admin, "ollama/qwen2.5:7b", false)
+            .await
+            .2
+            .contains("b:qwen2.5:7b")
+    })
+    .await;
+    assert!(
+        stale.is_some(),
+        "the link is used again once the address is cleared"
+    );
 
     // Streams ride the link, translated, and usage names the host.
     let (status, upstream, text) = chat(&cp, &admin, "ollama/llama3.2", true).await;

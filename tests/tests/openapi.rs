@@ -86,6 +86,15 @@ async fn the_api_answers_as_its_openapi_document_says() {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("operations") {
             let name = format!("{} {path}", method.to_uppercase());
+            if path.starts_with("/v1/") {
+                // The gateway answers 502-504 when no upstream can serve a model: documented,
+                // and not a fault of the server.
+                config.push_str(&format!(
+                    "[[operations]]\ninclude-name = {}\nchecks.not_a_server_error.expected-statuses = [\"2xx\", \"3xx\", \"4xx\", \"502\", \"503\", \"504\"]\n\n",
+                    quoted(&name)
+                ));
+                continue;
+            }
             let pinned = match path.as_str() {
                 "/api/hosts/{id}" if method == "delete" => ("id", spare.host_id.as_str()),
                 p if p.starts_with("/api/hosts/{id}") => ("id", host.host_id.as_str()),

@@ -195,6 +195,7 @@ async fn enroll_checked(
         facts: None,
         capabilities: Default::default(),
         model_servers: Default::default(),
+        model_urls: Default::default(),
         agent_version: None,
         first_seen: now(),
         last_seen: None,

@@ -60,6 +60,9 @@ pub(super) struct HostView {
     tenant_id: Option<String>,
     /// Ollama and SDXL as the agent found them last.
     model_servers: axon_shared::ModelServers,
+    /// Direct addresses of the model servers, when an admin set them.
+    #[serde(skip_serializing_if = "crate::model::ModelUrls::is_empty")]
+    model_urls: crate::model::ModelUrls,
 }
 
 fn view(state: &AppState, h: Host) -> HostView {
@@ -85,11 +88,10 @@ fn view(state: &AppState, h: Host) -> HostView {
         revoked_at: h.revoked_at,
         tenant_id: h.tenant_id,
         model_servers: h.model_servers,
+        model_urls: h.model_urls,
     }
 }
 
-/// The host, if it exists and the caller may see it; otherwise the same 404.
-/// The host with this id, if the caller may see it (404 otherwise, as for a missing one).
 /// The host `id` as `caller` may see it: another tenant's host looks missing.
 pub(crate) fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Host, ApiError> {
     state
@@ -116,6 +118,9 @@ pub(super) struct HostPatch {
     labels: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "super::double_option")]
     tenant_id: Option<Option<String>>,
+    /// Replaces the direct model-server addresses whole (`{}` clears them: the gateway then
+    /// goes through the agent's link).
+    model_urls: Option<crate::model::ModelUrls>,
 }
 
 async fn list(
@@ -193,6 +198,9 @@ async fn update(
             "labels: at most 32, keys 1 to 128 and values up to 128 printable characters",
         ));
     }
+    if let Some(urls) = &patch.model_urls {
+        urls.check().map_err(ApiError::bad_request)?;
+    }
     if let Some(Some(tenant)) = &patch.tenant_id
         && state.store.tenants.get(tenant)?.is_none()
     {
@@ -208,8 +216,12 @@ async fn update(
             if let Some(tenant) = &patch.tenant_id {
                 h.tenant_id = tenant.clone();
             }
+            if let Some(urls) = &patch.model_urls {
+                h.model_urls = urls.clone();
+            }
         })?
         .ok_or_else(|| ApiError::not_found(format!("no host with id {id}")))?;
+    state.llm.fleet.refresh();
     state.store.db.flush().await?;
     state.audit.record(
         state

@@ -287,6 +287,9 @@ async fn images(
                 .into_response();
         }
     };
+    if let Err(e) = req.check() {
+        return e.into_response();
+    }
     let who = match metered(&state, &caller) {
         Ok(w) => w,
         Err(e) => return e.into_response(),

@@ -24,6 +24,8 @@ pub struct HostView {
     pub models: ModelServers,
     /// Each GPU's utilisation (percent) and free memory (bytes), where known.
     pub gpus: Vec<(Option<f32>, Option<u64>)>,
+    /// Direct addresses an admin set; the link is used where absent.
+    pub urls: crate::model::ModelUrls,
 }
 
 impl HostView {
@@ -66,6 +68,8 @@ pub trait FleetDirectory: Send + Sync {
     fn sd(&self, model: &str, in_flight: &dyn Fn(&str) -> u64) -> Picks;
     /// `ollama/<m>` and `sd/<m>` names of what online hosts offer.
     fn models(&self) -> Vec<String>;
+    /// A host's model servers or addresses changed: read the registry again.
+    fn refresh(&self) {}
 }
 
 /// A fleet with no model servers.
@@ -96,6 +100,8 @@ pub struct LiveFleet {
     link_timeout: Duration,
     headroom: u64,
     snapshot: Mutex<Option<(Instant, Arc<Vec<HostView>>)>>,
+    /// For hosts with a direct address.
+    http: Option<reqwest::Client>,
 }
 
 impl LiveFleet {
@@ -115,6 +121,7 @@ impl LiveFleet {
             link_timeout,
             headroom,
             snapshot: Mutex::new(None),
+            http: super::transport::client(Duration::from_secs(5)).ok(),
         }
     }
 
@@ -179,18 +186,31 @@ impl LiveFleet {
                 host_id: h.id,
                 models: h.model_servers,
                 gpus: Vec::new(),
+                urls: h.model_urls,
             })
             .collect()
     }
 
-    fn picks(&self, ranked: Ranked, server: ModelServerKind) -> Picks {
+    fn picks(&self, hosts: &[HostView], ranked: Ranked, server: ModelServerKind) -> Picks {
+        let direct = |host_id: &str| {
+            let host = hosts.iter().find(|h| h.host_id == host_id)?;
+            let url = match server {
+                ModelServerKind::Ollama => host.urls.ollama.clone(),
+                ModelServerKind::Sdxl => host.urls.sd.clone(),
+            }?;
+            Some(Transport::Http {
+                client: self.http.clone()?,
+                base: url.trim_end_matches('/').to_owned(),
+                auth: Vec::new(),
+            })
+        };
         let pick = |(host_id, model): (String, String)| FleetPick {
-            transport: Transport::Link {
+            transport: direct(&host_id).unwrap_or_else(|| Transport::Link {
                 hub: self.hub.clone(),
                 host_id: host_id.clone(),
                 server,
                 timeout: self.link_timeout,
-            },
+            }),
             host_id,
             model,
         };
@@ -202,14 +222,20 @@ impl LiveFleet {
 }
 
 impl FleetDirectory for LiveFleet {
+    fn refresh(&self) {
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn ollama(&self, model: &str, in_flight: &dyn Fn(&str) -> u64) -> Picks {
-        let ranked = rank_ollama(&self.hosts(), model, in_flight, self.headroom);
-        self.picks(ranked, ModelServerKind::Ollama)
+        let hosts = self.hosts();
+        let ranked = rank_ollama(&hosts, model, in_flight, self.headroom);
+        self.picks(&hosts, ranked, ModelServerKind::Ollama)
     }
 
     fn sd(&self, model: &str, in_flight: &dyn Fn(&str) -> u64) -> Picks {
-        let ranked = rank_sd(&self.hosts(), model, in_flight, self.headroom);
-        self.picks(ranked, ModelServerKind::Sdxl)
+        let hosts = self.hosts();
+        let ranked = rank_sd(&hosts, model, in_flight, self.headroom);
+        self.picks(&hosts, ranked, ModelServerKind::Sdxl)
     }
 
     fn models(&self) -> Vec<String> {
@@ -364,6 +390,7 @@ mod tests {
                 sdxl: None,
             },
             gpus: vec![(Some(gpu.0), Some(gpu.1))],
+            urls: Default::default(),
         }
     }
 

@@ -139,9 +139,11 @@ impl Gateway {
         db: &Db,
         fleet: Arc<dyn FleetDirectory>,
     ) -> Result<Self, GatewayError> {
-        let client = super::transport::client().map_err(GatewayError::Client)?;
         let mut providers = HashMap::new();
         for spec in &config.providers {
+            let client =
+                super::transport::client(Duration::from_millis(spec.timeouts.connect_ms.max(1)))
+                    .map_err(GatewayError::Client)?;
             let mut auth = Vec::new();
             if let Some(key) = &spec.api_key {
                 match spec.kind {
@@ -154,7 +156,7 @@ impl Gateway {
                 Provider {
                     dialect: dialect(spec.kind),
                     transport: Transport::Http {
-                        client: client.clone(),
+                        client,
                         base: spec.base_url.clone(),
                         auth,
                     },

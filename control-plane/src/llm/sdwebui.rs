@@ -10,31 +10,8 @@ use super::provider::{
 use super::transport::HttpCall;
 use super::wire::{ChatRequest, ImageRequest, LlmError, unix_now};
 
-/// Largest side and count of images in one request.
-const MAX_SIDE: u32 = 2048;
-const MAX_IMAGES: u32 = 4;
-
 #[derive(Default)]
 pub struct SdWebUi;
-
-/// `WIDTHxHEIGHT`, each a multiple of 8 within bounds.
-fn size(size: Option<&str>) -> Result<(u32, u32), LlmError> {
-    let Some(size) = size else {
-        return Ok((1024, 1024));
-    };
-    let bad = || {
-        LlmError::invalid(format!(
-            "size '{size}' must be WIDTHxHEIGHT, multiples of 8 from 64 to {MAX_SIDE}"
-        ))
-        .param("size")
-    };
-    let (w, h) = size.split_once('x').ok_or_else(bad)?;
-    let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
-    if !(64..=MAX_SIDE).contains(&w) || !(64..=MAX_SIDE).contains(&h) || w % 8 != 0 || h % 8 != 0 {
-        return Err(bad());
-    }
-    Ok((w, h))
-}
 
 impl LlmProvider for SdWebUi {
     fn kind(&self) -> ProviderKind {
@@ -76,24 +53,8 @@ impl LlmProvider for SdWebUi {
     }
 
     fn image_call(&self, req: &ImageRequest, model: &str) -> Result<HttpCall, LlmError> {
-        if req
-            .response_format
-            .as_deref()
-            .is_some_and(|f| f != "b64_json")
-        {
-            return Err(LlmError::invalid(
-                "only response_format b64_json is served for images (the gateway does not store them)",
-            )
-            .param("response_format"));
-        }
-        if req.prompt.trim().is_empty() || req.prompt.len() > 8000 {
-            return Err(LlmError::invalid("prompt must have 1 to 8000 bytes").param("prompt"));
-        }
+        let (width, height) = req.check()?;
         let n = req.n.unwrap_or(1);
-        if !(1..=MAX_IMAGES).contains(&n) {
-            return Err(LlmError::invalid(format!("n must be 1 to {MAX_IMAGES}")).param("n"));
-        }
-        let (width, height) = size(req.size.as_deref())?;
         let mut body = json!({
             "prompt": req.prompt,
             "negative_prompt": req.negative_prompt.clone().unwrap_or_default(),

@@ -223,11 +223,11 @@ pub fn parse_retry_after(value: &str) -> Option<u64> {
     (!value.is_empty()).then_some(60)
 }
 
-/// The HTTP client every direct upstream shares: one pool for the process's life, no proxy,
-/// no redirects (a redirect could carry the key elsewhere), `TCP_NODELAY`.
-pub fn client() -> Result<reqwest::Client, String> {
+/// An upstream's HTTP client: one pool for the process's life, no proxy, no redirects (a
+/// redirect could carry the key elsewhere), `TCP_NODELAY`.
+pub fn client(connect: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(connect)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)

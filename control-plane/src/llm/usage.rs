@@ -179,6 +179,8 @@ pub struct UsageLog {
     submitted: AtomicU64,
     applied: Arc<AtomicU64>,
     settled: Arc<Notify>,
+    stop: Arc<Notify>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Records kept waiting for the writer before new ones are dropped (and logged).
@@ -197,11 +199,19 @@ impl UsageLog {
             submitted: AtomicU64::new(0),
             applied: Arc::new(AtomicU64::new(0)),
             settled: Arc::new(Notify::new()),
+            stop: Arc::new(Notify::new()),
+            task: std::sync::Mutex::new(None),
         });
-        let applied = log.applied.clone();
-        let settled = log.settled.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(writer(rx, records, daily, applied, settled));
+            let task = handle.spawn(writer(
+                rx,
+                records,
+                daily,
+                log.applied.clone(),
+                log.settled.clone(),
+                log.stop.clone(),
+            ));
+            *log.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
         Ok(log)
     }
@@ -212,7 +222,23 @@ impl UsageLog {
             Ok(()) => {
                 self.submitted.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => tracing::error!(error = %e, "usage queue full; a usage record was dropped"),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::error!("usage queue full; a usage record was dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!(
+                    "usage writer stopped; a record of a call ending at shutdown was dropped"
+                );
+            }
+        }
+    }
+
+    /// Stores what is queued and stops the writer, releasing its handles on the store.
+    pub async fn shutdown(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            self.stop.notify_one();
+            let _ = task.await;
         }
     }
 
@@ -258,9 +284,28 @@ async fn writer(
     daily: Tree<Totals>,
     applied: Arc<AtomicU64>,
     settled: Arc<Notify>,
+    stop: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 1024).await > 0 {
+    let mut stopping = false;
+    while !stopping {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    break;
+                }
+            }
+            () = stop.notified() => {
+                rx.close();
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                stopping = true;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let taken = std::mem::take(&mut batch);
         let n = taken.len() as u64;
         let records = records.clone();

@@ -634,6 +634,52 @@ pub struct ImageRequest {
     pub steps: Option<u32>,
 }
 
+impl ImageRequest {
+    /// Most images in one request, and the largest side.
+    pub const MAX_IMAGES: u32 = 4;
+    pub const MAX_SIDE: u32 = 2048;
+
+    /// Checks what does not depend on the upstream; returns width and height.
+    pub fn check(&self) -> Result<(u32, u32), LlmError> {
+        if self
+            .response_format
+            .as_deref()
+            .is_some_and(|f| f != "b64_json")
+        {
+            return Err(LlmError::invalid(
+                "only response_format b64_json is served for images (the gateway does not store them)",
+            )
+            .param("response_format"));
+        }
+        if self.prompt.trim().is_empty() || self.prompt.len() > 8000 {
+            return Err(LlmError::invalid("prompt must have 1 to 8000 bytes").param("prompt"));
+        }
+        let n = self.n.unwrap_or(1);
+        if !(1..=Self::MAX_IMAGES).contains(&n) {
+            return Err(
+                LlmError::invalid(format!("n must be 1 to {}", Self::MAX_IMAGES)).param("n"),
+            );
+        }
+        let Some(size) = self.size.as_deref() else {
+            return Ok((1024, 1024));
+        };
+        let bad = || {
+            LlmError::invalid(format!(
+                "size '{size}' must be WIDTHxHEIGHT, multiples of 8 from 64 to {}",
+                Self::MAX_SIDE
+            ))
+            .param("size")
+        };
+        let (w, h) = size.split_once('x').ok_or_else(bad)?;
+        let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+        let side = 64..=Self::MAX_SIDE;
+        if !side.contains(&w) || !side.contains(&h) || w % 8 != 0 || h % 8 != 0 {
+            return Err(bad());
+        }
+        Ok((w, h))
+    }
+}
+
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
