@@ -23,7 +23,12 @@ pub async fn serve_api(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(tls) = tls else {
+        use axum::serve::ListenerExt as _;
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        // Small writes (stream events) go out at once, not after the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
@@ -47,6 +52,8 @@ pub async fn serve_api(
             },
             _ = shutdown.changed() => return,
         };
+        // Small writes (stream events) go out at once, not after the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = router.clone().layer(axum::Extension(ConnectInfo(addr)));
         let mut stop = shutdown.clone();

@@ -134,6 +134,23 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
         Ok(())
     }
 
+    /// Stores several values in one atomic batch (cheaper than one insert each).
+    pub fn put_batch<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a str, &'a T)>,
+    ) -> Result<(), StoreError>
+    where
+        T: 'a,
+    {
+        let mut batch = sled::Batch::default();
+        for (key, value) in items {
+            batch.insert(key.as_bytes(), self.encode(key, value)?);
+        }
+        self.inner
+            .apply_batch(batch)
+            .map_err(self.io("apply_batch"))
+    }
+
     /// Stores `value` only if `key` is free; returns false when it was taken.
     pub fn insert_new(&self, key: &str, value: &T) -> Result<bool, StoreError> {
         let swapped = self

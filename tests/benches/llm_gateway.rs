@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axon_e2e::failover::{self, Seen};
+use axon_e2e::mock_llm::{Behaviour, MockLlm, closed_port};
 use axon_e2e::{Agent, ControlPlane, bin, env_count, free_port, percentile, wait_until};
 use serde_json::{Value, json};
 
@@ -105,21 +107,39 @@ async fn one(client: &reqwest::Client, t: &Target, payload: &[u8]) -> Result<(),
     Ok(())
 }
 
-/// Sequential requests: sorted latencies in microseconds.
-async fn latency_c1(t: &Target, model: &str, n: usize) -> Vec<f64> {
+/// Sequential requests: sorted latencies in microseconds, and the sorted
+/// `x-axon-overhead-us` figures where the gateway reports them.
+async fn latency_c1(t: &Target, model: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
     let client = client();
     let payload = body(model, false);
     for _ in 0..50 {
         one(&client, t, &payload).await.expect("warm-up");
     }
     let mut out = Vec::with_capacity(n);
+    let mut own = Vec::new();
     for _ in 0..n {
         let started = Instant::now();
-        one(&client, t, &payload).await.expect("request");
+        let resp = client
+            .post(format!("{}/v1/chat/completions", t.base))
+            .bearer_auth(&t.key)
+            .header("content-type", "application/json")
+            .body(payload.clone())
+            .send()
+            .await
+            .expect("request");
+        let overhead = resp
+            .headers()
+            .get("x-axon-overhead-us")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(resp.status().is_success(), "{}", resp.status());
+        resp.bytes().await.expect("body");
         out.push(started.elapsed().as_secs_f64() * 1e6);
+        own.extend(overhead);
     }
     out.sort_by(f64::total_cmp);
-    out
+    own.sort_by(f64::total_cmp);
+    (out, own)
 }
 
 /// `level` loops for `secs`: completed per second, p99 (ms) and the error count.
@@ -337,6 +357,9 @@ async fn start_axon(dir: &Path, mocks: &[(&str, &str)]) -> (Proc, Target) {
     )
 }
 
+/// LiteLLM's proxy refuses to start without a master key; both gateways check a key.
+const LITELLM_KEY: &str = "sk-bench-master-key-0123456789";
+
 fn litellm_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LITELLM") {
         return Some(p.into());
@@ -355,6 +378,7 @@ async fn start_litellm(dir: &Path, mocks: &[(&str, &str)]) -> Option<(Proc, Targ
         ));
     }
     config.push_str("litellm_settings:\n  drop_params: true\n  request_timeout: 60\n");
+    config.push_str(&format!("general_settings:\n  master_key: {LITELLM_KEY}\n"));
     std::fs::write(dir.join("litellm.yaml"), config).expect("config");
     let port = free_port();
     let child = Command::new(litellm)
@@ -388,7 +412,7 @@ async fn start_litellm(dir: &Path, mocks: &[(&str, &str)]) -> Option<(Proc, Targ
         Target {
             name: "LiteLLM",
             base,
-            key: "sk-none".into(),
+            key: LITELLM_KEY.into(),
             pid: Some(pid),
         },
     ))
@@ -452,6 +476,129 @@ async fn link_overhead(n: usize) -> (f64, f64) {
     (percentile(&a, 50.0), percentile(&b, 50.0))
 }
 
+/// The fail-over suite (tests/src/failover.rs) against one gateway: fresh mocks, one call
+/// per scenario; returns each scenario's verdict.
+async fn failover_run(litellm: bool, dir: &Path) -> Option<Vec<bool>> {
+    let scenarios = failover::scenarios();
+    let secondary = MockLlm::start(Behaviour {
+        label: "secondary".into(),
+        deltas: 4,
+        record: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let refused = closed_port().await;
+    let mut primaries = Vec::new();
+    let mut bases = Vec::new();
+    for s in &scenarios {
+        match &s.fault {
+            Some(fault) => {
+                let m = MockLlm::start(Behaviour {
+                    label: "primary".into(),
+                    deltas: 4,
+                    record: false,
+                    ..Behaviour::fault(fault.clone())
+                })
+                .await;
+                bases.push(format!("{}/v1", m.base_url()));
+                primaries.push(m);
+            }
+            None => bases.push(format!("http://{refused}/v1")),
+        }
+    }
+    let sec = format!("{}/v1", secondary.base_url());
+    // The control plane under test, alive for the whole run.
+    let mut axon: Option<ControlPlane> = None;
+    let (_proc, base, key, client): (Option<Proc>, String, String, reqwest::Client) = if litellm {
+        let bin = litellm_bin()?;
+        let mut yaml = format!(
+            "model_list:\n  - model_name: sec\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {sec}\n      api_key: sk-x\n"
+        );
+        let mut fallbacks = Vec::new();
+        for (i, b) in bases.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - model_name: s{i}\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {b}\n      api_key: sk-x\n      timeout: 10\n      stream_timeout: 1\n"
+            ));
+            fallbacks.push(format!("{{\"s{i}\": [\"sec\"]}}"));
+        }
+        yaml.push_str(&format!(
+            "router_settings:\n  num_retries: 0\n  fallbacks: [{}]\nlitellm_settings:\n  drop_params: true\ngeneral_settings:\n  master_key: {LITELLM_KEY}\n",
+            fallbacks.join(", ")
+        ));
+        std::fs::write(dir.join("failover.yaml"), yaml).expect("config");
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(dir.join("failover.yaml"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("LITELLM_LOG", "ERROR")
+            .env("LITELLM_TELEMETRY", "False")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = client();
+        wait_until(Duration::from_secs(180), || async {
+            http.get(format!("{base}/health/liveliness"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await?;
+        (Some(Proc(child)), base, LITELLM_KEY.into(), client())
+    } else {
+        let mut config =
+            format!("[[providers]]\nname = \"sec\"\nkind = \"openai\"\nbase_url = \"{sec}\"\n");
+        for (i, b) in bases.iter().enumerate() {
+            config.push_str(&format!(
+                "[[providers]]\nname = \"p{i}\"\nkind = \"openai\"\nbase_url = \"{b}\"\n\
+                 timeouts = {{ first_byte_ms = 1000, idle_ms = 1000, total_ms = 10000 }}\n\
+                 [[aliases]]\nname = \"s{i}\"\ntargets = [{{ model = \"p{i}/gpt-4o-mini\" }}, {{ model = \"sec/gpt-4o-mini\" }}]\n"
+            ));
+        }
+        std::fs::write(dir.join("failover.toml"), config).expect("config");
+        let cp = ControlPlane::start(&[
+            "--llm-config",
+            dir.join("failover.toml").to_str().expect("utf-8"),
+        ])
+        .await;
+        let token = cp.admin_token().await;
+        let (base, client) = (cp.server(), cp.client.clone());
+        axon = Some(cp);
+        (None, base, token, client)
+    };
+    let mut verdicts = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        let before = secondary.count();
+        let started = Instant::now();
+        let resp = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": format!("s{i}"), "stream": s.stream,
+                "messages": [{"role": "user", "content": "ping"}]}))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        let (status, body) = match resp {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        };
+        let seen = Seen {
+            status,
+            body,
+            secondary_calls: secondary.count() - before,
+            took: started.elapsed(),
+        };
+        verdicts.push(failover::passes(s, &seen));
+    }
+    drop(axon);
+    Some(verdicts)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -493,16 +640,25 @@ async fn main() {
     }
 
     println!("c=1, {requests} requests each (mock answers at once)");
-    let base = latency_c1(&direct, "m", requests).await;
+    let (base, _) = latency_c1(&direct, "m", requests).await;
     let mut added = Vec::new();
+    let mut own_time = None;
     for t in &targets {
-        let l = latency_c1(t, "m0/m", requests).await;
+        let (l, own) = latency_c1(t, "m0/m", requests).await;
         added.push((
             t.name,
             percentile(&l, 50.0) - percentile(&base, 50.0),
             percentile(&l, 99.0) - percentile(&base, 99.0),
         ));
+        if !own.is_empty() {
+            own_time = Some((percentile(&own, 50.0), percentile(&own, 99.0)));
+        }
     }
+    println!(
+        "  direct p50 {:.0} µs p99 {:.0} µs",
+        percentile(&base, 50.0),
+        percentile(&base, 99.0)
+    );
     println!("sustained load against a mock answering in 20 ms, {secs} s per level");
     let mut rates = Vec::new();
     for t in &targets {
@@ -516,6 +672,24 @@ async fn main() {
     }
     println!("link path: 200 sequential streams of 64 deltas to an agent-side mock Ollama");
     let (direct_ms, link_ms) = link_overhead(env_count("LINK_STREAMS", 200)).await;
+    println!("fail-over suite (16 scenarios)");
+    let axon_failover = failover_run(false, work.path()).await.unwrap_or_default();
+    let litellm_failover = failover_run(true, work.path()).await;
+    println!("| scenario | axon-cp | LiteLLM |\n|---|:-:|:-:|");
+    let mark = |v: Option<&bool>| match v {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "—",
+    };
+    for (i, s) in failover::scenarios().iter().enumerate() {
+        println!(
+            "| {} | {} | {} |",
+            s.name,
+            mark(axon_failover.get(i)),
+            mark(litellm_failover.as_ref().and_then(|v| v.get(i)))
+        );
+    }
+    let score = |v: &[bool]| format!("{} / {}", v.iter().filter(|p| **p).count(), v.len());
 
     println!();
     println!(
@@ -545,6 +719,11 @@ async fn main() {
             added[i].1, added[i].2
         )),
     );
+    if let Some((p50, p99)) = own_time {
+        println!(
+            "| gateway's own time p50 / p99 (`x-axon-overhead-us`) | {p50:.0} µs / {p99:.0} µs | — |"
+        );
+    }
     println!(
         "| sustained req/s, p99 < 1 s, mock at 20 ms | {} | {} |",
         cell("axon-cp", &|i| format!(
@@ -580,6 +759,13 @@ async fn main() {
     );
     println!(
         "| stream through the agent link vs direct (median, 64 deltas) | {link_ms:.2} ms vs {direct_ms:.2} ms | — |"
+    );
+    println!(
+        "| fail-over suite | {} | {} |",
+        score(&axon_failover),
+        litellm_failover
+            .as_deref()
+            .map_or_else(|| "—".into(), score)
     );
     println!("\nrerun: scripts/bench-llm");
 }
