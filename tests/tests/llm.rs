@@ -824,38 +824,32 @@ async fn aliases_are_managed_by_admins_and_take_effect_at_once() {
     ));
     let cp = ControlPlane::start(&["--llm-config", &path]).await;
     let admin = cp.admin_token().await;
-    let (status, _) = cp
-        .call(
-            Method::PUT,
-            "/api/llm/routes/smart",
-            Some(&admin),
-            Some(json!({"targets": [{"model": "one/m"}]})),
+    // Each change answers the very next call.
+    for (routes, word, answer) in [
+        (json!({"targets": [{"model": "one/m"}]}), "a", "one:m:a"),
+        (
+            json!({"strategy": "weighted", "targets": [{"model": "two/m", "weight": 5}]}),
+            "b",
+            "two:m:b",
+        ),
+    ] {
+        let (status, body) = cp
+            .call(
+                Method::PUT,
+                "/api/llm/routes/smart",
+                Some(&admin),
+                Some(routes),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, _, text) = chat(
+            &cp,
+            &admin,
+            json!({"model": "smart", "messages": user(word)}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, _, text) = chat(
-        &cp,
-        &admin,
-        json!({"model": "smart", "messages": user("a")}),
-    )
-    .await;
-    assert!(text.contains("one:m:a"), "{text}");
-    let (status, _) = cp
-        .call(
-            Method::PUT,
-            "/api/llm/routes/smart",
-            Some(&admin),
-            Some(json!({"strategy": "weighted", "targets": [{"model": "two/m", "weight": 5}]})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, _, text) = chat(
-        &cp,
-        &admin,
-        json!({"model": "smart", "messages": user("b")}),
-    )
-    .await;
-    assert!(text.contains("two:m:b"), "{text}");
+        assert!(text.contains(answer), "{text}");
+    }
     let (status, body) = cp
         .call(
             Method::PUT,

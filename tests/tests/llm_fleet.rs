@@ -83,6 +83,28 @@ async fn wait_host(cp: &ControlPlane, admin: &str, host: &str, util: u32) {
     assert!(seen.is_some(), "host {host} never showed GPU at {util}%");
 }
 
+/// Stops the agent and waits until the registry shows its host offline.
+async fn stop_and_wait_offline(cp: &ControlPlane, admin: &str, agent: &mut Agent) {
+    agent.stop();
+    let offline = wait_until(LIMIT, || async {
+        let (_, h) = cp
+            .call(
+                Method::GET,
+                &format!("/api/hosts/{}", agent.host_id),
+                Some(admin),
+                None,
+            )
+            .await;
+        h["online"] == false
+    })
+    .await;
+    assert!(
+        offline.is_some(),
+        "host {} never went offline",
+        agent.host_id
+    );
+}
+
 async fn chat(
     cp: &ControlPlane,
     token: &str,
@@ -257,20 +279,7 @@ async fn requests_go_to_the_gpu_that_has_the_model_and_move_when_it_cannot() {
     assert_eq!(upstream, on_b, "{text}");
 
     // B goes offline: the alias prefers its cloud route to a saturated GPU...
-    b.stop();
-    let offline = wait_until(LIMIT, || async {
-        let (_, h) = cp
-            .call(
-                Method::GET,
-                &format!("/api/hosts/{}", b.host_id),
-                Some(&admin),
-                None,
-            )
-            .await;
-        h["online"] == false
-    })
-    .await;
-    assert!(offline.is_some());
+    stop_and_wait_offline(&cp, &admin, &mut b).await;
     let (_, upstream, _) = chat(&cp, &admin, "local", false).await;
     assert_eq!(upstream, "cloud");
     // ...while the model asked by name still gets an answer from the busy host, the last resort.
@@ -282,20 +291,7 @@ async fn requests_go_to_the_gpu_that_has_the_model_and_move_when_it_cannot() {
     wait_host(&cp, &admin, &a.host_id, 5).await;
     let (_, upstream, _) = chat(&cp, &admin, "local", false).await;
     assert_eq!(upstream, on_a);
-    a.stop();
-    let offline = wait_until(LIMIT, || async {
-        let (_, h) = cp
-            .call(
-                Method::GET,
-                &format!("/api/hosts/{}", a.host_id),
-                Some(&admin),
-                None,
-            )
-            .await;
-        h["online"] == false
-    })
-    .await;
-    assert!(offline.is_some());
+    stop_and_wait_offline(&cp, &admin, &mut a).await;
     let (_, upstream, _) = chat(&cp, &admin, "local", false).await;
     assert_eq!(upstream, "cloud");
     let (status, _, text) = chat(&cp, &admin, "ollama/llama3.2", false).await;

@@ -174,12 +174,23 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn not_json() -> Response {
+fn not_json() -> LlmError {
     LlmError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "send the body as JSON, with the header Content-Type: application/json",
     )
-    .into_response()
+}
+
+/// A JSON body of type `T`, or the error refusing it.
+fn read_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, LlmError> {
+    if !is_json(headers) {
+        return Err(not_json());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| LlmError::invalid(format!("the body does not fit this endpoint: {e}")))
 }
 
 /// Who is metered for this caller: a key's tenant (or a user's), and both sets of limits.
@@ -225,7 +236,7 @@ async fn chat(
 ) -> Response {
     let started = Instant::now();
     if !is_json(&headers) {
-        return not_json();
+        return not_json().into_response();
     }
     let req = match ChatRequest::parse(&body) {
         Ok(r) => r,
@@ -246,15 +257,9 @@ async fn embeddings(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    if !is_json(&headers) {
-        return not_json();
-    }
-    let req: EmbeddingsRequest = match serde_json::from_slice(&body) {
+    let req: EmbeddingsRequest = match read_body(&headers, &body) {
         Ok(r) => r,
-        Err(e) => {
-            return LlmError::invalid(format!("the body does not fit this endpoint: {e}"))
-                .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let inputs = req.input.list();
     if inputs.is_empty() || inputs.len() > 2048 || inputs.iter().any(|s| s.is_empty()) {
@@ -277,15 +282,9 @@ async fn images(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    if !is_json(&headers) {
-        return not_json();
-    }
-    let req: ImageRequest = match serde_json::from_slice(&body) {
+    let req: ImageRequest = match read_body(&headers, &body) {
         Ok(r) => r,
-        Err(e) => {
-            return LlmError::invalid(format!("the body does not fit this endpoint: {e}"))
-                .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     if let Err(e) = req.check() {
         return e.into_response();
