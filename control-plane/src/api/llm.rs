@@ -242,12 +242,21 @@ async fn chat(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let who = match metered(&state, &caller) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    let model = req.model.clone();
-    gateway::serve(state.llm.clone(), who, &model, Job::Chat(&req), started).await
+    call(&state, &caller, &req.model, Job::Chat(&req), started).await
+}
+
+/// Meters the caller and serves the call.
+async fn call(
+    state: &AppState,
+    caller: &Caller,
+    model: &str,
+    job: Job<'_>,
+    started: Instant,
+) -> Response {
+    match metered(state, caller) {
+        Ok(who) => gateway::serve(state.llm.clone(), who, model, job, started).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn embeddings(
@@ -261,18 +270,10 @@ async fn embeddings(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let inputs = req.input.list();
-    if inputs.is_empty() || inputs.len() > 2048 || inputs.iter().any(|s| s.is_empty()) {
-        return LlmError::invalid("input: give 1 to 2048 non-empty strings")
-            .param("input")
-            .into_response();
+    if let Err(e) = req.check() {
+        return e.into_response();
     }
-    let who = match metered(&state, &caller) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    let model = req.model.clone();
-    gateway::serve(state.llm.clone(), who, &model, Job::Embed(&req), started).await
+    call(&state, &caller, &req.model, Job::Embed(&req), started).await
 }
 
 async fn images(
@@ -289,12 +290,8 @@ async fn images(
     if let Err(e) = req.check() {
         return e.into_response();
     }
-    let who = match metered(&state, &caller) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    let model = req.model.clone().unwrap_or_else(|| "sd/default".into());
-    gateway::serve(state.llm.clone(), who, &model, Job::Image(&req), started).await
+    let model = req.model.as_deref().unwrap_or("sd/default");
+    call(&state, &caller, model, Job::Image(&req), started).await
 }
 
 /// `GET /v1/models`.

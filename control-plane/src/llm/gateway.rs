@@ -244,8 +244,8 @@ impl Gateway {
         let Some((provider, name)) = model.split_once('/') else {
             return Err(unknown_model(model));
         };
-        let mut plan = self.candidates(provider, name)?;
-        plan.extend(self.busy_fleet(provider, name));
+        let (mut plan, busy) = self.candidates(provider, name)?;
+        plan.extend(busy);
         if plan.is_empty() {
             return Err(no_upstream(model));
         }
@@ -276,14 +276,18 @@ impl Gateway {
             }
         }
         let mut groups: Vec<(&Target, Vec<Candidate>)> = Vec::new();
+        // Busy fleet hosts of every route, in the routes' order: the last resort.
+        let mut busy = Vec::new();
         for t in &targets {
             let Some((provider, name)) = t.model.split_once('/') else {
                 continue;
             };
-            match self.candidates(provider, name) {
-                Ok(c) if !c.is_empty() => groups.push((t, c)),
-                // A route whose provider is not configured here is skipped, not fatal.
-                _ => {}
+            // A route whose provider is not configured here is skipped, not fatal.
+            if let Ok((ready, b)) = self.candidates(provider, name) {
+                busy.extend(b);
+                if !ready.is_empty() {
+                    groups.push((t, ready));
+                }
             }
         }
         match alias.strategy {
@@ -333,34 +337,33 @@ impl Gateway {
             }
         }
         let mut plan: Vec<Candidate> = groups.into_iter().flat_map(|(_, c)| c).collect();
-        for t in &targets {
-            if let Some((provider, name)) = t.model.split_once('/') {
-                plan.extend(self.busy_fleet(provider, name));
-            }
-        }
+        plan.extend(busy);
         if plan.is_empty() {
             return Err(no_upstream(&alias.name));
         }
         Ok(plan)
     }
 
-    /// The upstreams of one `provider/model`: the provider, or fleet hosts with headroom.
-    fn candidates(&self, provider: &str, model: &str) -> Result<Vec<Candidate>, LlmError> {
+    /// The upstreams of one `provider/model`: the provider, or fleet hosts with headroom
+    /// (first) and fleet hosts with the model loaded but busy (second), ranked once.
+    fn candidates(
+        &self,
+        provider: &str,
+        model: &str,
+    ) -> Result<(Vec<Candidate>, Vec<Candidate>), LlmError> {
         if provider == FLEET_OLLAMA || provider == FLEET_SD {
+            let in_flight = |h: &str| self.health.get(&fleet_upstream(provider, h)).in_flight();
             let picks = if provider == FLEET_OLLAMA {
-                self.fleet.ollama(model, &|h| {
-                    self.health.get(&fleet_upstream(provider, h)).in_flight()
-                })
+                self.fleet.ollama(model, &in_flight)
             } else {
-                self.fleet.sd(model, &|h| {
-                    self.health.get(&fleet_upstream(provider, h)).in_flight()
-                })
+                self.fleet.sd(model, &in_flight)
             };
-            return Ok(picks
-                .ready
-                .into_iter()
-                .map(|p| self.fleet_candidate(provider, model, p))
-                .collect());
+            let to = |list: Vec<FleetPick>| -> Vec<Candidate> {
+                list.into_iter()
+                    .map(|p| self.fleet_candidate(provider, model, p))
+                    .collect()
+            };
+            return Ok((to(picks.ready), to(picks.busy)));
         }
         let Some(p) = self.providers.get(provider) else {
             return Err(unknown_model(&format!("{provider}/{model}")));
@@ -371,7 +374,7 @@ impl Gateway {
                     .param("model"),
             );
         }
-        Ok(vec![Candidate {
+        let candidate = Candidate {
             label: format!("{provider}/{model}"),
             upstream: provider.to_owned(),
             model: model.to_owned(),
@@ -380,28 +383,8 @@ impl Gateway {
             timeouts: p.timeouts,
             host_id: None,
             health: self.health.get(provider),
-        }])
-    }
-
-    /// Fleet hosts that have the model loaded but no headroom: a last resort.
-    fn busy_fleet(&self, provider: &str, model: &str) -> Vec<Candidate> {
-        if provider != FLEET_OLLAMA && provider != FLEET_SD {
-            return Vec::new();
-        }
-        let picks = if provider == FLEET_OLLAMA {
-            self.fleet.ollama(model, &|h| {
-                self.health.get(&fleet_upstream(provider, h)).in_flight()
-            })
-        } else {
-            self.fleet.sd(model, &|h| {
-                self.health.get(&fleet_upstream(provider, h)).in_flight()
-            })
         };
-        picks
-            .busy
-            .into_iter()
-            .map(|p| self.fleet_candidate(provider, model, p))
-            .collect()
+        Ok((vec![candidate], Vec::new()))
     }
 
     fn fleet_candidate(&self, provider: &str, model: &str, pick: FleetPick) -> Candidate {
@@ -678,7 +661,7 @@ pub async fn serve(
                 return stream_response(StreamState {
                     reply,
                     decoder,
-                    pending: pending.into(),
+                    pending,
                     out: Vec::new(),
                     candidate: candidate.clone(),
                     meter,
@@ -987,7 +970,7 @@ async fn status_failed(c: &Candidate, reply: &mut HttpReply, idle: Duration) -> 
 struct StreamState {
     reply: HttpReply,
     decoder: Box<dyn ChatDecoder>,
-    pending: std::collections::VecDeque<Emit>,
+    pending: Vec<Emit>,
     out: Vec<u8>,
     candidate: Candidate,
     meter: Meterer,
@@ -1053,7 +1036,6 @@ impl StreamState {
                 .timeouts
                 .idle()
                 .min(self.deadline.saturating_duration_since(Instant::now()));
-            let mut got = Vec::new();
             let step: Result<(), String> = match tokio::time::timeout(wait, self.reply.next()).await
             {
                 Err(_) => Err(format!(
@@ -1062,9 +1044,8 @@ impl StreamState {
                     wait.as_millis()
                 )),
                 Ok(Err(e)) => Err(format!("{}: {e}", self.candidate.upstream)),
-                Ok(Ok(None)) => match self.decoder.finish(&mut got) {
+                Ok(Ok(None)) => match self.decoder.finish(&mut self.pending) {
                     Ok(()) => {
-                        self.pending.extend(got);
                         self.drain_pending();
                         if self.finished || self.done {
                             return Some(self.finish_ok());
@@ -1076,11 +1057,8 @@ impl StreamState {
                     }
                     Err(e) => Err(format!("{}: {e}", self.candidate.upstream)),
                 },
-                Ok(Ok(Some(piece))) => match self.decoder.push(&piece, &mut got) {
-                    Ok(()) => {
-                        self.pending.extend(got);
-                        continue;
-                    }
+                Ok(Ok(Some(piece))) => match self.decoder.push(&piece, &mut self.pending) {
+                    Ok(()) => continue,
                     Err(e) => Err(format!("{}: {e}", self.candidate.upstream)),
                 },
             };
@@ -1099,7 +1077,7 @@ impl StreamState {
     }
 
     fn drain_pending(&mut self) {
-        while let Some(emit) = self.pending.pop_front() {
+        for emit in std::mem::take(&mut self.pending) {
             match emit {
                 Emit::Chunk { json, text } => {
                     self.text += text;

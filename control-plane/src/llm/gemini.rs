@@ -14,7 +14,7 @@ use super::provider::{
 use super::transport::HttpCall;
 use super::wire::{
     Assembled, ChatRequest, ChoiceOut, ChunkOut, DeltaOut, EmbeddingsRequest, FunctionCall,
-    LlmError, ToolCallDelta, Usage,
+    LlmError, SamplingNames, ToolCallDelta, Usage,
 };
 
 #[derive(Default)]
@@ -92,31 +92,16 @@ fn request_body(req: &ChatRequest) -> Result<Value, LlmError> {
             }
         }
     }
-    let mut config = serde_json::Map::new();
-    if let Some(t) = req.temperature {
-        config.insert("temperature".into(), t.into());
-    }
-    if let Some(p) = req.top_p {
-        config.insert("topP".into(), p.into());
-    }
-    if let Some(n) = req.max_tokens {
-        config.insert("maxOutputTokens".into(), n.into());
-    }
-    if let Some(stop) = &req.stop {
-        config.insert("stopSequences".into(), stop.list().into());
-    }
-    if let Some(n) = req.n {
-        config.insert("candidateCount".into(), n.into());
-    }
-    if let Some(s) = req.seed {
-        config.insert("seed".into(), s.into());
-    }
-    if let Some(p) = req.presence_penalty {
-        config.insert("presencePenalty".into(), p.into());
-    }
-    if let Some(p) = req.frequency_penalty {
-        config.insert("frequencyPenalty".into(), p.into());
-    }
+    let mut config = req.sampling(&SamplingNames {
+        temperature: "temperature",
+        top_p: "topP",
+        max_tokens: "maxOutputTokens",
+        stop: "stopSequences",
+        n: Some("candidateCount"),
+        seed: "seed",
+        presence_penalty: "presencePenalty",
+        frequency_penalty: "frequencyPenalty",
+    });
     if let Some(format) = &req.response_format {
         match format.kind.as_str() {
             "json_object" => {

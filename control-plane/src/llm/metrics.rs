@@ -71,6 +71,8 @@ struct Figures {
     duration: BTreeMap<String, Histogram>,
     ttft: BTreeMap<String, Histogram>,
     overhead: Histogram,
+    /// Models with series of their own (the rest fold into `other`).
+    models: std::collections::HashSet<String>,
 }
 
 /// Counters fed by every usage record.
@@ -89,11 +91,12 @@ impl LlmMetrics {
     pub fn observe(&self, r: &UsageRecord) {
         let mut f = self.figures.lock().unwrap_or_else(|p| p.into_inner());
         let tenant = r.tenant_id.clone().unwrap_or_default();
-        let model = if f.requests.len() >= MAX_SERIES
-            && !f.requests.keys().any(|(_, m, _, _)| m == &r.model)
-        {
+        let model = if f.models.contains(&r.model) {
+            r.model.clone()
+        } else if f.requests.len() >= MAX_SERIES {
             "other".to_owned()
         } else {
+            f.models.insert(r.model.clone());
             r.model.clone()
         };
         *f.requests

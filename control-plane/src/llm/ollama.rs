@@ -13,7 +13,7 @@ use super::provider::{
 use super::transport::HttpCall;
 use super::wire::{
     Assembled, ChatRequest, ChoiceOut, ChunkOut, DeltaOut, EmbeddingsRequest, FunctionCall,
-    LlmError, ToolCallDelta, Usage,
+    LlmError, SamplingNames, ToolCallDelta, Usage,
 };
 
 #[derive(Default)]
@@ -52,28 +52,17 @@ fn request_body(req: &ChatRequest, model: &str) -> Result<Value, LlmError> {
         }
         messages.push(out);
     }
-    let mut options = serde_json::Map::new();
-    if let Some(t) = req.temperature {
-        options.insert("temperature".into(), t.into());
-    }
-    if let Some(p) = req.top_p {
-        options.insert("top_p".into(), p.into());
-    }
-    if let Some(n) = req.max_tokens {
-        options.insert("num_predict".into(), n.into());
-    }
-    if let Some(stop) = &req.stop {
-        options.insert("stop".into(), stop.list().into());
-    }
-    if let Some(s) = req.seed {
-        options.insert("seed".into(), s.into());
-    }
-    if let Some(p) = req.presence_penalty {
-        options.insert("presence_penalty".into(), p.into());
-    }
-    if let Some(p) = req.frequency_penalty {
-        options.insert("frequency_penalty".into(), p.into());
-    }
+    let options = req.sampling(&SamplingNames {
+        temperature: "temperature",
+        top_p: "top_p",
+        max_tokens: "num_predict",
+        stop: "stop",
+        // Refused before: Ollama answers once.
+        n: None,
+        seed: "seed",
+        presence_penalty: "presence_penalty",
+        frequency_penalty: "frequency_penalty",
+    });
     let mut body = json!({"model": model, "messages": messages, "stream": req.stream});
     if !options.is_empty() {
         body["options"] = Value::Object(options);

@@ -388,6 +388,34 @@ impl ChatRequest {
         })
     }
 
+    /// The sampling parameters under a dialect's names (absent ones are not sent).
+    pub fn sampling(&self, names: &SamplingNames) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let mut put = |name: Option<&str>, value: Option<serde_json::Value>| {
+            if let (Some(name), Some(value)) = (name, value) {
+                out.insert(name.to_owned(), value);
+            }
+        };
+        put(Some(names.temperature), self.temperature.map(Into::into));
+        put(Some(names.top_p), self.top_p.map(Into::into));
+        put(Some(names.max_tokens), self.max_tokens.map(Into::into));
+        put(
+            Some(names.stop),
+            self.stop.as_ref().map(|s| s.list().into()),
+        );
+        put(names.n, self.n.map(Into::into));
+        put(Some(names.seed), self.seed.map(Into::into));
+        put(
+            Some(names.presence_penalty),
+            self.presence_penalty.map(Into::into),
+        );
+        put(
+            Some(names.frequency_penalty),
+            self.frequency_penalty.map(Into::into),
+        );
+        out
+    }
+
     /// A rough count of prompt tokens (four bytes a token).
     pub fn estimated_prompt_tokens(&self) -> u64 {
         (self.prompt_chars as u64).div_ceil(4)
@@ -427,6 +455,18 @@ impl ChatRequest {
         out.push(b'}');
         out
     }
+}
+
+/// What a dialect calls OpenAI's sampling parameters; `n: None` is not sent.
+pub struct SamplingNames {
+    pub temperature: &'static str,
+    pub top_p: &'static str,
+    pub max_tokens: &'static str,
+    pub stop: &'static str,
+    pub n: Option<&'static str>,
+    pub seed: &'static str,
+    pub presence_penalty: &'static str,
+    pub frequency_penalty: &'static str,
 }
 
 /// Token counts of one call.
@@ -598,6 +638,17 @@ pub struct EmbeddingsRequest {
     pub dimensions: Option<u32>,
     #[serde(default)]
     pub encoding_format: Option<String>,
+}
+
+impl EmbeddingsRequest {
+    /// Checks what does not depend on the upstream.
+    pub fn check(&self) -> Result<(), LlmError> {
+        let inputs = self.input.list();
+        if inputs.is_empty() || inputs.len() > 2048 || inputs.iter().any(|s| s.is_empty()) {
+            return Err(LlmError::invalid("input: give 1 to 2048 non-empty strings").param("input"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
