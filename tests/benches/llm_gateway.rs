@@ -14,6 +14,7 @@
 
 #![allow(clippy::print_stdout)] // a bench binary prints its table
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -25,11 +26,15 @@ use axon_e2e::mock_llm::{Behaviour, MockLlm, closed_port};
 use axon_e2e::{Agent, ControlPlane, bin, env_count, free_port, percentile, wait_until};
 use serde_json::{Value, json};
 
-/// A child process killed on drop.
+/// A child process started in a process group of its own, killed with the group on drop
+/// (LiteLLM's workers are children of the process started here and outlive it otherwise).
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -40,6 +45,7 @@ fn mock(flags: &[&str]) -> (Proc, String) {
     use std::io::BufRead as _;
     let mut child = Command::new(bin("mock-llm"))
         .args(flags)
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -312,6 +318,7 @@ async fn start_axon(dir: &Path, mocks: &[(&str, &str)]) -> (Proc, Target) {
         .arg("--llm-config")
         .arg(dir.join("llm.toml"))
         .env("AXON_LOG", "warn")
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -392,6 +399,7 @@ async fn start_litellm(dir: &Path, mocks: &[(&str, &str)]) -> Option<(Proc, Targ
         .env("LITELLM_LOG", "ERROR")
         .env("LITELLM_TELEMETRY", "False")
         .env("DISABLE_SCHEMA_UPDATE", "true")
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -533,6 +541,7 @@ async fn failover_run(litellm: bool, dir: &Path) -> Option<Vec<bool>> {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .env("LITELLM_LOG", "ERROR")
             .env("LITELLM_TELEMETRY", "False")
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -271,6 +271,50 @@ mod tests {
     }
 
     #[test]
+    fn tokens_per_minute_and_per_month() {
+        let m = Meter::default();
+        let limits = LlmLimits {
+            tokens_per_minute: Some(1_000),
+            tokens_per_month: Some(5_000),
+            ..Default::default()
+        };
+        let key = Subject::Key("k".into());
+        let subjects = [(key.clone(), &limits)];
+        m.admit(&subjects, T0, DAY).expect("nothing spent yet");
+        m.spend(std::slice::from_ref(&key), 1_000, 0.0, T0, DAY);
+        let refused = m
+            .admit(&subjects, T0 + 1_000, DAY)
+            .expect_err("minute spent");
+        assert_eq!(refused.code, "rate_limit_exceeded");
+        assert!(
+            refused.message.contains("tokens per minute"),
+            "{}",
+            refused.message
+        );
+        // Two minutes on, the minute is fresh; the month keeps counting.
+        let later = T0 + 120_000;
+        m.admit(&subjects, later, DAY).expect("a new minute");
+        for i in 0..4 {
+            m.spend(
+                std::slice::from_ref(&key),
+                1_000,
+                0.0,
+                later + 120_000 * i,
+                DAY,
+            );
+        }
+        let refused = m
+            .admit(&subjects, later + 600_000, DAY)
+            .expect_err("month spent");
+        assert_eq!(refused.code, "insufficient_quota");
+        assert!(
+            refused.message.contains("tokens for this month"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
     fn budgets_per_day_and_tenant_and_the_restart() {
         let m = Meter::default();
         let key_limits = LlmLimits::default();
