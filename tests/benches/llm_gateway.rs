@@ -777,4 +777,7 @@ async fn main() {
             .map_or_else(|| "—".into(), score)
     );
     println!("\nrerun: scripts/bench-llm");
+    // Stopped here, explicitly: LiteLLM's workers were seen to outlive the run otherwise.
+    drop(litellm);
+    drop(_axon);
 }
