@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::auth::{JwtKeys, KeyError, hash_password, new_id};
+use crate::fleet::pki::{Pki, PkiError};
+use crate::identity::auth::{JwtKeys, KeyError, hash_password, new_id};
 use crate::model::{Role, Store, User, now};
-use crate::pki::{Pki, PkiError};
 use crate::store::StoreError;
 
 /// What `init` needs.
@@ -190,11 +190,14 @@ mod tests {
             .expect("read")
             .expect("admin");
         assert_eq!(admin.role, Role::Admin);
-        assert!(crate::auth::verify_password(
+        assert!(crate::identity::auth::verify_password(
             &admin.password_hash,
             &password
         ));
-        assert!(!crate::auth::verify_password(&admin.password_hash, "wrong"));
+        assert!(!crate::identity::auth::verify_password(
+            &admin.password_hash,
+            "wrong"
+        ));
     }
 
     #[test]

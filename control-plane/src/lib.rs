@@ -9,24 +9,22 @@
 //! Limits: one process, one sled store (a second process on the same data dir is refused);
 //! agent-link frames are capped (1 MiB by default) and API bodies at 1 MiB.
 
+// Rooms, lowest first, each importing only lower ones: the base (store, model, error, live),
+// identity, fleet, llm, and api (the HTTP edge). The root (this file, config, server, init,
+// offline) wires them together; rooms see it only through the shared `AppState` handle.
 pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod config;
-pub mod enrollment;
 pub mod error;
 pub mod fleet;
-pub mod init;
-pub mod link;
+pub mod identity;
 pub mod live;
 pub mod llm;
 pub mod model;
-pub mod offline;
-pub mod pki;
-pub mod policy;
-mod server;
 pub mod store;
-pub mod telemetry;
+
+pub mod config;
+pub mod init;
+pub mod offline;
+mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,9 +33,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::ServeConfig;
+use fleet::pki::{self, Pki};
 use fleet::{Hub, Revocations};
+use fleet::{link, telemetry};
+use identity::{audit, auth};
 use model::Store;
-use pki::Pki;
 
 /// Shared by every handler and by the agent sessions.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::audit::Record;
+use crate::model::AuditRecord as Record;
 
 /// Events kept for slow subscribers before they start missing some.
 const CAPACITY: usize = 1024;

@@ -245,7 +245,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::Create(args)) => {
-            let created = axon_control_plane::enrollment::create_offline(
+            let created = axon_control_plane::fleet::enrollment::create_offline(
                 &args.data_dir,
                 args.ttl.as_secs(),
                 args.labels.into_iter().collect(),

@@ -378,3 +378,38 @@ pub fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(0).unwrap_or(t)
 }
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditRecord {
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "Rfc3339")]
+    pub time: OffsetDateTime,
+    /// e.g. `auth.login`, `user.create`, `access.forbidden`, `host.exec`.
+    pub action: String,
+    /// `ok`, `denied`, `throttled` or `error` (the link failed).
+    pub outcome: String,
+    /// User or API key id; empty for anonymous callers.
+    pub actor: String,
+    pub actor_role: Option<Role>,
+    /// The actor's tenant (clients), not the target's.
+    pub tenant_id: Option<String>,
+    /// What the action was about (a user id, a slug, a route, an email).
+    pub target: String,
+    pub source_ip: Option<String>,
+    pub reason: Option<String>,
+    /// For records reported by an agent: the host, and the record's number in its own trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_seq: Option<u64>,
+    /// For a record that stands for several like it (repeated refusals from one address):
+    /// how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// SHA-256 (hex) of the previous record; zeros for the first.
+    pub prev_hash: String,
+    /// SHA-256 (hex) of this record with `hash` empty.
+    pub hash: String,
+}

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::auth::{end_user_sessions, hash_password, new_id};
+use crate::identity::auth::{end_user_sessions, hash_password, new_id};
 use crate::init::{generate_password, valid_email};
 use crate::model::{Role, Store, User, now};
 use crate::store::StoreError;
@@ -168,7 +168,8 @@ pub fn reset_password(
 /// accepting the previous key until tokens signed with it have expired.
 pub fn rotate_signing_key(data_dir: &Path) -> Result<usize, OfflineError> {
     let store = open(data_dir)?;
-    crate::auth::JwtKeys::generate(&store).map_err(|e| OfflineError::Invalid(e.to_string()))?;
+    crate::identity::auth::JwtKeys::generate(&store)
+        .map_err(|e| OfflineError::Invalid(e.to_string()))?;
     store.db.flush_blocking()?;
     Ok(store.signing_keys.len())
 }
@@ -187,13 +188,15 @@ pub struct AuditCheck {
 pub fn verify_audit(data_dir: &Path) -> Result<AuditCheck, OfflineError> {
     let store = open(data_dir)?;
     let tree = store.db.tree("audit")?;
-    if let Some(seq) = crate::audit::verify_index(&tree)? {
+    if let Some(seq) = crate::identity::audit::verify_index(&tree)? {
         return Err(OfflineError::Invalid(format!(
             "audit index broken at record {seq}"
         )));
     }
-    let file = axon_trail::verify::<crate::audit::Record>(&crate::audit::trail_config(data_dir))
-        .map_err(|e| OfflineError::Invalid(e.to_string()))?;
+    let file = axon_trail::verify::<crate::identity::audit::Record>(
+        &crate::identity::audit::trail_config(data_dir),
+    )
+    .map_err(|e| OfflineError::Invalid(e.to_string()))?;
     Ok(AuditCheck {
         indexed: tree.len(),
         file,

@@ -87,7 +87,7 @@ async fn insecure_http_off_loopback_is_refused_before_serving() {
 /// the server is serving: the first cleanup runs before it answers anyone.
 #[tokio::test]
 async fn expired_sessions_and_tokens_are_removed_before_serving() {
-    use axon_control_plane::auth::{issue_refresh, start_session};
+    use axon_control_plane::identity::auth::{issue_refresh, start_session};
     use axon_control_plane::model::{EnrollToken, Store, now};
     use time::Duration as Span;
 

@@ -7,8 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axon_control_plane::fleet::link;
 use axon_control_plane::init::{InitOptions, init};
-use axon_control_plane::{AppState, ServeConfig, api, link, open_state};
+use axon_control_plane::{AppState, ServeConfig, api, open_state};
 use axon_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, bin, run_enroll, wait_until};
 use axon_shared::{ErrorCode, LlmForward, LlmForwarded, ModelServerKind, op, stream};
 use serde_json::{Value, json};

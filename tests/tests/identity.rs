@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axon_control_plane::policy::{Access, RULES};
+use axon_control_plane::identity::policy::{Access, RULES};
 use axon_e2e::*;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -5,8 +5,8 @@ use axum::routing::get;
 
 use super::Route;
 use crate::AppState;
-use crate::audit::{Filter, Record};
 use crate::error::{ApiError, ApiJson};
+use crate::identity::audit::{Filter, Record};
 use axum::http::Method;
 
 pub fn routes() -> Vec<Route> {

@@ -12,11 +12,11 @@ use time::{Duration, OffsetDateTime};
 use super::Route;
 use super::source_ip;
 use crate::AppState;
-use crate::auth::{
+use crate::error::{ApiError, ApiJson};
+use crate::identity::auth::{
     Caller, Redeemed, Via, end_session, end_user_sessions, hash_password, issue_refresh,
     redeem_refresh, start_session,
 };
-use crate::error::{ApiError, ApiJson};
 use crate::model::{Role, User, now};
 use axum::http::Method;
 
@@ -376,6 +376,8 @@ async fn change_password(
 /// argon2id hash of a random string nobody knows, for the unknown-user path.
 fn dummy_hash() -> String {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| hash_password(&crate::auth::random_secret("")).unwrap_or_default())
-        .clone()
+    HASH.get_or_init(|| {
+        hash_password(&crate::identity::auth::random_secret("")).unwrap_or_default()
+    })
+    .clone()
 }

@@ -15,11 +15,11 @@ use time::OffsetDateTime;
 use super::Route;
 use super::source_ip;
 use crate::AppState;
-use crate::auth::{Caller, new_id, secret_digest};
-use crate::enrollment;
 use crate::error::{ApiError, ApiJson};
+use crate::fleet::enrollment;
+use crate::fleet::pki::Pki;
+use crate::identity::auth::{Caller, new_id, secret_digest};
 use crate::model::{Host, now};
-use crate::pki::Pki;
 use axum::http::Method;
 
 /// Failed enrollments allowed per source address in five minutes.

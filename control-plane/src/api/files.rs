@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::Route;
 use super::hosts::link_error;
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::identity::auth::Caller;
 
 /// Most bytes one `PUT` writes: the base64 form must fit one link frame.
 pub const MAX_WRITE_BYTES: usize = 512 * 1024;
@@ -145,7 +145,7 @@ async fn list_or_stat(
     let q = query(q)?;
     let op_body = FsOp {
         path: q.path.clone(),
-        requested_by: caller.requester(&crate::auth::new_id()),
+        requested_by: caller.requester(&crate::identity::auth::new_id()),
         ..FsOp::default()
     };
     let entry: FsEntry = parse(call(&state, &caller, &id, op::FS_STAT, op_body.clone()).await?)?;
@@ -175,7 +175,7 @@ async fn read(
         path: q.path,
         offset: q.offset,
         length: q.length,
-        requested_by: caller.requester(&crate::auth::new_id()),
+        requested_by: caller.requester(&crate::identity::auth::new_id()),
         ..FsOp::default()
     };
     let content: FsContent = parse(call(&state, &caller, &id, op::FS_READ, body).await?)?;
@@ -233,7 +233,7 @@ async fn write(
         path: q.path,
         content_b64: Some(STANDARD.encode(&bytes)),
         if_match,
-        requested_by: caller.requester(&crate::auth::new_id()),
+        requested_by: caller.requester(&crate::identity::auth::new_id()),
         ..FsOp::default()
     };
     Ok(ApiJson(parse(
@@ -251,7 +251,7 @@ async fn remove(
     let body = FsOp {
         path: q.path,
         recursive: q.recursive,
-        requested_by: caller.requester(&crate::auth::new_id()),
+        requested_by: caller.requester(&crate::identity::auth::new_id()),
         ..FsOp::default()
     };
     call(&state, &caller, &id, op::FS_DELETE, body).await?;
@@ -267,7 +267,7 @@ async fn mkdir(
     let body = FsOp {
         path: req.path,
         recursive: req.parents,
-        requested_by: caller.requester(&crate::auth::new_id()),
+        requested_by: caller.requester(&crate::identity::auth::new_id()),
         ..FsOp::default()
     };
     Ok((
@@ -287,7 +287,7 @@ async fn rename(
     let body = FsOp {
         path: req.from,
         to: Some(req.to),
-        requested_by: caller.requester(&crate::auth::new_id()),
+        requested_by: caller.requester(&crate::identity::auth::new_id()),
         ..FsOp::default()
     };
     Ok(ApiJson(parse(
@@ -309,7 +309,7 @@ async fn chmod(
     let body = FsOp {
         path: req.path,
         mode: Some(mode),
-        requested_by: caller.requester(&crate::auth::new_id()),
+        requested_by: caller.requester(&crate::identity::auth::new_id()),
         ..FsOp::default()
     };
     Ok(ApiJson(parse(

@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 
 use super::Route;
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::fleet::LinkError;
+use crate::identity::auth::Caller;
 use crate::model::{Host, now};
 use axum::http::Method;
 
@@ -330,7 +330,7 @@ async fn exec(
         }
     };
     find_usable(&state, &caller, &id)?;
-    let request_id = crate::auth::new_id();
+    let request_id = crate::identity::auth::new_id();
     let run = ExecRun {
         command: body.command.clone(),
         params: body.params,

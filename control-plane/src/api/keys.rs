@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 
 use super::Route;
 use crate::AppState;
-use crate::auth::{API_KEY_PREFIX, Caller, new_id, secret_digest};
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::identity::auth::{API_KEY_PREFIX, Caller, new_id, secret_digest};
+use crate::identity::policy::{Access, RULES};
 use crate::model::{ApiKey, LlmLimits, Role, now};
-use crate::policy::{Access, RULES};
 use axum::http::Method;
 
 const MAX_KEY_LIFETIME_SECS: u64 = 2 * 365 * 86_400;

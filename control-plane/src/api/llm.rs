@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Route;
 use crate::AppState;
-use crate::auth::{Caller, Via};
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::identity::auth::{Caller, Via};
 use crate::llm::gateway::{self, Job, Metered};
 use crate::llm::health::UpstreamReport;
 use crate::llm::provider::ProviderKind;

@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         // Applies to matched routes only; unknown paths fall through to the 404 below.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::policy::enforce,
+            crate::identity::policy::enforce,
         ))
         // Outside the policy layer, so refusals are counted too.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -411,11 +411,11 @@ mod tests {
             .collect();
         for (method, path) in &served {
             assert!(
-                crate::policy::lookup(method, path).is_some(),
+                crate::identity::policy::lookup(method, path).is_some(),
                 "route {method} {path} has no access rule"
             );
         }
-        for rule in crate::policy::RULES {
+        for rule in crate::identity::policy::RULES {
             assert!(
                 served
                     .iter()
@@ -425,7 +425,7 @@ mod tests {
                 rule.path
             );
         }
-        assert_eq!(served.len(), crate::policy::RULES.len());
+        assert_eq!(served.len(), crate::identity::policy::RULES.len());
     }
 
     #[test]

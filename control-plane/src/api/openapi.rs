@@ -21,8 +21,8 @@ use super::{
     Route, auth, enroll, files, hosts, keys, llm, portal, services, telemetry, tenants, users,
 };
 use crate::error::ApiJson;
+use crate::identity::policy::{Access, RULES};
 use crate::model::GpuAlert;
-use crate::policy::{Access, RULES};
 
 pub fn routes() -> Vec<Route> {
     vec![Route::new(Method::GET, "/api/openapi.json", get(document))]
@@ -365,8 +365,8 @@ fn operations() -> Vec<Operation> {
             .ok(of::<portal::Portal>)
             .errors(&[404]),
         op("GET", "/api/audit", "The audit trail, newest first")
-            .query(fields::<crate::audit::Filter>)
-            .ok(of::<Vec<crate::audit::Record>>),
+            .query(fields::<crate::identity::audit::Filter>)
+            .ok(of::<Vec<crate::identity::audit::Record>>),
         op("GET", "/api/ws", "Live events over a WebSocket")
             .answer(Upgrade(
                 "Switching Protocols: a WebSocket (subprotocol `axon.v1`) of live events as \

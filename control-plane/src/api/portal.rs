@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::Route;
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::identity::auth::Caller;
 use axum::http::Method;
 
 pub fn routes() -> Vec<Route> {

@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 use super::Route;
 use super::hosts::link_error;
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::fleet::LinkError;
+use crate::identity::auth::Caller;
 
 /// How long the API waits for an action: the agent gives systemd's job 90 s.
 const ACTION_WAIT: Duration = Duration::from_secs(100);
@@ -258,7 +258,7 @@ async fn run_action(
     force: bool,
 ) -> Result<ApiJson<ServiceActed>, ApiError> {
     visible(state, caller, id).await?;
-    let request_id = crate::auth::new_id();
+    let request_id = crate::identity::auth::new_id();
     let body = ServiceOp {
         kind: kind.to_owned(),
         name: name.to_owned(),
@@ -417,7 +417,7 @@ async fn run(
     ApiJson(body): ApiJson<RunBody>,
 ) -> Result<Response, ApiError> {
     visible(&state, &caller, &id).await?;
-    let request_id = crate::auth::new_id();
+    let request_id = crate::identity::auth::new_id();
     let spec = ContainerRun {
         name: body.name,
         image: body.image,
@@ -479,7 +479,7 @@ async fn pull(
     ApiJson(body): ApiJson<PullBody>,
 ) -> Result<ApiJson<ImageInfo>, ApiError> {
     visible(&state, &caller, &id).await?;
-    let request_id = crate::auth::new_id();
+    let request_id = crate::identity::auth::new_id();
     let target = format!(
         "{id} image {}",
         body.image.chars().take(256).collect::<String>()
@@ -528,7 +528,7 @@ fn stream_call(
     item: fn(&str, &str) -> Option<axum::response::sse::Event>,
     finish: impl FnOnce(serde_json::Value) -> Result<serde_json::Value, ApiError> + Send + 'static,
 ) -> Response {
-    let request_id = crate::auth::new_id();
+    let request_id = crate::identity::auth::new_id();
     let call = {
         let (state, host, request_id) = (state.clone(), host.clone(), request_id.clone());
         async move {

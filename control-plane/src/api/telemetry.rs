@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use super::Route;
 use super::hosts::find;
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::fleet::telemetry::{MAX_POINTS, Point, unix_ms};
+use crate::identity::auth::Caller;
 use crate::model::GpuAlert;
-use crate::telemetry::{MAX_POINTS, Point, unix_ms};
 
 pub fn routes() -> Vec<Route> {
     vec![

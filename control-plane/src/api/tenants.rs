@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use super::Route;
 use crate::AppState;
-use crate::auth::{Caller, new_id};
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::identity::auth::{Caller, new_id};
 use crate::model::{Tenant, now};
 use axum::http::Method;
 

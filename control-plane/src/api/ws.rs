@@ -13,8 +13,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Route;
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::identity::auth::Caller;
 use crate::live::LiveEvent;
 use crate::model::Role;
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use axon_shared::{ModelServerKind, ModelServers, OllamaModel};
 
 use super::transport::Transport;
+use crate::fleet::telemetry::Telemetry;
 use crate::fleet::{Hub, Revocations};
 use crate::model::Store;
-use crate::telemetry::Telemetry;
 
 /// A GPU busier than this (percent) leaves no headroom.
 const BUSY_GPU_PCT: f32 = 90.0;

@@ -513,7 +513,7 @@ impl Meterer {
             .map_or(0.0, |p| p.cost(&usage));
         let now = now_ms();
         let record = UsageRecord {
-            id: crate::auth::new_id(),
+            id: crate::identity::auth::new_id(),
             ts_ms: now,
             tenant_id: self.who.tenant_id.clone(),
             key_id: self.who.key_id.clone(),
@@ -621,7 +621,7 @@ pub async fn serve(
         let flight = candidate.health.start();
         let attempt_start = Instant::now();
         let meta = AnswerMeta {
-            id: format!("chatcmpl-{}", crate::auth::new_id()),
+            id: format!("chatcmpl-{}", crate::identity::auth::new_id()),
             created: unix_now(),
             model: candidate.label.clone(),
         };

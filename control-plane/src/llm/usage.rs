@@ -446,7 +446,7 @@ mod tests {
 
     fn record(tenant: Option<&str>, model: &str, tokens: u64, ts_ms: u64) -> UsageRecord {
         UsageRecord {
-            id: crate::auth::new_id(),
+            id: crate::identity::auth::new_id(),
             ts_ms,
             tenant_id: tenant.map(str::to_owned),
             key_id: Some("k1".into()),

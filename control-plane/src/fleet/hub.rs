@@ -121,7 +121,7 @@ impl AgentConn {
 
     /// Sends a request whose answer nobody waits for (acknowledgements).
     pub fn notify<T: Serialize>(&self, op: &str, body: &T) {
-        let frame = Frame::Request(Request::new(crate::auth::new_id(), op, body));
+        let frame = Frame::Request(Request::new(crate::identity::auth::new_id(), op, body));
         if self.outbound.try_send(frame).is_err() {
             tracing::debug!(host = %self.host_id, %op, "outbound queue full; notification dropped");
         }
@@ -216,7 +216,7 @@ impl ChunkStream {
         if unacked >= ACK_EVERY || self.chunks.is_empty() {
             self.acked = Some(chunk.seq);
             let ack = Frame::Request(Request::new(
-                crate::auth::new_id(),
+                crate::identity::auth::new_id(),
                 op::STREAM_ACK,
                 &StreamAck {
                     id: self.id.clone(),
@@ -244,7 +244,7 @@ impl Drop for ChunkStream {
         }
         self.conn.lock_streams().close(&self.id);
         let cancel = Frame::Request(Request::new(
-            crate::auth::new_id(),
+            crate::identity::auth::new_id(),
             op::CANCEL,
             &Cancel {
                 id: self.id.clone(),
@@ -351,7 +351,7 @@ impl Hub {
         body: &T,
         timeout: Duration,
     ) -> Result<serde_json::Value, LinkError> {
-        self.call_as(host_id, crate::auth::new_id(), op, body, timeout)
+        self.call_as(host_id, crate::identity::auth::new_id(), op, body, timeout)
             .await
     }
 
@@ -388,7 +388,7 @@ impl Hub {
         let conn = self.get(host_id).ok_or_else(|| LinkError::Offline {
             host: host_id.to_owned(),
         })?;
-        let id = crate::auth::new_id();
+        let id = crate::identity::auth::new_id();
         let (tx, chunks) = mpsc::channel(STREAM_QUEUE);
         // Registered first: chunks may follow the response at once.
         conn.lock_streams().open.insert(id.clone(), tx);

@@ -7,9 +7,9 @@ use std::path::Path;
 use axon_shared::EnrollmentToken;
 use time::OffsetDateTime;
 
-use crate::auth::{new_id, secret_digest};
+use crate::fleet::pki::{Pki, PkiError};
+use crate::identity::auth::{new_id, secret_digest};
 use crate::model::{EnrollToken, Store, now};
-use crate::pki::{Pki, PkiError};
 use crate::store::StoreError;
 
 /// Default token lifetime, seconds.

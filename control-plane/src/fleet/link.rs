@@ -26,9 +26,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use crate::AppState;
+use crate::fleet::pki::Pki;
 use crate::fleet::{AgentConn, Revocations};
 use crate::model::now;
-use crate::pki::Pki;
 
 /// How long a peer has to finish the TLS handshake and the WebSocket upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -13,8 +13,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::auth::authenticate;
 use crate::error::ApiError;
+use crate::identity::auth::authenticate;
 use crate::model::Role;
 
 /// Who may call a route.

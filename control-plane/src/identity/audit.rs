@@ -19,47 +19,14 @@ use std::time::{Duration, Instant};
 
 use axon_trail::{TrailConfig, TrailFile, Writer};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::identity::auth::Caller;
 use crate::model::{Role, now};
 use crate::store::{Db, StoreError, Tree};
 
-/// One audit record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Record {
-    pub seq: u64,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schemars(with = "crate::model::Rfc3339")]
-    pub time: OffsetDateTime,
-    /// e.g. `auth.login`, `user.create`, `access.forbidden`, `host.exec`.
-    pub action: String,
-    /// `ok`, `denied`, `throttled` or `error` (the link failed).
-    pub outcome: String,
-    /// User or API key id; empty for anonymous callers.
-    pub actor: String,
-    pub actor_role: Option<Role>,
-    /// The actor's tenant (clients), not the target's.
-    pub tenant_id: Option<String>,
-    /// What the action was about (a user id, a slug, a route, an email).
-    pub target: String,
-    pub source_ip: Option<String>,
-    pub reason: Option<String>,
-    /// For records reported by an agent: the host, and the record's number in its own trail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_seq: Option<u64>,
-    /// For a record that stands for several like it (repeated refusals from one address):
-    /// how many.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-    /// SHA-256 (hex) of the previous record; zeros for the first.
-    pub prev_hash: String,
-    /// SHA-256 (hex) of this record with `hash` empty.
-    pub hash: String,
-}
+pub use crate::model::AuditRecord as Record;
 
 /// A record being built.
 #[derive(Debug, Clone, Default)]
