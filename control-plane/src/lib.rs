@@ -10,8 +10,9 @@
 //! agent-link frames are capped (1 MiB by default) and API bodies at 1 MiB.
 
 // Rooms, lowest first, each importing only lower ones: the base (store, model, error, live),
-// identity, fleet, llm, and api (the HTTP edge). The root (this file, config, server, init,
+// identity, fleet, llm, agency, and api (the HTTP edge). The root (this file, config, server, init,
 // offline) wires them together; rooms see it only through the shared `AppState` handle.
+pub mod agency;
 pub mod api;
 pub mod error;
 pub mod fleet;

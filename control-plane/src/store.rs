@@ -285,6 +285,164 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
     }
 }
 
+/// Writes over several trees applied in one sled transaction: all of them or none. A write
+/// may be guarded by the value it replaces, so a concurrent change makes `apply` answer
+/// `Ok(false)` and write nothing (optimistic concurrency).
+#[derive(Default)]
+pub struct Writes {
+    trees: Vec<(sled::Tree, &'static str)>,
+    ops: Vec<WriteOp>,
+}
+
+struct WriteOp {
+    tree: usize,
+    key: String,
+    value: Option<Vec<u8>>,
+    /// `Some(None)`: the key must be absent; `Some(Some(v))`: it must hold exactly `v`.
+    expect: Option<Option<Vec<u8>>>,
+}
+
+/// A value as read, for guarding a later write with it.
+#[derive(Debug, Clone)]
+pub struct Snapshot<T> {
+    pub value: T,
+    raw: Vec<u8>,
+}
+
+impl<T: Serialize + DeserializeOwned> Tree<T> {
+    /// The value under `key` with its stored bytes, for `Writes::replace`.
+    pub fn get_snapshot(&self, key: &str) -> Result<Option<Snapshot<T>>, StoreError> {
+        match self.inner.get(key).map_err(self.io("get"))? {
+            Some(bytes) => Ok(Some(Snapshot {
+                value: self.decode(key.as_bytes(), &bytes)?,
+                raw: bytes.to_vec(),
+            })),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Writes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot<T>(&mut self, tree: &Tree<T>) -> usize {
+        match self.trees.iter().position(|(_, n)| *n == tree.name) {
+            Some(i) => i,
+            None => {
+                self.trees.push((tree.inner.clone(), tree.name));
+                self.trees.len() - 1
+            }
+        }
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put<T: Serialize + DeserializeOwned>(
+        &mut self,
+        tree: &Tree<T>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = tree.encode(key, value)?;
+        let slot = self.slot(tree);
+        self.ops.push(WriteOp {
+            tree: slot,
+            key: key.to_owned(),
+            value: Some(bytes),
+            expect: None,
+        });
+        Ok(())
+    }
+
+    /// Stores `value` under `key` only if the key is free.
+    pub fn insert_new<T: Serialize + DeserializeOwned>(
+        &mut self,
+        tree: &Tree<T>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = tree.encode(key, value)?;
+        let slot = self.slot(tree);
+        self.ops.push(WriteOp {
+            tree: slot,
+            key: key.to_owned(),
+            value: Some(bytes),
+            expect: Some(None),
+        });
+        Ok(())
+    }
+
+    /// Replaces the value read as `old` with `value`, only if nobody changed it since.
+    pub fn replace<T: Serialize + DeserializeOwned>(
+        &mut self,
+        tree: &Tree<T>,
+        key: &str,
+        old: &Snapshot<T>,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = tree.encode(key, value)?;
+        let slot = self.slot(tree);
+        self.ops.push(WriteOp {
+            tree: slot,
+            key: key.to_owned(),
+            value: Some(bytes),
+            expect: Some(Some(old.raw.clone())),
+        });
+        Ok(())
+    }
+
+    /// Removes `key`.
+    pub fn remove<T>(&mut self, tree: &Tree<T>, key: &str) {
+        let slot = self.slot(tree);
+        self.ops.push(WriteOp {
+            tree: slot,
+            key: key.to_owned(),
+            value: None,
+            expect: None,
+        });
+    }
+
+    /// Applies every write atomically; `Ok(false)` when a guard failed (nothing written).
+    pub fn apply(self) -> Result<bool, StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        if self.ops.is_empty() {
+            return Ok(true);
+        }
+        let trees: Vec<sled::Tree> = self.trees.iter().map(|(t, _)| t.clone()).collect();
+        let result = trees.as_slice().transaction(|txs| {
+            for op in &self.ops {
+                let tx = &txs[op.tree];
+                if let Some(expect) = &op.expect {
+                    let current = tx.get(op.key.as_bytes())?;
+                    if current.as_deref() != expect.as_deref() {
+                        return Err(ConflictableTransactionError::Abort(()));
+                    }
+                }
+                match &op.value {
+                    Some(v) => {
+                        tx.insert(op.key.as_bytes(), v.as_slice())?;
+                    }
+                    None => {
+                        tx.remove(op.key.as_bytes())?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(true),
+            Err(TransactionError::Abort(())) => Ok(false),
+            Err(TransactionError::Storage(source)) => Err(StoreError::Io {
+                op: "transaction",
+                tree: self.trees.first().map_or("*", |(_, n)| n),
+                source,
+            }),
+        }
+    }
+}
+
 /// The opened sled database.
 pub struct Db {
     db: sled::Db,
@@ -426,6 +584,38 @@ mod tests {
         );
         assert_eq!(t.take("b").expect("take"), Some(Item { n: 2 }));
         assert_eq!(t.take("b").expect("take"), None);
+    }
+
+    /// A guarded group of writes lands whole or not at all.
+    #[test]
+    fn writes_are_atomic_and_guarded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        let a: Tree<Item> = db.tree("a").expect("tree");
+        let b: Tree<Item> = db.tree("b").expect("tree");
+        a.put("k", &Item { n: 1 }).expect("put");
+        let seen = a.get_snapshot("k").expect("get").expect("present");
+        // Someone else changes the record after it was read.
+        a.put("k", &Item { n: 2 }).expect("put");
+        let mut w = Writes::new();
+        w.replace(&a, "k", &seen, &Item { n: 10 }).expect("stage");
+        w.put(&b, "x", &Item { n: 99 }).expect("stage");
+        assert!(!w.apply().expect("apply"), "a stale guard must refuse");
+        assert_eq!(a.get("k").expect("get"), Some(Item { n: 2 }));
+        assert_eq!(b.get("x").expect("get"), None, "nothing of the group lands");
+
+        let seen = a.get_snapshot("k").expect("get").expect("present");
+        let mut w = Writes::new();
+        w.replace(&a, "k", &seen, &Item { n: 10 }).expect("stage");
+        w.put(&b, "x", &Item { n: 99 }).expect("stage");
+        w.insert_new(&b, "y", &Item { n: 7 }).expect("stage");
+        assert!(w.apply().expect("apply"));
+        assert_eq!(a.get("k").expect("get"), Some(Item { n: 10 }));
+        assert_eq!(b.get("x").expect("get"), Some(Item { n: 99 }));
+        let mut w = Writes::new();
+        w.insert_new(&b, "y", &Item { n: 8 }).expect("stage");
+        assert!(!w.apply().expect("apply"), "a taken key refuses insert_new");
+        assert_eq!(b.get("y").expect("get"), Some(Item { n: 7 }));
     }
 
     #[test]
