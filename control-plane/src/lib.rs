@@ -62,6 +62,8 @@ pub struct AppState {
     pub http_metrics: Arc<api::metrics::HttpMetrics>,
     /// The OpenAI-compatible LLM gateway (`/v1/...`).
     pub llm: Arc<llm::Gateway>,
+    /// Everything sent to other services (webhooks, the builder, deploy channels).
+    pub outbox: Arc<agency::outbox::Outbox>,
 }
 
 /// Starting or running the server failed.
@@ -81,6 +83,8 @@ pub enum ServeError {
     Listener(std::io::Error),
     #[error("the LLM gateway cannot start: {0}")]
     Llm(#[from] llm::gateway::GatewayError),
+    #[error("the outbox cannot start: {0}")]
+    Outbox(String),
 }
 
 /// The two bound listeners.
@@ -126,8 +130,10 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         llm::gateway::HOST_HEADROOM,
     ));
     let llm = Arc::new(llm::Gateway::open(&config.llm, &store.db, fleet)?);
+    let outbox = Arc::new(agency::outbox::Outbox::open(&store.db)?);
     Ok(AppState {
         llm,
+        outbox,
         audit,
         live,
         telemetry,
@@ -163,6 +169,7 @@ pub async fn run(
     } else {
         Some(state.pki.api_tls()?)
     };
+    let outbox_client = agency::outbox::http_client().map_err(ServeError::Outbox)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let agents = tokio::spawn(link::serve(
         listeners.agent,
@@ -174,12 +181,16 @@ pub async fn run(
         listeners.api,
         api_tls,
         api::router(state.clone()),
-        stop_rx,
+        stop_rx.clone(),
     ));
     // The first pass runs before serving, so nothing expired is honoured after a restart.
     prune_metrics(&state);
     clean_expired(&state).await;
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let outbox = state
+        .outbox
+        .clone()
+        .spawn_worker(outbox_client, stop_rx.clone());
     tracing::info!(api = %api_addr, agents = %agent_addr, tls = !state.config.insecure_http, "axon-cp serving");
     ready();
     shutdown.await;
@@ -187,6 +198,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = agents.await;
     let _ = api.await;
+    let _ = outbox.await;
     housekeeping.abort();
     state.audit.flush_refusals(true);
     state.audit.settled().await;

@@ -443,7 +443,8 @@ impl Writes {
     }
 }
 
-/// The opened sled database.
+/// The opened sled database; clones share it.
+#[derive(Clone)]
 pub struct Db {
     db: sled::Db,
 }

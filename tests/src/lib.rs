@@ -7,6 +7,7 @@
 
 pub mod failover;
 pub mod mock_llm;
+pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

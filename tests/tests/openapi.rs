@@ -77,6 +77,14 @@ async fn the_api_answers_as_its_openapi_document_says() {
         json!({"name": "fuzzed", "role": "viewer", "scopes": ["hosts:read"]}),
     )
     .await;
+    // Pings to it meet a closed port: deliveries fail and are retried, never a server error.
+    let hook = create(
+        &cp,
+        &admin,
+        "/api/webhooks",
+        json!({"url": "http://127.0.0.1:9/fuzzed", "events": ["*"]}),
+    )
+    .await;
     let (status, doc) = cp.call(Method::GET, "/api/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -101,6 +109,7 @@ async fn the_api_answers_as_its_openapi_document_says() {
                 p if p.starts_with("/api/users/{id}") => ("id", user.as_str()),
                 p if p.starts_with("/api/tenants/{id}") => ("id", tenant.as_str()),
                 p if p.starts_with("/api/api-keys/{id}") => ("id", key.as_str()),
+                p if p.starts_with("/api/webhooks/{id}") => ("id", hook.as_str()),
                 "/api/portal/{slug}" => ("slug", "acme"),
                 _ => continue,
             };

@@ -4,3 +4,5 @@
 
 pub mod blueprint;
 pub mod builder;
+pub mod outbox;
+pub mod webhooks;

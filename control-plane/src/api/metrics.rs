@@ -268,6 +268,22 @@ async fn exposition(State(state): State<AppState>) -> Result<Response, ApiError>
         &[],
         open_alerts as f64,
     );
+    for (target, outcome, count) in state.outbox.counts() {
+        x.sample(
+            "axon_outbox_deliveries_total",
+            "counter",
+            "Outbox attempts finished since the start, by target kind and outcome (delivered, retried, failed).",
+            &[("target", &target), ("outcome", outcome)],
+            count as f64,
+        );
+    }
+    x.sample(
+        "axon_outbox_pending",
+        "gauge",
+        "Outbox deliveries waiting for an attempt.",
+        &[],
+        state.outbox.pending_count() as f64,
+    );
     let mut text = x.render();
     text.push_str(&state.llm.metrics.render(&state.llm.health.report()));
     let mut response = text.into_response();

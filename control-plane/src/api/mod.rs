@@ -16,6 +16,7 @@ mod sse;
 mod telemetry;
 mod tenants;
 mod users;
+mod webhooks;
 mod ws;
 
 use std::collections::{BTreeMap, HashMap};
@@ -75,6 +76,7 @@ pub fn routes() -> Vec<Route> {
         llm::routes(),
         portal::routes(),
         audit::routes(),
+        webhooks::routes(),
         openapi::routes(),
         ws::routes(),
     ] {

@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Route, auth, enroll, files, hosts, keys, llm, portal, services, telemetry, tenants, users,
+    webhooks,
 };
 use crate::error::ApiJson;
 use crate::identity::policy::{Access, RULES};
@@ -473,6 +474,72 @@ fn operations() -> Vec<Operation> {
         .errors(&[404]),
         op("GET", "/api/fleet/summary", "The fleet at a glance").ok(of::<telemetry::Summary>),
         op(
+            "GET",
+            "/api/webhooks",
+            "Webhook subscriptions (without secrets)",
+        )
+        .ok(of::<Vec<webhooks::SubscriptionView>>),
+        op(
+            "POST",
+            "/api/webhooks",
+            "Subscribe a receiver; the answer shows its secret once",
+        )
+        .body(Json(of::<webhooks::NewSubscription>))
+        .created(of::<webhooks::SubscriptionWithSecret>),
+        op("GET", "/api/webhooks/{id}", "One subscription")
+            .ok(of::<webhooks::SubscriptionView>)
+            .errors(&[404]),
+        op(
+            "PATCH",
+            "/api/webhooks/{id}",
+            "Change a subscription's URL, events, description or state",
+        )
+        .body(Json(of::<webhooks::SubscriptionPatch>))
+        .ok(of::<webhooks::SubscriptionView>)
+        .errors(&[404]),
+        op(
+            "DELETE",
+            "/api/webhooks/{id}",
+            "Remove a subscription; its deliveries stay listed",
+        )
+        .errors(&[404]),
+        op(
+            "POST",
+            "/api/webhooks/{id}/rotate-secret",
+            "A new signing secret, shown once",
+        )
+        .ok(of::<webhooks::SubscriptionWithSecret>)
+        .errors(&[404]),
+        op(
+            "POST",
+            "/api/webhooks/{id}/ping",
+            "Send a `ping` event to this subscription",
+        )
+        .answer(Answer::Json(202, of::<crate::agency::outbox::Delivery>))
+        .errors(&[404, 409]),
+        op(
+            "GET",
+            "/api/webhooks/{id}/deliveries",
+            "A subscription's deliveries, newest first, with their attempts",
+        )
+        .query(fields::<webhooks::DeliveriesQuery>)
+        .ok(of::<Vec<crate::agency::outbox::Delivery>>)
+        .errors(&[404]),
+        op(
+            "GET",
+            "/api/outbox",
+            "Everything the outbox holds, newest first",
+        )
+        .query(fields::<webhooks::OutboxQuery>)
+        .ok(of::<Vec<crate::agency::outbox::Delivery>>),
+        op(
+            "POST",
+            "/api/outbox/{id}/retry",
+            "Put a failed delivery back to pending (same idempotency key)",
+        )
+        .ok(of::<crate::agency::outbox::Delivery>)
+        .errors(&[404, 409]),
+        op(
             "PATCH",
             "/api/api-keys/{id}",
             "Change an API key's LLM limits",
@@ -806,7 +873,7 @@ fn answer(answer: &Answer, answers: &mut SchemaGenerator) -> (u16, Value) {
     match answer {
         Answer::Json(status, schema) => (
             *status,
-            json!({"description": if *status == 201 { "Created." } else { "OK." },
+            json!({"description": match status { 201 => "Created.", 202 => "Accepted.", _ => "OK." },
                 "content": {"application/json": {"schema": schema(answers)}}}),
         ),
         // In OpenAPI 3.1 the schema of an event stream is that of one event.

@@ -189,6 +189,52 @@ pub const RULES: &[Rule] = &[
         Access::Roles(&[A, C], "portal:read"),
     ),
     rule("GET", "/api/audit", Access::Roles(ADMIN, "audit:read")),
+    rule(
+        "GET",
+        "/api/webhooks",
+        Access::Roles(ADMIN, "webhooks:read"),
+    ),
+    rule(
+        "POST",
+        "/api/webhooks",
+        Access::Roles(ADMIN, "webhooks:write"),
+    ),
+    rule(
+        "GET",
+        "/api/webhooks/{id}",
+        Access::Roles(ADMIN, "webhooks:read"),
+    ),
+    rule(
+        "PATCH",
+        "/api/webhooks/{id}",
+        Access::Roles(ADMIN, "webhooks:write"),
+    ),
+    rule(
+        "DELETE",
+        "/api/webhooks/{id}",
+        Access::Roles(ADMIN, "webhooks:write"),
+    ),
+    rule(
+        "POST",
+        "/api/webhooks/{id}/rotate-secret",
+        Access::Roles(ADMIN, "webhooks:write"),
+    ),
+    rule(
+        "POST",
+        "/api/webhooks/{id}/ping",
+        Access::Roles(ADMIN, "webhooks:write"),
+    ),
+    rule(
+        "GET",
+        "/api/webhooks/{id}/deliveries",
+        Access::Roles(ADMIN, "webhooks:read"),
+    ),
+    rule("GET", "/api/outbox", Access::Roles(ADMIN, "webhooks:read")),
+    rule(
+        "POST",
+        "/api/outbox/{id}/retry",
+        Access::Roles(ADMIN, "webhooks:write"),
+    ),
     rule("GET", "/api/ws", Access::Roles(STAFF, "live:read")),
     rule(
         "GET",
