@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub metrics_retention: Duration,
     /// The LLM gateway's providers and seeds.
     pub llm: crate::llm::LlmConfig,
+    /// Plans, the builder's webhook.
+    pub agency: crate::agency::AgencyConfig,
 }
 
 impl ServeConfig {
@@ -49,6 +51,7 @@ impl ServeConfig {
             agent_port: 7443,
             metrics_retention: Duration::from_secs(7 * 86_400),
             llm: crate::llm::LlmConfig::default(),
+            agency: crate::agency::AgencyConfig::default(),
         }
     }
 

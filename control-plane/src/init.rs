@@ -74,15 +74,7 @@ fn sysinfo_hostname() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// A random password of 24 characters from an unambiguous alphabet.
-pub fn generate_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..24)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
+pub use crate::identity::auth::generate_password;
 
 /// Runs `init`.
 pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
@@ -127,6 +119,7 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
         role: Role::Admin,
         tenant_id: None,
         disabled: false,
+        demo_tag: None,
         created_at: stamp,
         updated_at: stamp,
     })?;

@@ -64,6 +64,8 @@ pub struct AppState {
     pub llm: Arc<llm::Gateway>,
     /// Everything sent to other services (webhooks, the builder, deploy channels).
     pub outbox: Arc<agency::outbox::Outbox>,
+    /// Orders, catalog, plans.
+    pub agency: Arc<agency::Agency>,
 }
 
 /// Starting or running the server failed.
@@ -131,9 +133,17 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
     ));
     let llm = Arc::new(llm::Gateway::open(&config.llm, &store.db, fleet)?);
     let outbox = Arc::new(agency::outbox::Outbox::open(&store.db)?);
+    outbox.set_direct_secret("builder", config.agency.builder_webhook_secret.clone());
+    let agency = Arc::new(agency::Agency::open(
+        &store.db,
+        &config.agency,
+        outbox.clone(),
+        llm.clone(),
+    )?);
     Ok(AppState {
         llm,
         outbox,
+        agency,
         audit,
         live,
         telemetry,

@@ -39,6 +39,18 @@ enum Command {
     /// Add a new JWT signing key (takes effect at the next start; old tokens stay valid until
     /// they expire).
     RotateSigningKey(DataDirArg),
+    /// Load the demo tenants, users, catalog and orders into a stopped server's data dir
+    /// (idempotent), or remove them with --remove.
+    SeedDemo(SeedDemoArgs),
+}
+
+#[derive(Args)]
+struct SeedDemoArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Remove the demo records instead (only records the seeder made).
+    #[arg(long)]
+    remove: bool,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +87,9 @@ struct UserCreateArgs {
     /// Tenant slug, for client users.
     #[arg(long)]
     tenant: Option<String>,
+    /// A client without a tenant, who sees the legacy orders (those without a tenant).
+    #[arg(long, conflicts_with = "tenant")]
+    legacy: bool,
 }
 
 #[derive(Args)]
@@ -244,6 +259,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("new signing key added ({count} stored); restart axon-cp to sign with it");
             Ok(())
         }
+        Command::SeedDemo(a) => {
+            let report = if a.remove {
+                axon_control_plane::offline::remove_demo(&a.dir.data_dir)?
+            } else {
+                axon_control_plane::offline::seed_demo(&a.dir.data_dir)?
+            };
+            print_demo(&report);
+            Ok(())
+        }
         Command::Token(TokenCommand::Create(args)) => {
             let created = axon_control_plane::fleet::enrollment::create_offline(
                 &args.data_dir,
@@ -253,6 +277,28 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", created.token);
             Ok(())
         }
+    }
+}
+
+fn print_demo(report: &axon_control_plane::agency::demo::DemoReport) {
+    for (label, list) in [
+        ("created", &report.created),
+        ("unchanged", &report.unchanged),
+        ("removed", &report.removed),
+        ("skipped", &report.skipped),
+    ] {
+        if !list.is_empty() {
+            println!("{label}: {}", list.len());
+            for item in list {
+                println!("  {item}");
+            }
+        }
+    }
+    for login in &report.credentials {
+        println!(
+            "client of {} ({}): {} / {}   (shown once)",
+            login.tenant, login.portal, login.email, login.password
+        );
     }
 }
 
@@ -266,6 +312,7 @@ fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
                 &a.name,
                 a.role,
                 a.tenant.as_deref(),
+                a.legacy,
                 password_from_env(),
             )?;
             println!(
@@ -317,6 +364,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.llm = axon_control_plane::llm::LlmConfig::load(args.llm_config.as_deref(), &|name| {
         std::env::var(name).ok()
     })?;
+    config.agency =
+        axon_control_plane::agency::AgencyConfig::from_env(&|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -52,6 +52,9 @@ pub struct User {
     pub tenant_id: Option<String>,
     /// A disabled user cannot log in or use existing tokens.
     pub disabled: bool,
+    /// Set on users the demo seeder made, so removing the demo data finds exactly them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_tag: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -165,6 +168,9 @@ pub struct Tenant {
     /// Limits on the tenant's use of the LLM gateway, all its keys and users together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_limits: Option<LlmLimits>,
+    /// Set on tenants the demo seeder made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_tag: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -43,13 +43,15 @@ fn check_password(password: Option<&str>) -> Result<(), OfflineError> {
     }
 }
 
-/// Creates a user; returns it and the generated password when none was given.
+/// Creates a user; returns it and the generated password when none was given. `legacy` makes
+/// a client without a tenant: it sees only the orders made before tenants existed.
 pub fn create_user(
     data_dir: &Path,
     email: &str,
     name: &str,
     role: Role,
     tenant_slug: Option<&str>,
+    legacy: bool,
     password: Option<String>,
 ) -> Result<(User, Option<String>), OfflineError> {
     let store = open(data_dir)?;
@@ -58,6 +60,12 @@ pub fn create_user(
         return Err(OfflineError::Invalid(format!("invalid email {email:?}")));
     }
     let tenant_id = match (role, tenant_slug) {
+        (Role::Client, None) if legacy => None,
+        (_, _) if legacy => {
+            return Err(OfflineError::Invalid(
+                "--legacy is for client users without a tenant".into(),
+            ));
+        }
         (Role::Client, Some(slug)) => Some(
             store
                 .tenant_slugs
@@ -65,7 +73,10 @@ pub fn create_user(
                 .ok_or_else(|| OfflineError::Invalid(format!("no tenant with slug {slug}")))?,
         ),
         (Role::Client, None) => {
-            return Err(OfflineError::Invalid("a client user needs --tenant".into()));
+            return Err(OfflineError::Invalid(
+                "a client user needs --tenant (or --legacy for the orders made before tenants)"
+                    .into(),
+            ));
         }
         (_, Some(_)) => {
             return Err(OfflineError::Invalid(
@@ -92,6 +103,7 @@ pub fn create_user(
         role,
         tenant_id,
         disabled: false,
+        demo_tag: None,
         created_at: stamp,
         updated_at: stamp,
     };
@@ -201,4 +213,38 @@ pub fn verify_audit(data_dir: &Path) -> Result<AuditCheck, OfflineError> {
         indexed: tree.len(),
         file,
     })
+}
+
+fn demo_book(store: &Store) -> Result<crate::agency::book::Book, OfflineError> {
+    let outbox = std::sync::Arc::new(crate::agency::outbox::Outbox::open(&store.db)?);
+    Ok(crate::agency::book::Book::open(&store.db, outbox, None)?)
+}
+
+fn demo_error(e: crate::agency::demo::DemoError) -> OfflineError {
+    match e {
+        crate::agency::demo::DemoError::Store(e) => OfflineError::Store(e),
+        other => OfflineError::Invalid(other.to_string()),
+    }
+}
+
+/// Loads the demo data (see `agency::demo`); the first admin stands as the staff who planned
+/// and approved the demo orders.
+pub fn seed_demo(data_dir: &Path) -> Result<crate::agency::demo::DemoReport, OfflineError> {
+    let store = open(data_dir)?;
+    let book = demo_book(&store)?;
+    let staff = store
+        .users
+        .values()?
+        .into_iter()
+        .find(|u| u.role == Role::Admin)
+        .map(|u| u.id)
+        .unwrap_or_else(|| "axon-cp".into());
+    crate::agency::demo::seed(&store, &book, &staff).map_err(demo_error)
+}
+
+/// Removes the demo data.
+pub fn remove_demo(data_dir: &Path) -> Result<crate::agency::demo::DemoReport, OfflineError> {
+    let store = open(data_dir)?;
+    let book = demo_book(&store)?;
+    crate::agency::demo::remove(&store, &book).map_err(demo_error)
 }

@@ -5,6 +5,8 @@
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,8 @@ struct Envelope<T> {
 pub struct Tree<T> {
     inner: sled::Tree,
     name: &'static str,
+    /// Where `Writes` records a group before applying it.
+    journal: sled::Tree,
     _kind: PhantomData<fn() -> T>,
 }
 
@@ -68,6 +72,7 @@ impl<T> Clone for Tree<T> {
         Self {
             inner: self.inner.clone(),
             name: self.name,
+            journal: self.journal.clone(),
             _kind: PhantomData,
         }
     }
@@ -75,14 +80,17 @@ impl<T> Clone for Tree<T> {
 
 impl<T: Serialize + DeserializeOwned> Tree<T> {
     fn open(db: &sled::Db, name: &'static str) -> Result<Self, StoreError> {
-        let inner = db.open_tree(name).map_err(|source| StoreError::Io {
-            op: "open_tree",
-            tree: name,
-            source,
-        })?;
+        let open = |name: &'static str| {
+            db.open_tree(name).map_err(|source| StoreError::Io {
+                op: "open_tree",
+                tree: name,
+                source,
+            })
+        };
         Ok(Self {
-            inner,
+            inner: open(name)?,
             name,
+            journal: open(JOURNAL)?,
             _kind: PhantomData,
         })
     }
@@ -285,12 +293,27 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
     }
 }
 
-/// Writes over several trees applied in one sled transaction: all of them or none. A write
-/// may be guarded by the value it replaces, so a concurrent change makes `apply` answer
-/// `Ok(false)` and write nothing (optimistic concurrency).
+/// The tree holding groups of writes being applied.
+const JOURNAL: &str = "__writes";
+
+/// Serialises groups of writes: a guard is checked and its group applied with no other group
+/// in between.
+static GROUPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Writes over several trees that land all together or not at all. A write may be guarded by
+/// the value it replaces, so a concurrent change makes `apply` answer `Ok(false)` and write
+/// nothing (optimistic concurrency).
+///
+/// Not a sled transaction: those take a process-wide lock that deadlocks against sled's own
+/// flushes under load. Instead the group is recorded in a journal tree with one insert, then
+/// applied, then dropped from the journal; a group a crash cut short is applied again when
+/// the store opens (sled recovers a prefix of its log, so a journalled group is either whole
+/// in the journal or absent). Guards hold against other `Writes`; keys written through
+/// `Writes` are not written any other way.
 #[derive(Default)]
 pub struct Writes {
     trees: Vec<(sled::Tree, &'static str)>,
+    journal: Option<sled::Tree>,
     ops: Vec<WriteOp>,
 }
 
@@ -328,6 +351,9 @@ impl Writes {
     }
 
     fn slot<T>(&mut self, tree: &Tree<T>) -> usize {
+        if self.journal.is_none() {
+            self.journal = Some(tree.journal.clone());
+        }
         match self.trees.iter().position(|(_, n)| *n == tree.name) {
             Some(i) => i,
             None => {
@@ -403,50 +429,165 @@ impl Writes {
         });
     }
 
-    /// Applies every write atomically; `Ok(false)` when a guard failed (nothing written).
+    /// Applies every write, all or none; `Ok(false)` when a guard failed (nothing written).
     pub fn apply(self) -> Result<bool, StoreError> {
-        use sled::Transactional;
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
-        if self.ops.is_empty() {
+        let Some(journal) = &self.journal else {
             return Ok(true);
-        }
-        let trees: Vec<sled::Tree> = self.trees.iter().map(|(t, _)| t.clone()).collect();
-        let result = trees.as_slice().transaction(|txs| {
-            for op in &self.ops {
-                let tx = &txs[op.tree];
-                if let Some(expect) = &op.expect {
-                    let current = tx.get(op.key.as_bytes())?;
-                    if current.as_deref() != expect.as_deref() {
-                        return Err(ConflictableTransactionError::Abort(()));
-                    }
-                }
-                match &op.value {
-                    Some(v) => {
-                        tx.insert(op.key.as_bytes(), v.as_slice())?;
-                    }
-                    None => {
-                        tx.remove(op.key.as_bytes())?;
-                    }
+        };
+        let io = |op: &'static str, tree: &'static str| {
+            move |source| StoreError::Io { op, tree, source }
+        };
+        let _group = GROUPS.lock().unwrap_or_else(|p| p.into_inner());
+        for op in &self.ops {
+            if let Some(expect) = &op.expect {
+                let (tree, name) = &self.trees[op.tree];
+                let current = tree.get(op.key.as_bytes()).map_err(io("get", name))?;
+                if current.as_deref() != expect.as_deref() {
+                    return Ok(false);
                 }
             }
-            Ok(())
-        });
-        match result {
-            Ok(()) => Ok(true),
-            Err(TransactionError::Abort(())) => Ok(false),
-            Err(TransactionError::Storage(source)) => Err(StoreError::Io {
-                op: "transaction",
-                tree: self.trees.first().map_or("*", |(_, n)| n),
-                source,
-            }),
+        }
+        let entry: Vec<JournalOp<'_>> = self
+            .ops
+            .iter()
+            .map(|op| JournalOp {
+                tree: self.trees[op.tree].1,
+                key: &op.key,
+                value: op.value.as_deref(),
+            })
+            .collect();
+        // One group at a time is in the journal (under `GROUPS`); the time orders replays.
+        let id = time::OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_be_bytes();
+        journal
+            .insert(id, encode_group(&entry))
+            .map_err(io("insert", JOURNAL))?;
+        for op in &self.ops {
+            let (tree, name) = &self.trees[op.tree];
+            match &op.value {
+                Some(v) => tree
+                    .insert(op.key.as_bytes(), v.as_slice())
+                    .map_err(io("insert", name))?,
+                None => tree.remove(op.key.as_bytes()).map_err(io("remove", name))?,
+            };
+        }
+        journal.remove(id).map_err(io("remove", JOURNAL))?;
+        Ok(true)
+    }
+}
+
+/// One write of a journalled group.
+struct JournalOp<'a> {
+    tree: &'a str,
+    key: &'a str,
+    value: Option<&'a [u8]>,
+}
+
+/// `[name len u16][name][key len u32][key][0 | 1 value len u32 value]...`
+fn encode_group(ops: &[JournalOp<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for op in ops {
+        out.extend_from_slice(&(op.tree.len() as u16).to_be_bytes());
+        out.extend_from_slice(op.tree.as_bytes());
+        out.extend_from_slice(&(op.key.len() as u32).to_be_bytes());
+        out.extend_from_slice(op.key.as_bytes());
+        match op.value {
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.push(0),
         }
     }
+    out
+}
+
+/// The writes of a journalled group: (tree, key, value or removal); `None` if it is damaged.
+#[allow(clippy::type_complexity)]
+fn decode_group(mut bytes: &[u8]) -> Option<Vec<(String, Vec<u8>, Option<Vec<u8>>)>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Some(head)
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let n = u16::from_be_bytes(take(&mut bytes, 2)?.try_into().ok()?) as usize;
+        let tree = String::from_utf8(take(&mut bytes, n)?.to_vec()).ok()?;
+        let n = u32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
+        let key = take(&mut bytes, n)?.to_vec();
+        let value = match take(&mut bytes, 1)?[0] {
+            1 => {
+                let n = u32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
+                Some(take(&mut bytes, n)?.to_vec())
+            }
+            _ => None,
+        };
+        out.push((tree, key, value));
+    }
+    Some(out)
+}
+
+/// Applies again the groups of writes a crash cut short.
+fn replay_journal(db: &sled::Db) -> Result<usize, StoreError> {
+    let io = |op: &'static str| {
+        move |source| StoreError::Io {
+            op,
+            tree: JOURNAL,
+            source,
+        }
+    };
+    let journal = db.open_tree(JOURNAL).map_err(io("open_tree"))?;
+    let mut replayed = 0;
+    for item in journal.iter() {
+        let (id, group) = item.map_err(io("iter"))?;
+        match decode_group(&group) {
+            Some(ops) => {
+                for (tree, key, value) in ops {
+                    let tree = db.open_tree(tree).map_err(io("open_tree"))?;
+                    match value {
+                        Some(v) => tree.insert(key, v).map_err(io("insert"))?,
+                        None => tree.remove(key).map_err(io("remove"))?,
+                    };
+                }
+                replayed += 1;
+            }
+            None => tracing::error!("a damaged group of writes in the journal is dropped"),
+        }
+        journal.remove(id).map_err(io("remove"))?;
+    }
+    if replayed > 0 {
+        db.flush().map_err(io("flush"))?;
+        tracing::warn!(
+            replayed,
+            "groups of writes cut short by a crash were applied again"
+        );
+    }
+    Ok(replayed)
 }
 
 /// The opened sled database; clones share it.
 #[derive(Clone)]
 pub struct Db {
     db: sled::Db,
+    flushes: Arc<FlushGate>,
+}
+
+/// Group commit: one flush runs at a time and covers every caller that asked before it
+/// started. Many concurrent `flush_async` calls each take a thread of sled's small pool and
+/// can hold up the writes they wait for; waiting callers share the next flush instead.
+#[derive(Default)]
+struct FlushGate {
+    running: tokio::sync::Mutex<()>,
+    /// Tickets handed out; a caller's writes precede its ticket.
+    asked: AtomicU64,
+    /// Every ticket up to this one is durable.
+    done: AtomicU64,
 }
 
 impl Db {
@@ -457,7 +598,13 @@ impl Db {
         let mut attempt = 0;
         loop {
             match sled::Config::new().path(dir).open() {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    replay_journal(&db)?;
+                    return Ok(Self {
+                        db,
+                        flushes: Arc::default(),
+                    });
+                }
                 Err(source) => match classify_open_error(dir, source) {
                     StoreError::Locked { .. } if attempt < 20 => {
                         attempt += 1;
@@ -479,15 +626,29 @@ impl Db {
 
     /// Makes every write so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
+        let gate = &self.flushes;
+        let ticket = gate.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = gate.running.lock().await;
+        if gate.done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket handed out so far belongs to writes made before this flush starts.
+        let covers = gate.asked.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        let flushed = tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map(|_| ())
-            .map_err(|source| StoreError::Io {
+            .map_err(|_| StoreError::Io {
                 op: "flush",
                 tree: "*",
-                source,
-            })
+                source: sled::Error::ReportableBug("the flush thread stopped".into()),
+            })?;
+        flushed.map_err(|source| StoreError::Io {
+            op: "flush",
+            tree: "*",
+            source,
+        })?;
+        gate.done.fetch_max(covers, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Makes every write so far durable, blocking the thread.
@@ -617,6 +778,101 @@ mod tests {
         w.insert_new(&b, "y", &Item { n: 8 }).expect("stage");
         assert!(!w.apply().expect("apply"), "a taken key refuses insert_new");
         assert_eq!(b.get("y").expect("get"), Some(Item { n: 7 }));
+    }
+
+    /// Guarded groups racing on one key: each success saw the value it replaced, so the count
+    /// equals the successes and no increment is lost; the second tree got one entry per success.
+    #[test]
+    fn racing_guarded_groups_lose_no_update() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        let a: Tree<Item> = db.tree("a").expect("tree");
+        let log: Tree<Item> = db.tree("log").expect("tree");
+        a.put("k", &Item { n: 0 }).expect("put");
+        let barrier = std::sync::Barrier::new(4);
+        let wins: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (a, log, barrier) = (a.clone(), log.clone(), &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let mut wins = 0;
+                        for i in 0..200 {
+                            let seen = a.get_snapshot("k").expect("get").expect("present");
+                            let mut w = Writes::new();
+                            let next = Item {
+                                n: seen.value.n + 1,
+                            };
+                            w.replace(&a, "k", &seen, &next).expect("stage");
+                            w.put(&log, &format!("{t}-{i}"), &next).expect("stage");
+                            if w.apply().expect("apply") {
+                                wins += 1;
+                            }
+                        }
+                        wins
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).sum()
+        });
+        assert_eq!(a.get("k").expect("get"), Some(Item { n: wins as u32 }));
+        assert_eq!(log.len(), wins);
+        assert!(wins >= 200, "at least one thread's worth lands: {wins}");
+    }
+
+    /// A group cut short after it was journalled is applied whole when the store opens.
+    #[test]
+    fn a_group_cut_short_is_applied_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Db::open(dir.path()).expect("open");
+            let a: Tree<Item> = db.tree("a").expect("tree");
+            a.put("gone", &Item { n: 0 }).expect("put");
+            // What `apply` journals before writing, as if the process died right after.
+            let one = serde_json::to_vec(&Envelope {
+                v: 1,
+                data: Item { n: 1 },
+            })
+            .expect("json");
+            let two = serde_json::to_vec(&Envelope {
+                v: 1,
+                data: Item { n: 2 },
+            })
+            .expect("json");
+            let group = encode_group(&[
+                JournalOp {
+                    tree: "a",
+                    key: "k",
+                    value: Some(&one),
+                },
+                JournalOp {
+                    tree: "b",
+                    key: "k",
+                    value: Some(&two),
+                },
+                JournalOp {
+                    tree: "a",
+                    key: "gone",
+                    value: None,
+                },
+            ]);
+            a.journal
+                .insert(7u64.to_be_bytes(), group)
+                .expect("journal");
+            db.flush_blocking().expect("flush");
+        }
+        let db = Db::open(dir.path()).expect("reopen");
+        let a: Tree<Item> = db.tree("a").expect("tree");
+        let b: Tree<Item> = db.tree("b").expect("tree");
+        assert_eq!(a.get("k").expect("get"), Some(Item { n: 1 }));
+        assert_eq!(b.get("k").expect("get"), Some(Item { n: 2 }));
+        assert_eq!(a.get("gone").expect("get"), None);
+        assert!(a.journal.is_empty(), "the journal is emptied");
+        assert_eq!(
+            decode_group(&[0, 9, b'x']),
+            None,
+            "a damaged group is recognised"
+        );
     }
 
     #[test]

@@ -680,6 +680,7 @@ async fn answer(
     let ask = Ask {
         behaviour: &behaviour,
         seq,
+        nth,
         body: &body,
         query: parts.uri.query().unwrap_or_default(),
         shape: Shape {

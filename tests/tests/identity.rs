@@ -66,10 +66,14 @@ fn management_routes_are_admin_only() {
             "/api/api-keys",
             "/api/audit",
             "/api/enrollment-tokens",
+            "/api/webhooks",
+            "/api/outbox",
+            "/api/admin/",
         ]
         .iter()
         .any(|p| rule.path.starts_with(p))
-            || (rule.path == "/api/hosts/{id}" && rule.method != "GET");
+            || (rule.path == "/api/hosts/{id}" && rule.method != "GET")
+            || (rule.path.starts_with("/api/catalog") && rule.method != "GET");
         if management {
             match rule.access {
                 Access::Roles(roles, _) => assert_eq!(
@@ -102,7 +106,8 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "/api/auth/refresh",
         "/api/enroll",
     ];
-    if public.contains(&path) {
+    // JSON Schemas of blueprints and plans are documentation.
+    if public.contains(&path) || path.starts_with("/api/schemas/") {
         return None;
     }
     let management = [
@@ -111,9 +116,27 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "/api/api-keys",
         "/api/audit",
         "/api/enrollment-tokens",
+        "/api/webhooks",
+        "/api/outbox",
+        "/api/admin/",
     ];
     Some(if management.iter().any(|m| path.starts_with(m)) {
         ADMIN
+    } else if path.starts_with("/api/catalog") {
+        // Staff read the catalog; admins price and publish it; clients see theirs in the portal.
+        if reads { STAFF } else { ADMIN }
+    } else if path.starts_with("/api/orders") {
+        // Clients follow their tenant's orders, order, and cancel a new one; what happens
+        // inside production (plans, artifacts, notes, edits) is staff's.
+        match (method, path) {
+            ("GET", "/api/orders" | "/api/orders/{id}") => EVERYONE,
+            ("POST", "/api/orders" | "/api/orders/{id}/actions/{action}") => {
+                &["admin", "operator", "client"]
+            }
+            ("GET", "/api/orders/{id}/artifacts/archive") => OPERATORS,
+            _ if reads => STAFF,
+            _ => OPERATORS,
+        }
     } else if path.starts_with("/v1/") || path.starts_with("/api/llm/usage") {
         // The LLM gateway serves every role; each is metered to its own tenant and sees only
         // that tenant's usage.

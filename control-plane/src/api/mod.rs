@@ -3,6 +3,7 @@
 
 mod audit;
 pub(crate) mod auth;
+mod catalog;
 mod enroll;
 mod files;
 mod hosts;
@@ -10,6 +11,7 @@ mod keys;
 pub mod llm;
 pub mod metrics;
 mod openapi;
+mod orders;
 mod portal;
 mod services;
 mod sse;
@@ -34,6 +36,22 @@ use axum::routing::{MethodRouter, get};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
+
+/// Records a successful change by `caller` in the audit trail.
+pub(crate) fn audit_ok(
+    state: &AppState,
+    caller: &crate::identity::auth::Caller,
+    action: &str,
+    target: &str,
+) {
+    state.audit.record(
+        state
+            .audit
+            .event(action, "ok")
+            .caller(caller)
+            .target(target),
+    );
+}
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -75,6 +93,8 @@ pub fn routes() -> Vec<Route> {
         keys::routes(),
         llm::routes(),
         portal::routes(),
+        orders::routes(),
+        catalog::routes(),
         audit::routes(),
         webhooks::routes(),
         openapi::routes(),

@@ -18,12 +18,19 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Route, auth, enroll, files, hosts, keys, llm, portal, services, telemetry, tenants, users,
-    webhooks,
+    Route, auth, catalog, enroll, files, hosts, keys, llm, orders, portal, services, telemetry,
+    tenants, users, webhooks,
 };
+
 use crate::error::ApiJson;
 use crate::identity::policy::{Access, RULES};
 use crate::model::GpuAlert;
+
+/// The optimistic-concurrency header of order writes.
+const IF_MATCH: &[(&str, &str)] = &[(
+    "If-Match",
+    "Write only if the order is still at this version (its ETag); 412 otherwise.",
+)];
 
 pub fn routes() -> Vec<Route> {
     vec![Route::new(Method::GET, "/api/openapi.json", get(document))]
@@ -365,6 +372,144 @@ fn operations() -> Vec<Operation> {
         op("GET", "/api/portal/{slug}", "A tenant's client portal")
             .ok(of::<portal::Portal>)
             .errors(&[404]),
+        op(
+            "GET",
+            "/api/portal/{slug}/catalog",
+            "The products a tenant's clients may order",
+        )
+        .ok(of::<Vec<crate::agency::catalog::ClientCatalogItem>>)
+        .errors(&[404]),
+        op(
+            "GET",
+            "/api/portal/{slug}/orders",
+            "A tenant's orders, newest first",
+        )
+        .query(fields::<portal::PortalQuery>)
+        .ok(of::<orders::ClientOrderPage>)
+        .errors(&[404]),
+        op(
+            "POST",
+            "/api/portal/{slug}/orders",
+            "Order from the catalog",
+        )
+        .body(Json(of::<orders::ClientNewOrder>))
+        .created(of::<crate::agency::orders::ClientOrder>)
+        .errors(&[404]),
+        op(
+            "GET",
+            "/api/portal/{slug}/orders/{id}",
+            "One of the tenant's orders",
+        )
+        .ok(of::<crate::agency::orders::ClientOrder>)
+        .errors(&[404]),
+        op(
+            "GET",
+            "/api/orders",
+            "Orders, newest first (clients get their tenant's, without internal fields)",
+        )
+        .query(fields::<orders::OrderQuery>)
+        .ok(of::<orders::OrderPage>),
+        op(
+            "POST",
+            "/api/orders",
+            "Create an order (clients: catalog_item_id, title and brief only)",
+        )
+        .body(Json(of::<orders::NewOrder>))
+        .created(of::<crate::agency::orders::Order>)
+        .errors(&[404]),
+        op("GET", "/api/orders/{id}", "One order")
+            .ok(of::<crate::agency::orders::Order>)
+            .errors(&[404]),
+        op("PATCH", "/api/orders/{id}", "Change an order's content")
+            .headers(IF_MATCH)
+            .body(Json(of::<orders::OrderPatch>))
+            .ok(of::<crate::agency::orders::Order>)
+            .errors(&[404, 412]),
+        op(
+            "POST",
+            "/api/orders/{id}/actions/{action}",
+            "Move an order: approve_plan, submit_qa, qa_pass, qa_reject, deliver, cancel, reopen",
+        )
+        .headers(IF_MATCH)
+        .body(OptionalJson(of::<orders::ActionRequest>))
+        .ok(of::<crate::agency::orders::Order>)
+        .errors(&[404, 409, 412]),
+        op("GET", "/api/orders/{id}/plan", "The order's plan versions")
+            .ok(of::<crate::agency::orders::PlanHistory>)
+            .errors(&[404]),
+        op(
+            "POST",
+            "/api/orders/{id}/plan",
+            "Generate a plan version through the LLM gateway",
+        )
+        .created(of::<orders::PlanAdded>)
+        .errors(&[404, 409, 429, 502, 503, 504]),
+        op(
+            "PUT",
+            "/api/orders/{id}/plan",
+            "Write a plan version by hand",
+        )
+        .headers(IF_MATCH)
+        .body(Json(of::<crate::agency::plan::ProductionPlan>))
+        .created(of::<orders::PlanAdded>)
+        .errors(&[404, 412]),
+        op("POST", "/api/orders/{id}/notes", "Add an internal note")
+            .body(Json(of::<orders::NewNote>))
+            .created(of::<crate::agency::orders::Order>)
+            .errors(&[404]),
+        op(
+            "GET",
+            "/api/orders/{id}/artifacts",
+            "The builder's checklist and files for the order",
+        )
+        .ok(of::<orders::Artifacts>)
+        .errors(&[404]),
+        op(
+            "GET",
+            "/api/orders/{id}/artifacts/archive",
+            "The built artifacts as one archive",
+        )
+        .answer(Answer::Bytes(
+            "application/x-tar",
+            "A tar archive of the artifacts under `order-<id>/`; the same blueprint and plan \
+             always give the same bytes.",
+        ))
+        .errors(&[404]),
+        op(
+            "GET",
+            "/api/schemas/agent-blueprint.json",
+            "JSON Schema of agent blueprints",
+        )
+        .ok(of::<Value>),
+        op(
+            "GET",
+            "/api/schemas/production-plan.json",
+            "JSON Schema of production plans",
+        )
+        .ok(of::<Value>),
+        op("GET", "/api/catalog", "Every catalog product")
+            .ok(of::<Vec<crate::agency::catalog::CatalogItem>>),
+        op("POST", "/api/catalog", "Create a catalog product")
+            .body(Json(of::<catalog::NewProduct>))
+            .created(of::<crate::agency::catalog::CatalogItem>),
+        op("GET", "/api/catalog/{id}", "One catalog product")
+            .ok(of::<crate::agency::catalog::CatalogItem>)
+            .errors(&[404]),
+        op("PATCH", "/api/catalog/{id}", "Change a catalog product")
+            .body(Json(of::<catalog::ProductPatch>))
+            .ok(of::<crate::agency::catalog::CatalogItem>)
+            .errors(&[404]),
+        op("DELETE", "/api/catalog/{id}", "Delete a catalog product").errors(&[404]),
+        op("GET", "/api/factory/stats", "Factory figures")
+            .ok(of::<crate::agency::stats::FactoryStats>),
+        op(
+            "POST",
+            "/api/admin/seed-demo",
+            "Load the demo data (idempotent)",
+        )
+        .ok(of::<crate::agency::demo::DemoReport>),
+        op("DELETE", "/api/admin/seed-demo", "Remove the demo data")
+            .ok(of::<crate::agency::demo::DemoReport>),
         op("GET", "/api/audit", "The audit trail, newest first")
             .query(fields::<crate::identity::audit::Filter>)
             .ok(of::<Vec<crate::identity::audit::Record>>),

@@ -158,6 +158,7 @@ async fn create(
         llm_limits: req
             .llm_limits
             .filter(|l| *l != crate::model::LlmLimits::default()),
+        demo_tag: None,
         created_at: stamp,
         updated_at: stamp,
     };

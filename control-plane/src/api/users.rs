@@ -171,6 +171,7 @@ async fn create(
         role: req.role,
         tenant_id: req.tenant_id,
         disabled: false,
+        demo_tag: None,
         created_at: stamp,
         updated_at: stamp,
     };

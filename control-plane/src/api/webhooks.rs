@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::Route;
+use super::{Route, audit_ok};
 use crate::AppState;
 use crate::agency::outbox::{Delivery, DeliveryState, Retried};
 use crate::agency::webhooks::{self, EventName, Subscription};
@@ -210,16 +210,6 @@ fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no webhook subscription with id {id}")))
 }
 
-fn audit(state: &AppState, caller: &Caller, action: &str, target: &str) {
-    state.audit.record(
-        state
-            .audit
-            .event(action, "ok")
-            .caller(caller)
-            .target(target),
-    );
-}
-
 async fn list(State(state): State<AppState>) -> Result<ApiJson<Vec<SubscriptionView>>, ApiError> {
     let subs = state.outbox.subscriptions.values()?;
     Ok(ApiJson(subs.into_iter().map(Into::into).collect()))
@@ -254,7 +244,7 @@ async fn create(
         return Err(ApiError::conflict("a subscription with this id exists"));
     }
     state.store.db.flush().await?;
-    audit(&state, &caller, "webhook.create", &sub.id);
+    audit_ok(&state, &caller, "webhook.create", &sub.id);
     Ok((StatusCode::CREATED, ApiJson(sub.into())))
 }
 
@@ -304,7 +294,7 @@ async fn update(
         })?
         .ok_or_else(|| ApiError::not_found(format!("no webhook subscription with id {id}")))?;
     state.store.db.flush().await?;
-    audit(&state, &caller, "webhook.update", &id);
+    audit_ok(&state, &caller, "webhook.update", &id);
     Ok(ApiJson(updated.into()))
 }
 
@@ -320,7 +310,7 @@ async fn remove(
     }
     state.store.db.flush().await?;
     // Its pending deliveries fail at their next attempt; the records stay for the listing.
-    audit(&state, &caller, "webhook.delete", &id);
+    audit_ok(&state, &caller, "webhook.delete", &id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,7 +329,7 @@ async fn rotate_secret(
         })?
         .ok_or_else(|| ApiError::not_found(format!("no webhook subscription with id {id}")))?;
     state.store.db.flush().await?;
-    audit(&state, &caller, "webhook.rotate_secret", &id);
+    audit_ok(&state, &caller, "webhook.rotate_secret", &id);
     Ok(ApiJson(updated.into()))
 }
 
@@ -363,7 +353,7 @@ async fn ping(
     }
     state.store.db.flush().await?;
     state.outbox.wake();
-    audit(&state, &caller, "webhook.ping", &id);
+    audit_ok(&state, &caller, "webhook.ping", &id);
     Ok((StatusCode::ACCEPTED, ApiJson(delivery)))
 }
 
@@ -396,7 +386,7 @@ async fn retry(
         Retried::Requeued(delivery) => {
             state.store.db.flush().await?;
             state.outbox.wake();
-            audit(&state, &caller, "outbox.retry", &id);
+            audit_ok(&state, &caller, "outbox.retry", &id);
             Ok(ApiJson(*delivery))
         }
         Retried::NotFound => Err(ApiError::not_found(format!("no delivery with id {id}"))),

@@ -24,6 +24,16 @@ pub const ISSUER: &str = "axon-cp";
 /// JWT audience claim for the API.
 pub const AUDIENCE: &str = "axon-api";
 
+/// A random password of 24 characters from an unambiguous alphabet.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 /// Hashes a password with argon2id and a fresh salt (slow on purpose: run off the async threads).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     Argon2::default()
@@ -604,6 +614,7 @@ mod tests {
             tenant_id: None,
             password_hash: String::new(),
             disabled: false,
+            demo_tag: None,
             created_at: now(),
             updated_at: now(),
         }

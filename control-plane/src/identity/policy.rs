@@ -188,6 +188,113 @@ pub const RULES: &[Rule] = &[
         "/api/portal/{slug}",
         Access::Roles(&[A, C], "portal:read"),
     ),
+    rule(
+        "GET",
+        "/api/portal/{slug}/catalog",
+        Access::Roles(&[A, C], "portal:read"),
+    ),
+    rule(
+        "GET",
+        "/api/portal/{slug}/orders",
+        Access::Roles(&[A, C], "portal:read"),
+    ),
+    rule(
+        "POST",
+        "/api/portal/{slug}/orders",
+        Access::Roles(&[A, C], "portal:write"),
+    ),
+    rule(
+        "GET",
+        "/api/portal/{slug}/orders/{id}",
+        Access::Roles(&[A, C], "portal:read"),
+    ),
+    // Orders: clients see their tenant's (as client views) and may order and cancel; the
+    // transition table in agency/orders.rs decides each action by role and state.
+    rule("GET", "/api/orders", Access::Roles(ALL, "orders:read")),
+    rule(
+        "POST",
+        "/api/orders",
+        Access::Roles(&[A, O, C], "orders:write"),
+    ),
+    rule("GET", "/api/orders/{id}", Access::Roles(ALL, "orders:read")),
+    rule(
+        "PATCH",
+        "/api/orders/{id}",
+        Access::Roles(&[A, O], "orders:write"),
+    ),
+    rule(
+        "POST",
+        "/api/orders/{id}/actions/{action}",
+        Access::Roles(&[A, O, C], "orders:write"),
+    ),
+    rule(
+        "GET",
+        "/api/orders/{id}/plan",
+        Access::Roles(STAFF, "orders:read"),
+    ),
+    rule(
+        "POST",
+        "/api/orders/{id}/plan",
+        Access::Roles(&[A, O], "orders:plan"),
+    ),
+    rule(
+        "PUT",
+        "/api/orders/{id}/plan",
+        Access::Roles(&[A, O], "orders:write"),
+    ),
+    rule(
+        "POST",
+        "/api/orders/{id}/notes",
+        Access::Roles(&[A, O], "orders:write"),
+    ),
+    rule(
+        "GET",
+        "/api/orders/{id}/artifacts",
+        Access::Roles(STAFF, "orders:read"),
+    ),
+    rule(
+        "GET",
+        "/api/orders/{id}/artifacts/archive",
+        Access::Roles(&[A, O], "orders:read"),
+    ),
+    rule("GET", "/api/schemas/agent-blueprint.json", Access::Public),
+    rule("GET", "/api/schemas/production-plan.json", Access::Public),
+    rule("GET", "/api/catalog", Access::Roles(STAFF, "catalog:read")),
+    rule(
+        "POST",
+        "/api/catalog",
+        Access::Roles(ADMIN, "catalog:write"),
+    ),
+    rule(
+        "GET",
+        "/api/catalog/{id}",
+        Access::Roles(STAFF, "catalog:read"),
+    ),
+    rule(
+        "PATCH",
+        "/api/catalog/{id}",
+        Access::Roles(ADMIN, "catalog:write"),
+    ),
+    rule(
+        "DELETE",
+        "/api/catalog/{id}",
+        Access::Roles(ADMIN, "catalog:write"),
+    ),
+    rule(
+        "GET",
+        "/api/factory/stats",
+        Access::Roles(STAFF, "factory:read"),
+    ),
+    rule(
+        "POST",
+        "/api/admin/seed-demo",
+        Access::Roles(ADMIN, "admin:demo"),
+    ),
+    rule(
+        "DELETE",
+        "/api/admin/seed-demo",
+        Access::Roles(ADMIN, "admin:demo"),
+    ),
     rule("GET", "/api/audit", Access::Roles(ADMIN, "audit:read")),
     rule(
         "GET",

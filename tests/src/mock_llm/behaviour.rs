@@ -31,6 +31,9 @@ pub struct Behaviour {
     ///
     /// [`MockLlm::requests`]: super::MockLlm::requests
     pub record: bool,
+    /// Chat answers said word for word, the nth for the nth inference request of this
+    /// behaviour (OpenAI dialect); past the list, answers echo as usual.
+    pub scripted: Vec<String>,
 }
 
 impl Default for Behaviour {
@@ -56,6 +59,7 @@ impl Default for Behaviour {
                 OllamaModel::new("all-minilm", 45_960_996, false),
             ],
             record: true,
+            scripted: Vec::new(),
         }
     }
 }

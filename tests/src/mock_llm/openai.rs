@@ -235,7 +235,12 @@ pub(super) fn chat(ask: &Ask<'_>) -> Reply {
         .response_format
         .as_ref()
         .is_some_and(|f| f.kind == "json_object" || f.kind == "json_schema");
-    let content = if json_mode {
+    let scripted = usize::try_from(ask.nth)
+        .ok()
+        .and_then(|n| ask.behaviour.scripted.get(n));
+    let content = if let Some(text) = scripted {
+        text.clone()
+    } else if json_mode {
         json_answer(&answer)
     } else {
         answer.clone()

@@ -9,6 +9,8 @@ pub(super) struct Ask<'a> {
     pub behaviour: &'a Behaviour,
     /// This request's number since the mock started, for ids.
     pub seq: u64,
+    /// This inference request's number since the behaviour was set.
+    pub nth: u64,
     pub body: &'a [u8],
     /// The query string, without `?`.
     pub query: &'a str,
