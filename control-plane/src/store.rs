@@ -363,6 +363,22 @@ impl Writes {
         }
     }
 
+    fn push<T>(
+        &mut self,
+        tree: &Tree<T>,
+        key: &str,
+        value: Option<Vec<u8>>,
+        expect: Option<Option<Vec<u8>>>,
+    ) {
+        let slot = self.slot(tree);
+        self.ops.push(WriteOp {
+            tree: slot,
+            key: key.to_owned(),
+            value,
+            expect,
+        });
+    }
+
     /// Stores `value` under `key`.
     pub fn put<T: Serialize + DeserializeOwned>(
         &mut self,
@@ -371,13 +387,7 @@ impl Writes {
         value: &T,
     ) -> Result<(), StoreError> {
         let bytes = tree.encode(key, value)?;
-        let slot = self.slot(tree);
-        self.ops.push(WriteOp {
-            tree: slot,
-            key: key.to_owned(),
-            value: Some(bytes),
-            expect: None,
-        });
+        self.push(tree, key, Some(bytes), None);
         Ok(())
     }
 
@@ -389,13 +399,7 @@ impl Writes {
         value: &T,
     ) -> Result<(), StoreError> {
         let bytes = tree.encode(key, value)?;
-        let slot = self.slot(tree);
-        self.ops.push(WriteOp {
-            tree: slot,
-            key: key.to_owned(),
-            value: Some(bytes),
-            expect: Some(None),
-        });
+        self.push(tree, key, Some(bytes), Some(None));
         Ok(())
     }
 
@@ -408,25 +412,13 @@ impl Writes {
         value: &T,
     ) -> Result<(), StoreError> {
         let bytes = tree.encode(key, value)?;
-        let slot = self.slot(tree);
-        self.ops.push(WriteOp {
-            tree: slot,
-            key: key.to_owned(),
-            value: Some(bytes),
-            expect: Some(Some(old.raw.clone())),
-        });
+        self.push(tree, key, Some(bytes), Some(Some(old.raw.clone())));
         Ok(())
     }
 
     /// Removes `key`.
     pub fn remove<T>(&mut self, tree: &Tree<T>, key: &str) {
-        let slot = self.slot(tree);
-        self.ops.push(WriteOp {
-            tree: slot,
-            key: key.to_owned(),
-            value: None,
-            expect: None,
-        });
+        self.push(tree, key, None, None);
     }
 
     /// Applies every write, all or none; `Ok(false)` when a guard failed (nothing written).
