@@ -187,10 +187,7 @@ fn order_prompt(order: &Order) -> String {
     format!(
         "Order {}\nProduct type: {}\nTitle: {}\nBrief:\n{}\n\nAgent blueprint (JSON):\n{}",
         order.id,
-        serde_json::to_value(order.product_type)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        order.product_type.as_str(),
         order.title,
         truncate(&order.brief, 8000),
         truncate(&blueprint, 16_000),

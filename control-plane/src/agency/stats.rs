@@ -111,10 +111,7 @@ pub fn compute(
     for o in orders {
         *by_estado.entry(o.estado.as_str().to_owned()).or_default() += 1;
         *by_tenant.entry(o.tenant_id.clone()).or_default() += 1;
-        let product = serde_json::to_value(o.product_type)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let product = o.product_type.as_str().to_owned();
         *by_product.entry(product).or_default() += 1;
         if let Some(item) = &o.catalog_item_id {
             *per_item.entry(item.as_str()).or_default() += 1;

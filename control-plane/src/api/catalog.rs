@@ -122,13 +122,9 @@ pub(super) struct ProductPatch {
     price_cents: Option<u64>,
     currency: Option<String>,
     /// `null`: every tenant.
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, deserialize_with = "super::double_option")]
     tenants: Option<Option<Vec<String>>>,
     active: Option<bool>,
-}
-
-fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Vec<String>>>, D::Error> {
-    Option::<Vec<String>>::deserialize(d).map(Some)
 }
 
 async fn update(

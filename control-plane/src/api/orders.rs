@@ -113,11 +113,16 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
+/// `ETag: "<version>"`.
+fn set_etag(headers: &mut HeaderMap, version: u64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        headers.insert(header::ETAG, v);
+    }
+}
+
 fn tagged<T: Serialize>(status: StatusCode, version: u64, body: T) -> Response {
     let mut response = (status, ApiJson(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
+    set_etag(response.headers_mut(), version);
     response
 }
 
@@ -386,12 +391,8 @@ pub(super) struct OrderPatch {
     agent_blueprint: Option<AgentBlueprint>,
     deliverable_metadata: Option<Map<String, Value>>,
     /// Replaces the demo tag (`null` clears it).
-    #[serde(default, deserialize_with = "some")]
+    #[serde(default, deserialize_with = "super::double_option")]
     demo_tag: Option<Option<String>>,
-}
-
-fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 async fn update(
@@ -758,9 +759,7 @@ async fn archive(
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{root}.tar\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", order.version)) {
-        headers.insert(header::ETAG, v);
-    }
+    set_etag(headers, order.version);
     Ok(response)
 }
 
