@@ -1033,3 +1033,190 @@ async fn demo_data_is_idempotent_and_removed_exactly() {
         .await;
     assert_eq!(left["items"].as_array().expect("items").len(), 1);
 }
+
+/// Lists filter by state, product and text and page with a cursor (no order twice, none
+/// missed, pages capped at 100); notes stay with staff; a plan with no model configured is
+/// 503; a deactivated or deleted product leaves the portal's catalog.
+#[tokio::test]
+async fn lists_page_and_filter_and_the_catalog_is_managed() {
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let tenant = cp.create_tenant(&admin, "acme").await;
+    cp.create_user(&admin, "a@acme.test", "client", Some(&tenant))
+        .await;
+    let client = cp.token_for("a@acme.test").await;
+    let mut made = BTreeSet::new();
+    for i in 0..105 {
+        let product = if i % 3 == 0 {
+            "web_chatbot"
+        } else {
+            "telegram_bot"
+        };
+        let title = if i == 7 {
+            "Pedido especial Zafiro".to_owned()
+        } else {
+            format!("Pedido {i}")
+        };
+        let (status, body) = cp
+            .call(
+                Method::POST,
+                "/api/orders",
+                Some(&admin),
+                Some(json!({"product_type": product, "title": title, "tenant_id": tenant})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        made.insert(body["id"].as_str().expect("id").to_owned());
+    }
+    let (_, big) = cp
+        .call(Method::GET, "/api/orders?limit=1000", Some(&admin), None)
+        .await;
+    assert_eq!(
+        big["items"].as_array().expect("items").len(),
+        100,
+        "pages are capped"
+    );
+    let mut seen = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/orders?limit=40&cursor={c}"),
+            None => "/api/orders?limit=40".to_owned(),
+        };
+        let (status, page) = cp.call(Method::GET, &path, Some(&admin), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for o in page["items"].as_array().expect("items") {
+            assert!(
+                seen.insert(o["id"].as_str().expect("id").to_owned()),
+                "no order twice"
+            );
+        }
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made, "every order once, in {pages} pages");
+    let count = |v: &Value| v["items"].as_array().expect("items").len();
+    let (_, web) = cp
+        .call(
+            Method::GET,
+            "/api/orders?product_type=web_chatbot&limit=100",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(count(&web), 35);
+    let (_, found) = cp
+        .call(Method::GET, "/api/orders?q=zafiro", Some(&admin), None)
+        .await;
+    assert_eq!(count(&found), 1);
+    let id = found["items"][0]["id"].as_str().expect("id").to_owned();
+    let (status, _) = action(&cp, &admin, &id, "cancel", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, cancelled) = cp
+        .call(
+            Method::GET,
+            "/api/orders?estado=cancelado",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(count(&cancelled), 1);
+    let (status, _) = cp
+        .call(
+            Method::GET,
+            "/api/orders?estado=shipped",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Notes are staff's.
+    let (status, noted) = cp
+        .call(
+            Method::POST,
+            &format!("/api/orders/{id}/notes"),
+            Some(&admin),
+            Some(json!({"text": "llamar el lunes"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{noted}");
+    assert_eq!(noted["internal_notes"][0]["text"], "llamar el lunes");
+    let (_, mine) = cp
+        .call(
+            Method::GET,
+            &format!("/api/orders/{id}"),
+            Some(&client),
+            None,
+        )
+        .await;
+    assert!(!mine.to_string().contains("llamar el lunes"), "{mine}");
+
+    // No model behind the plan alias here.
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            &format!("/api/orders/{id}/plan"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a cancelled order takes no plan: {body}"
+    );
+    let other = made.iter().find(|o| **o != id).expect("another order");
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            &format!("/api/orders/{other}/plan"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.to_string().contains("AXON_PLAN_MODEL"), "{body}");
+
+    // The catalog: deactivated, then deleted, a product leaves the portal.
+    let (status, item) = cp
+        .call(
+            Method::POST,
+            "/api/catalog",
+            Some(&admin),
+            Some(json!({"name": "Bot", "product_type": "telegram_bot", "price_cents": 100})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{item}");
+    let path = format!("/api/catalog/{}", item["id"].as_str().expect("id"));
+    let names = |v: &Value| v.as_array().expect("list").len();
+    let (_, before) = cp
+        .call(Method::GET, "/api/portal/acme/catalog", Some(&client), None)
+        .await;
+    assert_eq!(names(&before), 1);
+    let (status, patched) = cp
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(json!({"active": false, "price_cents": 200})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(
+        (patched["active"].as_bool(), patched["price_cents"].as_u64()),
+        (Some(false), Some(200))
+    );
+    let (_, after) = cp
+        .call(Method::GET, "/api/portal/acme/catalog", Some(&client), None)
+        .await;
+    assert_eq!(names(&after), 0);
+    let (status, _) = cp.call(Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = cp.call(Method::GET, &path, Some(&admin), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
