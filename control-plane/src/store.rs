@@ -812,6 +812,31 @@ mod tests {
         assert!(wins >= 200, "at least one thread's worth lands: {wins}");
     }
 
+    /// Concurrent flushes share runs of the gate: every caller returns, and when they all have,
+    /// every ticket handed out is covered by a finished flush.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_all_return_covered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("open");
+        let a: Tree<Item> = db.tree("a").expect("tree");
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let (db, a) = (db.clone(), a.clone());
+                tokio::spawn(async move {
+                    a.put(&format!("k{i}"), &Item { n: i }).expect("put");
+                    db.flush().await.expect("flush");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let gate = &db.flushes;
+        assert_eq!(gate.asked.load(Ordering::SeqCst), 32);
+        assert_eq!(gate.done.load(Ordering::SeqCst), 32, "every ticket covered");
+        assert_eq!(a.len(), 32);
+    }
+
     /// A group cut short after it was journalled is applied whole when the store opens.
     #[test]
     fn a_group_cut_short_is_applied_at_the_next_open() {

@@ -294,6 +294,27 @@ async fn a_client_orders_and_staff_take_the_order_to_ready() {
         "the schema is in the prompt"
     );
 
+    // Both model calls are metered to the order's tenant.
+    let tenant = staff_view["tenant_id"].as_str().expect("tenant").to_owned();
+    let metered = wait_until(std::time::Duration::from_secs(10), || async {
+        let (_, records) = cp
+            .call(
+                Method::GET,
+                "/api/llm/usage/records?limit=100",
+                Some(&admin),
+                None,
+            )
+            .await;
+        records.as_array().is_some_and(|r| {
+            r.iter()
+                .filter(|u| u["requested"] == "smart" && u["tenant_id"] == tenant.as_str())
+                .count()
+                == 2
+        })
+    })
+    .await;
+    assert!(metered.is_some(), "two usage records for the tenant");
+
     // Staff edit: a second version by hand; the first is approved.
     let mut edited = plan();
     edited["summary"] = json!("Versión revisada por el equipo.");
