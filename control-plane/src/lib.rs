@@ -139,6 +139,7 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         &config.agency,
         outbox.clone(),
         llm.clone(),
+        store.tenants.clone(),
     )?);
     Ok(AppState {
         llm,
@@ -172,6 +173,14 @@ pub async fn run(
     let agent_addr = listeners.agent.local_addr().map_err(ServeError::Listener)?;
     config.validate(api_addr)?;
     config.agent_port = agent_addr.port();
+    if config.agency.deploy.public_url.is_none() {
+        let scheme = if config.insecure_http {
+            "http"
+        } else {
+            "https"
+        };
+        config.agency.deploy.public_url = Some(format!("{scheme}://{api_addr}"));
+    }
     let state = open_state(config)?;
     let agent_tls = link::agent_tls(&state.pki, state.revocations.clone())?;
     let api_tls = if state.config.insecure_http {

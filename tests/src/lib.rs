@@ -6,6 +6,7 @@
 //! them first (`cargo build --bins`).
 
 pub mod failover;
+pub mod fake_channels;
 pub mod mock_llm;
 pub mod webhook_receiver;
 

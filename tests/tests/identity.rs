@@ -106,8 +106,12 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "/api/auth/refresh",
         "/api/enroll",
     ];
-    // JSON Schemas of blueprints and plans are documentation.
-    if public.contains(&path) || path.starts_with("/api/schemas/") {
+    // JSON Schemas of blueprints and plans are documentation; artifact links carry their own
+    // signed, expiring grant (they are handed to n8n).
+    if public.contains(&path)
+        || path.starts_with("/api/schemas/")
+        || path == "/api/artifacts/{token}"
+    {
         return None;
     }
     let management = [
@@ -129,6 +133,9 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         // Clients follow their tenant's orders, order, and cancel a new one; what happens
         // inside production (plans, artifacts, notes, edits) is staff's.
         match (method, path) {
+            // Shipping to a client's channels is the admins' call.
+            (_, "/api/orders/{id}/deploy/{channel}")
+            | (_, "/api/orders/{id}/deploys/{deploy_id}/resolve") => ADMIN,
             ("GET", "/api/orders" | "/api/orders/{id}") => EVERYONE,
             ("POST", "/api/orders" | "/api/orders/{id}/actions/{action}") => {
                 &["admin", "operator", "client"]

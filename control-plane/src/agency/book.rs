@@ -61,6 +61,14 @@ pub enum Outgoing {
     Event { event: &'static str, payload: Value },
     /// The blueprint and approved plan to the builder's webhook.
     Builder { payload: Value },
+    /// One deploy, through its channel's courier, at most once.
+    Deploy {
+        id: String,
+        kind: &'static str,
+        url: String,
+        payload: Value,
+        idempotency_key: String,
+    },
 }
 
 /// A page of orders.
@@ -137,6 +145,24 @@ impl Book {
                         payload.clone(),
                     )?;
                 }
+                Outgoing::Deploy {
+                    id,
+                    kind,
+                    url,
+                    payload,
+                    idempotency_key,
+                } => {
+                    self.outbox.stage_at_most_once(
+                        writes,
+                        id,
+                        kind,
+                        url,
+                        "order.deploy",
+                        order.tenant_id.as_deref(),
+                        payload.clone(),
+                        idempotency_key,
+                    )?;
+                }
                 Outgoing::Builder { payload } => {
                     if let Some(url) = &self.builder_url {
                         self.outbox.stage_direct(
@@ -175,8 +201,18 @@ impl Book {
         &self,
         id: &str,
         expected: Option<u64>,
-        mut change: impl FnMut(&mut Order) -> Result<Vec<Outgoing>, BookError>,
+        change: impl FnMut(&mut Order) -> Result<Vec<Outgoing>, BookError>,
     ) -> Result<Order, BookError> {
+        self.change_as(id, expected, change)
+    }
+
+    /// [`Book::change`] for a caller with its own error type.
+    pub fn change_as<E: From<BookError> + From<StoreError>>(
+        &self,
+        id: &str,
+        expected: Option<u64>,
+        mut change: impl FnMut(&mut Order) -> Result<Vec<Outgoing>, E>,
+    ) -> Result<Order, E> {
         for _ in 0..WRITE_ATTEMPTS {
             let seen = self
                 .orders
@@ -188,7 +224,8 @@ impl Book {
                 return Err(BookError::Stale {
                     expected,
                     current: seen.value.version,
-                });
+                }
+                .into());
             }
             let mut order = seen.value.clone();
             let out = change(&mut order)?;
@@ -202,10 +239,10 @@ impl Book {
             }
             if let Some(expected) = expected {
                 let current = self.get(id)?.version;
-                return Err(BookError::Stale { expected, current });
+                return Err(BookError::Stale { expected, current }.into());
             }
         }
-        Err(BookError::Busy)
+        Err(BookError::Busy.into())
     }
 
     /// Takes `action` on the order as `actor`. `approve` names the plan version for

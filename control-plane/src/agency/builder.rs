@@ -50,6 +50,21 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
+/// Renders an order's artifacts from its blueprint and approved plan.
+pub fn render_order(order: &super::orders::Order) -> Result<Vec<Artifact>, BuildError> {
+    let plan = order
+        .production_plan
+        .approved()
+        .and_then(|p| serde_json::to_value(&p.plan).ok());
+    render(&BuildInput {
+        order_id: &order.id,
+        title: &order.title,
+        product_type: order.product_type,
+        blueprint: &order.agent_blueprint,
+        plan: plan.as_ref(),
+    })
+}
+
 /// Renders every artifact of the agent, sorted by path.
 pub fn render(input: &BuildInput) -> Result<Vec<Artifact>, BuildError> {
     let bp = input.blueprint;

@@ -8,6 +8,7 @@ pub mod book;
 pub mod builder;
 pub mod catalog;
 pub mod demo;
+pub mod deploy;
 pub mod orders;
 pub mod outbox;
 pub mod plan;
@@ -25,9 +26,12 @@ use planner::{Planner, PlannerConfig};
 use crate::store::{Db, StoreError};
 
 /// The agency's settings (environment: `AXON_PLAN_MODEL`, `AXON_PLAN_TIMEOUT`,
-/// `AXON_PLAN_ATTEMPTS`, `AXON_BUILDER_WEBHOOK_URL`, `AXON_BUILDER_WEBHOOK_SECRET`).
+/// `AXON_PLAN_ATTEMPTS`, `AXON_BUILDER_WEBHOOK_URL`, `AXON_BUILDER_WEBHOOK_SECRET`, and the
+/// deploy channels' settings in [`deploy::config`]).
 #[derive(Clone, Default)]
 pub struct AgencyConfig {
+    /// The deploy channels.
+    pub deploy: deploy::config::DeployConfig,
     pub planner: PlannerConfig,
     /// Where an order's blueprint and approved plan go when it enters production.
     pub builder_webhook_url: Option<String>,
@@ -39,6 +43,7 @@ impl std::fmt::Debug for AgencyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgencyConfig")
             .field("planner", &self.planner)
+            .field("deploy", &self.deploy)
             .field("builder_webhook_url", &self.builder_webhook_url)
             .field(
                 "builder_webhook_secret",
@@ -74,6 +79,7 @@ impl AgencyConfig {
         }
         config.builder_webhook_secret =
             get("AXON_BUILDER_WEBHOOK_SECRET").filter(|s| !s.is_empty());
+        config.deploy = deploy::config::DeployConfig::from_env(get)?;
         Ok(config)
     }
 }
@@ -82,6 +88,7 @@ impl AgencyConfig {
 pub struct Agency {
     pub book: Book,
     pub planner: Planner,
+    pub deployer: deploy::Deployer,
 }
 
 impl Agency {
@@ -90,10 +97,20 @@ impl Agency {
         config: &AgencyConfig,
         outbox: Arc<Outbox>,
         gateway: Arc<crate::llm::Gateway>,
+        tenants: crate::store::Tree<crate::model::Tenant>,
     ) -> Result<Self, StoreError> {
+        let book = Book::open(db, outbox.clone(), config.builder_webhook_url.clone())?;
+        let deployer = deploy::Deployer::open(
+            db,
+            config.deploy.clone(),
+            book.orders.clone(),
+            tenants,
+            &outbox,
+        )?;
         Ok(Self {
-            book: Book::open(db, outbox, config.builder_webhook_url.clone())?,
+            book,
             planner: Planner::new(gateway, config.planner.clone()),
+            deployer,
         })
     }
 }

@@ -303,7 +303,16 @@ pub struct DeployEvent {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "Rfc3339")]
     pub updated_at: OffsetDateTime,
-    /// Channel-specific results (platforms, message ids); never secrets.
+    /// The admin who asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// SHA-256 of what is sent; with the order and channel it makes the idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    /// Why it failed, is being retried, or is unknown, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Channel-specific results (platforms, message ids, chat used, attempts); never secrets.
     #[serde(default)]
     pub details: Map<String, Value>,
 }
@@ -442,9 +451,24 @@ pub struct ClientStep {
 pub struct ClientDeployment {
     pub channel: String,
     pub status: String,
+    /// The social networks it was published on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "Rfc3339")]
     pub at: OffsetDateTime,
+}
+
+/// The networks a social deploy reached (`details.platforms[].status == "success"`).
+fn published_platforms(d: &DeployEvent) -> Vec<String> {
+    d.details
+        .get("platforms")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("status").and_then(Value::as_str) == Some("success"))
+        .filter_map(|p| p.get("platform").and_then(Value::as_str).map(str::to_owned))
+        .collect()
 }
 
 impl From<&Order> for ClientOrder {
@@ -476,6 +500,7 @@ impl From<&Order> for ClientOrder {
                 .map(|d| ClientDeployment {
                     channel: d.channel.clone(),
                     status: d.status.clone(),
+                    platforms: published_platforms(d),
                     at: d.updated_at,
                 })
                 .collect(),

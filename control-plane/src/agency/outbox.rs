@@ -17,13 +17,17 @@
 //! - Delivered and failed records are kept for the listing, pruned past [`KEEP_FINISHED`] or
 //!   30 days.
 //!
-//! Targets are generic (`kind` + URL): webhook subscriptions today, the builder and deploy
-//! channels later; each kind's signing secret is looked up when it is sent.
+//! Targets are generic (`kind` + URL): webhook subscriptions and the builder are signed POSTs;
+//! a kind with a registered [`Courier`] (the deploy channels) is sent, classified and settled
+//! by it. A delivery staged *at most once* is never sent again after a stop cut its attempt
+//! short: its courier asks the service what happened, and if the service cannot tell, the
+//! delivery ends `unknown` for a person to decide.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -85,6 +89,9 @@ pub enum DeliveryState {
     Delivered,
     /// Given up; `POST /api/outbox/{id}/retry` puts it back.
     Failed,
+    /// An at-most-once delivery whose attempt a stop cut short and whose service could not
+    /// say what happened: never sent again by itself.
+    Unknown,
 }
 
 /// One try at sending.
@@ -136,6 +143,12 @@ pub struct Delivery {
     )]
     #[schemars(with = "Option<crate::model::Rfc3339>")]
     pub sending_since: Option<OffsetDateTime>,
+    /// Never sent again after an interrupted attempt (deploys).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub at_most_once: bool,
+    /// What the service answered, as its courier read it (post ids, message ids); no secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
 }
 
 impl Delivery {
@@ -181,16 +194,53 @@ pub enum Retried {
 
 /// How an attempt ended, for the next state.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Verdict {
+pub enum Verdict {
     Delivered,
     /// Try again, after `Retry-After` if the receiver sent one.
     Retry(Option<Duration>),
     /// Any other answer: a few more tries.
     Refused,
+    /// A permanent refusal (bad credentials, a chat that does not exist): fail at once.
+    Failed,
     /// 410: never again, and the subscription goes off.
     Gone,
     /// Nowhere to send it (the subscription is gone or off).
     Undeliverable,
+    /// An interrupted at-most-once attempt the service could not account for.
+    Unknown,
+}
+
+/// One attempt's end, as a courier reports it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The service's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub verdict: Verdict,
+    /// What went wrong, in a sentence, without secrets.
+    pub error: Option<String>,
+    /// What the service said, for the record (ids, per-platform results).
+    pub result: Option<Value>,
+}
+
+/// Sends one kind of delivery in its service's own format instead of a signed webhook POST,
+/// and keeps the records that follow its state.
+pub trait Courier: Send + Sync {
+    /// One attempt.
+    fn send<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Sent>;
+    /// After a stop cut an attempt short: what the service says happened, or `None` when it
+    /// cannot tell (the delivery then ends `unknown`).
+    fn check<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Option<Sent>>;
+    /// Stages, into the same transaction as the delivery's new state, the writes that follow
+    /// it (an order's deploy event).
+    fn settle(&self, writes: &mut Writes, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Attempts before a retryable failure is given up.
+    fn max_attempts(&self) -> u32 {
+        MAX_ATTEMPTS
+    }
+    /// The wait after `attempts` failed attempts.
+    fn backoff(&self, attempts: u32) -> Duration {
+        backoff(attempts)
+    }
 }
 
 /// The outbox: its records, the subscriptions, and the worker's wake-up.
@@ -206,6 +256,8 @@ pub struct Outbox {
     direct_secrets: Mutex<HashMap<String, String>>,
     /// Finished attempts by target kind and outcome, since the start.
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Couriers by target kind.
+    couriers: std::sync::RwLock<HashMap<String, Arc<dyn Courier>>>,
 }
 
 fn unix_ms(t: OffsetDateTime) -> u64 {
@@ -237,6 +289,7 @@ impl Outbox {
             wake: Notify::new(),
             direct_secrets: Mutex::default(),
             counts: Mutex::default(),
+            couriers: Default::default(),
         })
     }
 
@@ -257,7 +310,7 @@ impl Outbox {
                     subscription_id: Some(sub.id),
                     url: sub.url,
                 };
-                self.stage(writes, target, event, tenant_id, payload.clone())?;
+                self.stage(writes, target, event, tenant_id, payload.clone(), None)?;
                 staged += 1;
             }
         }
@@ -281,7 +334,60 @@ impl Outbox {
             subscription_id: None,
             url: url.into(),
         };
-        Ok(self.stage(writes, target, event, tenant_id, payload)?.id)
+        Ok(self
+            .stage(writes, target, event, tenant_id, payload, None)?
+            .id)
+    }
+
+    /// Stages one at-most-once delivery to a courier's target kind, under the caller's
+    /// idempotency key: after an interrupted attempt it is checked with the service, never
+    /// sent again blindly.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stage_at_most_once(
+        &self,
+        writes: &mut Writes,
+        id: &str,
+        target_kind: &str,
+        url: &str,
+        event: &str,
+        tenant_id: Option<&str>,
+        payload: Value,
+        idempotency_key: &str,
+    ) -> Result<Delivery, StoreError> {
+        let target = Target {
+            kind: target_kind.into(),
+            subscription_id: None,
+            url: url.into(),
+        };
+        self.stage(
+            writes,
+            target,
+            event,
+            tenant_id,
+            payload,
+            Some((id.to_owned(), idempotency_key.to_owned())),
+        )
+    }
+
+    /// Registers the courier of a target kind; before the worker starts.
+    pub fn register(&self, kind: &str, courier: Arc<dyn Courier>) {
+        self.couriers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind.to_owned(), courier);
+    }
+
+    fn courier(&self, kind: &str) -> Option<Arc<dyn Courier>> {
+        self.couriers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kind)
+            .cloned()
+    }
+
+    /// One delivery.
+    pub fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        self.deliveries.get(id)
     }
 
     /// Stages a `ping` to one subscription, whatever events it asks for.
@@ -299,7 +405,7 @@ impl Outbox {
             "subscription_id": sub.id,
             "message": "ping from the Axon control plane",
         });
-        self.stage(writes, target, "ping", None, payload)
+        self.stage(writes, target, "ping", None, payload, None)
     }
 
     fn stage(
@@ -309,11 +415,20 @@ impl Outbox {
         event: &str,
         tenant_id: Option<&str>,
         payload: Value,
+        at_most_once: Option<(String, String)>,
     ) -> Result<Delivery, StoreError> {
-        let id = new_id();
+        let (id, key, at_most_once) = match at_most_once {
+            Some((id, key)) => (id, key, true),
+            None => {
+                let id = new_id();
+                (id.clone(), id, false)
+            }
+        };
         let now = OffsetDateTime::now_utc();
         let delivery = Delivery {
-            idempotency_key: id.clone(),
+            at_most_once,
+            idempotency_key: key,
+            result: None,
             id,
             event: event.into(),
             target,
@@ -347,6 +462,21 @@ impl Outbox {
             Some(s) => secrets.insert(kind.to_owned(), s),
             None => secrets.remove(kind),
         };
+    }
+
+    /// Pending deliveries to targets of `kind`.
+    pub fn pending_of(&self, kind: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for (id, _) in self.pending.entries()? {
+            if self
+                .deliveries
+                .get(&id)?
+                .is_some_and(|d| d.target.kind == kind && d.state == DeliveryState::Pending)
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Deliveries waiting for an attempt.
@@ -510,7 +640,9 @@ impl Outbox {
     }
 
     /// Records the attempts a previous process cut off and makes those deliveries due now;
-    /// drops index entries without a pending delivery. Returns how many were cut off.
+    /// an at-most-once delivery is settled with what its service says happened instead, or
+    /// ends `unknown`. Drops index entries without a pending delivery. Returns how many
+    /// attempts were cut off.
     async fn recover(&self) -> Result<usize, StoreError> {
         let mut cut_off = 0;
         for (id, _) in self.pending.entries()? {
@@ -525,6 +657,37 @@ impl Outbox {
             let Some(since) = seen.value.sending_since else {
                 continue;
             };
+            cut_off += 1;
+            if seen.value.at_most_once {
+                let checked = match self.courier(&seen.value.target.kind) {
+                    Some(courier) => courier.check(&seen.value).await,
+                    None => None,
+                };
+                let attempt = |error: String, status| Attempt {
+                    at: since,
+                    status,
+                    error: Some(error),
+                    duration_ms: 0,
+                };
+                match checked {
+                    Some(sent) => {
+                        let error = sent.error.clone().unwrap_or_else(|| {
+                            "interrupted by a stop; the service confirmed the outcome".into()
+                        });
+                        self.finish(&id, attempt(error, sent.status), sent.verdict, sent.result)
+                            .await?;
+                    }
+                    None => {
+                        let error = "interrupted: the control plane stopped before the service \
+                                     answered, and the service cannot say whether it acted; \
+                                     not sent again"
+                            .to_owned();
+                        self.finish(&id, attempt(error, None), Verdict::Unknown, None)
+                            .await?;
+                    }
+                }
+                continue;
+            }
             let mut delivery = seen.value.clone();
             delivery.sending_since = None;
             delivery.push_attempt(Attempt {
@@ -538,8 +701,8 @@ impl Outbox {
             let mut writes = Writes::new();
             writes.replace(&self.deliveries, &id, &seen, &delivery)?;
             writes.put(&self.pending, &id, &unix_ms(now))?;
-            if writes.apply()? {
-                cut_off += 1;
+            if !writes.apply()? {
+                cut_off -= 1;
             }
         }
         if cut_off > 0 {
@@ -598,7 +761,13 @@ impl Outbox {
             return Ok(());
         }
         let started_at = OffsetDateTime::now_utc();
-        let (url, secret) = match self.resolve(&seen.value.target)? {
+        let resolved = if seen.value.at_most_once && self.courier(&seen.value.target.kind).is_none()
+        {
+            Ok(Err("its channel is not configured on this control plane"))
+        } else {
+            self.resolve(&seen.value.target)
+        };
+        let (url, secret) = match resolved? {
             Ok(found) => found,
             Err(reason) => {
                 let attempt = Attempt {
@@ -607,7 +776,7 @@ impl Outbox {
                     error: Some(reason.into()),
                     duration_ms: 0,
                 };
-                return self.finish(id, attempt, Verdict::Undeliverable).await;
+                return self.finish(id, attempt, Verdict::Undeliverable, None).await;
             }
         };
         let mut sending = seen.value.clone();
@@ -621,14 +790,25 @@ impl Outbox {
         }
         self.db.flush().await?;
         let started = Instant::now();
-        let (status, verdict, error) = send(client, &sending, secret.as_deref()).await;
+        let sent = match self.courier(&sending.target.kind) {
+            Some(courier) => courier.send(&sending).await,
+            None => {
+                let (status, verdict, error) = send(client, &sending, secret.as_deref()).await;
+                Sent {
+                    status,
+                    verdict,
+                    error,
+                    result: None,
+                }
+            }
+        };
         let attempt = Attempt {
             at: started_at,
-            status,
-            error,
+            status: sent.status,
+            error: sent.error,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
-        self.finish(id, attempt, verdict).await
+        self.finish(id, attempt, sent.verdict, sent.result).await
     }
 
     /// The URL and signing secret of a target, or why it cannot be sent.
@@ -656,17 +836,34 @@ impl Outbox {
         Ok(Ok((target.url.clone(), secret)))
     }
 
-    /// Writes the attempt and the state it leads to, and flushes.
-    async fn finish(&self, id: &str, attempt: Attempt, verdict: Verdict) -> Result<(), StoreError> {
+    /// Writes the attempt and the state it leads to (with what the courier stages), and
+    /// flushes.
+    async fn finish(
+        &self,
+        id: &str,
+        attempt: Attempt,
+        verdict: Verdict,
+        result: Option<Value>,
+    ) -> Result<(), StoreError> {
         let status = attempt.status;
         let delivery = loop {
             let Some(seen) = self.deliveries.get_snapshot(id)? else {
                 self.pending.take(id)?;
                 return Ok(());
             };
+            let courier = self.courier(&seen.value.target.kind);
+            let max_attempts = courier.as_ref().map_or(MAX_ATTEMPTS, |c| c.max_attempts());
+            let wait = |n| {
+                courier
+                    .as_ref()
+                    .map_or_else(|| backoff(n), |c| c.backoff(n))
+            };
             let mut delivery = seen.value.clone();
             delivery.sending_since = None;
             delivery.push_attempt(attempt.clone());
+            if result.is_some() {
+                delivery.result = result.clone();
+            }
             let now = OffsetDateTime::now_utc();
             let retry_after = match verdict {
                 Verdict::Delivered => {
@@ -674,18 +871,22 @@ impl Outbox {
                     delivery.delivered_at = Some(now);
                     None
                 }
-                Verdict::Gone | Verdict::Undeliverable => {
+                Verdict::Gone | Verdict::Undeliverable | Verdict::Failed => {
                     delivery.state = DeliveryState::Failed;
                     None
                 }
-                Verdict::Retry(after) if delivery.attempt_count < MAX_ATTEMPTS => {
+                Verdict::Unknown => {
+                    delivery.state = DeliveryState::Unknown;
+                    None
+                }
+                Verdict::Retry(after) if delivery.attempt_count < max_attempts => {
                     Some(after.map_or_else(
-                        || backoff(delivery.attempt_count),
+                        || wait(delivery.attempt_count),
                         |a| a.clamp(Duration::from_secs(1), MAX_RETRY_AFTER),
                     ))
                 }
                 Verdict::Refused if delivery.attempt_count < MAX_REFUSED_ATTEMPTS => {
-                    Some(backoff(delivery.attempt_count))
+                    Some(wait(delivery.attempt_count))
                 }
                 Verdict::Retry(_) | Verdict::Refused => {
                     delivery.state = DeliveryState::Failed;
@@ -705,6 +906,9 @@ impl Outbox {
                 }
             }
             writes.replace(&self.deliveries, id, &seen, &delivery)?;
+            if let Some(courier) = &courier {
+                courier.settle(&mut writes, &delivery)?;
+            }
             if writes.apply()? {
                 break delivery;
             }
@@ -714,6 +918,7 @@ impl Outbox {
             DeliveryState::Delivered => "delivered",
             DeliveryState::Failed => "failed",
             DeliveryState::Pending => "retried",
+            DeliveryState::Unknown => "unknown",
         };
         *self
             .counts
@@ -734,6 +939,10 @@ impl Outbox {
             DeliveryState::Failed => tracing::warn!(
                 delivery = %id, event = %delivery.event, status = ?status,
                 attempts = delivery.attempt_count, "outbox: delivery failed; giving up"
+            ),
+            DeliveryState::Unknown => tracing::warn!(
+                delivery = %id, event = %delivery.event,
+                "outbox: an interrupted delivery's outcome is unknown; a person must decide"
             ),
         }
         if let Some(sub_id) = &delivery.target.subscription_id
@@ -952,7 +1161,7 @@ mod tests {
         };
         for _ in 0..MAX_REFUSED_ATTEMPTS {
             outbox
-                .finish(&id, attempt.clone(), Verdict::Refused)
+                .finish(&id, attempt.clone(), Verdict::Refused, None)
                 .await
                 .expect("finish");
         }
@@ -1036,6 +1245,8 @@ mod tests {
             created_at: OffsetDateTime::now_utc(),
             delivered_at: None,
             sending_since: None,
+            at_most_once: false,
+            result: None,
         };
         for i in 0..50u64 {
             d.push_attempt(Attempt {

@@ -277,6 +277,27 @@ async fn exposition(State(state): State<AppState>) -> Result<Response, ApiError>
             count as f64,
         );
     }
+    let counts = state.outbox.counts();
+    for channel in crate::agency::deploy::Channel::ALL {
+        for (outcome, label) in [
+            ("delivered", "success"),
+            ("failed", "failed"),
+            ("unknown", "unknown"),
+            ("retried", "retried"),
+        ] {
+            let n = counts
+                .iter()
+                .find(|(kind, o, _)| kind == channel.kind() && *o == outcome)
+                .map_or(0, |(_, _, n)| *n);
+            x.sample(
+                "axon_deploys_total",
+                "counter",
+                "Deploy attempts finished since the start, by channel and outcome (success, failed, unknown, retried).",
+                &[("channel", channel.as_str()), ("outcome", label)],
+                n as f64,
+            );
+        }
+    }
     x.sample(
         "axon_outbox_pending",
         "gauge",

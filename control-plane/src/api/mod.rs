@@ -4,6 +4,7 @@
 mod audit;
 pub(crate) mod auth;
 mod catalog;
+mod deploys;
 mod enroll;
 mod files;
 mod hosts;
@@ -94,6 +95,7 @@ pub fn routes() -> Vec<Route> {
         llm::routes(),
         portal::routes(),
         orders::routes(),
+        deploys::routes(),
         catalog::routes(),
         audit::routes(),
         webhooks::routes(),

@@ -18,8 +18,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Route, auth, catalog, enroll, files, hosts, keys, llm, orders, portal, services, telemetry,
-    tenants, users, webhooks,
+    Route, auth, catalog, deploys, enroll, files, hosts, keys, llm, orders, portal, services,
+    telemetry, tenants, users, webhooks,
 };
 
 use crate::error::ApiJson;
@@ -473,6 +473,46 @@ fn operations() -> Vec<Operation> {
             "application/x-tar",
             "A tar archive of the artifacts under `order-<id>/`; the same blueprint and plan \
              always give the same bytes.",
+        ))
+        .errors(&[404]),
+        op(
+            "POST",
+            "/api/orders/{id}/deploy/{channel}",
+            "Deploy a ready order to whatsapp, social or telegram (recorded, then sent by the outbox)",
+        )
+        .body(OptionalJson(of::<crate::agency::deploy::DeployRequest>))
+        .answer(Answer::Json(202, of::<deploys::Deployed>))
+        .errors(&[404, 409, 422, 503]),
+        op(
+            "POST",
+            "/api/orders/{id}/deploys/{deploy_id}/resolve",
+            "Settle by hand a deploy whose outcome is unknown",
+        )
+        .body(Json(of::<deploys::Resolution>))
+        .ok(of::<crate::agency::orders::Order>)
+        .errors(&[404, 409]),
+        op(
+            "GET",
+            "/api/integrations",
+            "The deploy channels' health",
+        )
+        .ok(of::<Vec<crate::agency::deploy::Health>>),
+        op(
+            "GET",
+            "/api/integrations/{channel}/health",
+            "One deploy channel's health: setup, a live check, last outcomes, rate limit",
+        )
+        .ok(of::<crate::agency::deploy::Health>)
+        .errors(&[404]),
+        op(
+            "GET",
+            "/api/artifacts/{token}",
+            "An order's artifacts through a signed, expiring link (given to n8n with a WhatsApp deploy)",
+        )
+        .query(fields::<deploys::ArtifactQuery>)
+        .answer(Answer::Bytes(
+            "application/x-tar",
+            "The artifacts' archive, or with `file` one of its files.",
         ))
         .errors(&[404]),
         op(

@@ -19,7 +19,7 @@ use super::{Route, audit_ok, optional_json};
 use crate::AppState;
 use crate::agency::blueprint::{self, AgentBlueprint, ProductType};
 use crate::agency::book::{Actor, BookError, Outgoing, new_order};
-use crate::agency::builder::{self, BuildInput, ChecklistItem};
+use crate::agency::builder::{self, ChecklistItem};
 use crate::agency::orders::{Action, ClientOrder, Estado, Filter, Order, PlanHistory, PlanVersion};
 use crate::agency::plan::{self, ProductionPlan};
 use crate::agency::planner::PlanError;
@@ -702,19 +702,9 @@ pub(super) struct ArtifactFile {
     bytes: usize,
 }
 
-fn render(order: &Order) -> Result<Vec<builder::Artifact>, ApiError> {
-    let plan = order
-        .production_plan
-        .approved()
-        .and_then(|p| serde_json::to_value(&p.plan).ok());
-    builder::render(&BuildInput {
-        order_id: &order.id,
-        title: &order.title,
-        product_type: order.product_type,
-        blueprint: &order.agent_blueprint,
-        plan: plan.as_ref(),
-    })
-    .map_err(|e| ApiError::bad_request(format!("the blueprint cannot be built: {e}")))
+pub(super) fn render(order: &Order) -> Result<Vec<builder::Artifact>, ApiError> {
+    builder::render_order(order)
+        .map_err(|e| ApiError::bad_request(format!("the blueprint cannot be built: {e}")))
 }
 
 async fn artifacts(

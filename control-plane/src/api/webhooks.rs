@@ -396,6 +396,8 @@ async fn retry(
                 DeliveryState::Pending => "pending",
                 DeliveryState::Delivered => "delivered",
                 DeliveryState::Failed => "failed",
+                DeliveryState::Unknown =>
+                    "unknown (an interrupted send the service could not account for; resolve it where it was made)",
             }
         ))),
     }

@@ -257,6 +257,28 @@ pub const RULES: &[Rule] = &[
         "/api/orders/{id}/artifacts/archive",
         Access::Roles(&[A, O], "orders:read"),
     ),
+    rule(
+        "POST",
+        "/api/orders/{id}/deploy/{channel}",
+        Access::Roles(ADMIN, "orders:deploy"),
+    ),
+    rule(
+        "POST",
+        "/api/orders/{id}/deploys/{deploy_id}/resolve",
+        Access::Roles(ADMIN, "orders:deploy"),
+    ),
+    rule(
+        "GET",
+        "/api/integrations",
+        Access::Roles(STAFF, "integrations:read"),
+    ),
+    rule(
+        "GET",
+        "/api/integrations/{channel}/health",
+        Access::Roles(STAFF, "integrations:read"),
+    ),
+    // The signed, expiring token in the path is the grant (links handed to n8n).
+    rule("GET", "/api/artifacts/{token}", Access::Public),
     rule("GET", "/api/schemas/agent-blueprint.json", Access::Public),
     rule("GET", "/api/schemas/production-plan.json", Access::Public),
     rule("GET", "/api/catalog", Access::Roles(STAFF, "catalog:read")),
