@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axon_e2e::fake_channels::{FakeChannels, FakeSetup, Scripted, Service};
+use axon_e2e::webhook_receiver::WebhookReceiver;
 use axon_e2e::{ControlPlane, USER_PASSWORD, wait_until};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -217,9 +218,38 @@ async fn an_admin_deploys_the_demo_orders_to_all_three_channels() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    // A workflow that follows deploys.
+    let receiver = WebhookReceiver::start().await;
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/webhooks",
+            Some(&admin),
+            Some(json!({"url": receiver.url("/hook"), "events": ["deploy.finished"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
     let wa_deploy = start(&cp, &admin, &wa, "whatsapp").await;
     let social_deploy = start(&cp, &admin, &social, "social").await;
-    let tg_deploy = start(&cp, &admin, &tg, "telegram").await;
+    // Eight clicks at once on Telegram: one deploy, the others refused or answered with it.
+    let clicks =
+        futures_util::future::join_all((0..8).map(|_| deploy(&cp, &admin, &tg, "telegram", None)))
+            .await;
+    let fresh: Vec<&Value> = clicks
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::ACCEPTED && b["replayed"] == false)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(fresh.len(), 1, "{clicks:?}");
+    let tg_deploy = fresh[0]["deploy"]["id"].as_str().expect("id").to_owned();
+    for (status, body) in &clicks {
+        assert!(
+            *status == StatusCode::CONFLICT
+                || (*status == StatusCode::ACCEPTED && body["deploy"]["id"] == tg_deploy.as_str()),
+            "{status} {body}"
+        );
+    }
     for (id, d) in [
         (&wa, &wa_deploy),
         (&social, &social_deploy),
@@ -230,6 +260,24 @@ async fn an_admin_deploys_the_demo_orders_to_all_three_channels() {
         assert_eq!(e["details"]["attempts"], 1, "{e}");
         assert!(e["requested_by"].is_string(), "{e}");
     }
+
+    // Each outcome reached the subscribed workflow.
+    let finished = wait_until(WAIT, || async { receiver.processed().len() == 3 }).await;
+    assert!(finished.is_some(), "{:?}", receiver.requests().len());
+    let mut reported: Vec<String> = receiver
+        .processed()
+        .values()
+        .map(|r| {
+            let j = r.json();
+            assert_eq!(j["event"], "deploy.finished");
+            assert_eq!(j["data"]["deploy"]["status"], "success", "{j}");
+            j["data"]["deploy"]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    reported.sort();
+    let mut expected = vec![wa_deploy.clone(), social_deploy.clone(), tg_deploy.clone()];
+    expected.sort();
+    assert_eq!(reported, expected);
 
     // n8n: the documented payload with header auth and the idempotency key.
     let posts = fakes.calls(Service::N8n, "/webhook/wa-deploy");

@@ -190,6 +190,8 @@ pub enum Retried {
     NotFound,
     /// Only failed deliveries go back to pending.
     NotFailed(DeliveryState),
+    /// A deploy goes again through its order, where its preconditions are checked.
+    AtMostOnce,
 }
 
 /// How an attempt ended, for the next state.
@@ -517,6 +519,9 @@ impl Outbox {
             };
             if seen.value.state != DeliveryState::Failed {
                 return Ok(Retried::NotFailed(seen.value.state));
+            }
+            if seen.value.at_most_once {
+                return Ok(Retried::AtMostOnce);
             }
             let now = OffsetDateTime::now_utc();
             let mut delivery = seen.value.clone();
@@ -1259,5 +1264,212 @@ mod tests {
         assert_eq!(d.attempts.len(), KEEP_ATTEMPTS);
         assert_eq!(d.attempt_count, 50);
         assert_eq!(d.attempts[KEEP_ATTEMPTS - 1].duration_ms, 49);
+    }
+
+    /// Counts sends and records every state it settles; `check` is what the service "knows".
+    struct Recorder {
+        sends: std::sync::atomic::AtomicUsize,
+        answer: Verdict,
+        check: Option<Verdict>,
+        settled: Mutex<Vec<DeliveryState>>,
+    }
+
+    impl Recorder {
+        fn new(answer: Verdict, check: Option<Verdict>) -> Arc<Self> {
+            Arc::new(Self {
+                sends: Default::default(),
+                answer,
+                check,
+                settled: Mutex::default(),
+            })
+        }
+        fn sends(&self) -> usize {
+            self.sends.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn settled(&self) -> Vec<DeliveryState> {
+            self.settled.lock().expect("lock").clone()
+        }
+    }
+
+    impl Courier for Recorder {
+        fn send<'a>(&'a self, _: &'a Delivery) -> BoxFuture<'a, Sent> {
+            self.sends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let verdict = self.answer;
+            Box::pin(async move {
+                Sent {
+                    status: Some(500),
+                    verdict,
+                    error: Some("scripted".into()),
+                    result: Some(serde_json::json!({"remote": "r1"})),
+                }
+            })
+        }
+        fn check<'a>(&'a self, _: &'a Delivery) -> BoxFuture<'a, Option<Sent>> {
+            let check = self.check;
+            Box::pin(async move {
+                check.map(|verdict| Sent {
+                    status: Some(200),
+                    verdict,
+                    error: None,
+                    result: Some(serde_json::json!({"checked": true})),
+                })
+            })
+        }
+        fn settle(&self, _: &mut Writes, d: &Delivery) -> Result<(), StoreError> {
+            self.settled.lock().expect("lock").push(d.state);
+            Ok(())
+        }
+        fn max_attempts(&self) -> u32 {
+            2
+        }
+        fn backoff(&self, _: u32) -> Duration {
+            Duration::from_millis(10)
+        }
+    }
+
+    fn stage_once(outbox: &Outbox, kind: &str) -> String {
+        let id = new_id();
+        let mut writes = Writes::new();
+        outbox
+            .stage_at_most_once(
+                &mut writes,
+                &id,
+                kind,
+                "http://127.0.0.1:9/x",
+                "order.deploy",
+                None,
+                Value::Null,
+                &format!("key-{id}"),
+            )
+            .expect("stage");
+        assert!(writes.apply().expect("apply"));
+        id
+    }
+
+    /// What a process that died mid-send leaves behind.
+    fn cut_off(outbox: &Outbox, id: &str) {
+        let seen = outbox
+            .deliveries
+            .get_snapshot(id)
+            .expect("get")
+            .expect("some");
+        let mut d = seen.value.clone();
+        d.sending_since = Some(OffsetDateTime::now_utc());
+        let mut writes = Writes::new();
+        writes
+            .replace(&outbox.deliveries, id, &seen, &d)
+            .expect("replace");
+        assert!(writes.apply().expect("apply"));
+    }
+
+    /// An at-most-once delivery cut off mid-send is settled by what its service says, or
+    /// ends `unknown` — and is never sent again; an ordinary one is sent again.
+    #[tokio::test]
+    async fn an_interrupted_at_most_once_delivery_is_checked_and_never_resent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("db");
+        let outbox = Outbox::open(&db).expect("outbox");
+        let blind = Recorder::new(Verdict::Delivered, None);
+        let knowing = Recorder::new(Verdict::Delivered, Some(Verdict::Delivered));
+        outbox.register("deploy.blind", blind.clone());
+        outbox.register("deploy.knowing", knowing.clone());
+
+        let a = stage_once(&outbox, "deploy.blind");
+        let b = stage_once(&outbox, "deploy.knowing");
+        let c = stage_once(&outbox, "deploy.gone");
+        let plain = {
+            let mut writes = Writes::new();
+            let id = outbox
+                .stage_direct(
+                    &mut writes,
+                    "builder",
+                    "http://127.0.0.1:9/b",
+                    "e",
+                    None,
+                    Value::Null,
+                )
+                .expect("stage");
+            assert!(writes.apply().expect("apply"));
+            id
+        };
+        for id in [&a, &b, &c, &plain] {
+            cut_off(&outbox, id);
+        }
+        assert_eq!(outbox.recover().await.expect("recover"), 4);
+
+        let get = |id: &str| outbox.get(id).expect("get").expect("some");
+        let a = get(&a);
+        assert_eq!(a.state, DeliveryState::Unknown);
+        assert!(
+            a.attempts[0]
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("not sent again")
+        );
+        assert_eq!(blind.settled(), vec![DeliveryState::Unknown]);
+        let b = get(&b);
+        assert_eq!(b.state, DeliveryState::Delivered);
+        assert_eq!(b.result, Some(serde_json::json!({"checked": true})));
+        assert_eq!(knowing.settled(), vec![DeliveryState::Delivered]);
+        // A channel no longer configured cannot be asked: unknown too.
+        assert_eq!(get(&c).state, DeliveryState::Unknown);
+        assert_eq!(blind.sends() + knowing.sends(), 0, "nothing was sent again");
+        // Only the ordinary delivery is due again.
+        let (due, _) = outbox
+            .due(&HashSet::new(), unix_ms(OffsetDateTime::now_utc()) + 1, 8)
+            .expect("due");
+        assert_eq!(due, vec![plain.clone()]);
+        assert_eq!(get(&plain).state, DeliveryState::Pending);
+        // And an unknown one is not retried by hand through the outbox.
+        assert!(matches!(
+            outbox.retry(&a.id).expect("retry"),
+            Retried::NotFailed(DeliveryState::Unknown)
+        ));
+    }
+
+    /// A courier's limits apply: retryable answers up to its attempts, a permanent failure at
+    /// once; every state is settled with the delivery.
+    #[tokio::test]
+    async fn couriers_set_the_attempts_and_see_every_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).expect("db");
+        let outbox = Outbox::open(&db).expect("outbox");
+        let flaky = Recorder::new(Verdict::Retry(None), None);
+        let refused = Recorder::new(Verdict::Failed, None);
+        outbox.register("deploy.flaky", flaky.clone());
+        outbox.register("deploy.refused", refused.clone());
+        let client = http_client().expect("client");
+
+        let id = stage_once(&outbox, "deploy.flaky");
+        outbox.try_attempt(&client, &id).await.expect("attempt");
+        let d = outbox.get(&id).expect("get").expect("some");
+        assert_eq!(d.state, DeliveryState::Pending);
+        assert_eq!(d.result, Some(serde_json::json!({"remote": "r1"})));
+        outbox.try_attempt(&client, &id).await.expect("attempt");
+        let d = outbox.get(&id).expect("get").expect("some");
+        assert_eq!(
+            d.state,
+            DeliveryState::Failed,
+            "the courier allows two attempts"
+        );
+        assert_eq!(flaky.sends(), 2);
+        assert_eq!(
+            flaky.settled(),
+            vec![DeliveryState::Pending, DeliveryState::Failed]
+        );
+        assert!(matches!(
+            outbox.retry(&id).expect("retry"),
+            Retried::AtMostOnce
+        ));
+
+        let id = stage_once(&outbox, "deploy.refused");
+        outbox.try_attempt(&client, &id).await.expect("attempt");
+        assert_eq!(
+            outbox.get(&id).expect("get").expect("some").state,
+            DeliveryState::Failed
+        );
+        assert_eq!(refused.sends(), 1);
+        assert_eq!(refused.settled(), vec![DeliveryState::Failed]);
     }
 }

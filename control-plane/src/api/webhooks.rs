@@ -390,6 +390,9 @@ async fn retry(
             Ok(ApiJson(*delivery))
         }
         Retried::NotFound => Err(ApiError::not_found(format!("no delivery with id {id}"))),
+        Retried::AtMostOnce => Err(ApiError::conflict(
+            "a deploy is sent again from its order (POST /api/orders/{id}/deploy/{channel}), where its conditions are checked",
+        )),
         Retried::NotFailed(s) => Err(ApiError::conflict(format!(
             "only a failed delivery can be retried; this one is {}",
             match s {

@@ -770,3 +770,6 @@ pub(crate) fn media_urls(order: &Order, max: usize) -> Result<Vec<String>, Strin
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
