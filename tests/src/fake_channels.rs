@@ -119,8 +119,15 @@ pub struct FakeChannels {
 
 impl FakeChannels {
     pub async fn start(setup: FakeSetup) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        Self::bind("127.0.0.1:0".parse().expect("addr"), setup)
+            .await
+            .expect("bind")
+    }
+
+    /// Serves on `addr`.
+    pub async fn bind(addr: SocketAddr, setup: FakeSetup) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let inner: Arc<Mutex<Inner>> = Arc::default();
         let setup = Arc::new(setup);
         let (shared, config) = (inner.clone(), setup.clone());
@@ -137,12 +144,12 @@ impl FakeChannels {
                 });
             }
         });
-        Self {
+        Ok(Self {
             addr,
             setup,
             inner,
             task,
-        }
+        })
     }
 
     pub fn base(&self) -> String {
