@@ -103,9 +103,10 @@ async fn deploy(
             state.audit.record(
                 state
                     .audit
-                    .event("order.deploy", "refused")
+                    .event("order.deploy", "denied")
                     .caller(&caller)
-                    .target(&format!("{id} {}", channel.as_str())),
+                    .target(&format!("{id} {}", channel.as_str()))
+                    .reason(&e.to_string()),
             );
             return Err(e.into());
         }

@@ -268,6 +268,26 @@ impl DeployConfig {
         }
     }
 
+    pub fn setup(&self, channel: super::Channel) -> Setup {
+        match channel {
+            super::Channel::Whatsapp => self.whatsapp_setup(),
+            super::Channel::Social => self.social_setup(),
+            super::Channel::Telegram => self.telegram_setup(),
+        }
+    }
+
+    /// Why a channel cannot send now, in a sentence; `None` when it can.
+    pub fn unusable(&self, channel: super::Channel) -> Option<String> {
+        match self.setup(channel) {
+            Setup::Ready => None,
+            Setup::Disabled(why) => Some(why),
+            Setup::Misconfigured(why) => Some(format!(
+                "the {} channel is misconfigured: {why}",
+                channel.as_str()
+            )),
+        }
+    }
+
     /// Every secret the channels hold, for scrubbing text that leaves them.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = Vec::new();

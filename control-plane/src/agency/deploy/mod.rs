@@ -34,7 +34,7 @@ use self::config::{DeployConfig, Setup};
 use super::blueprint::ProductType;
 use super::book::{Book, BookError, Outgoing, summary};
 use super::orders::{DeployEvent, Estado, Order, QaStatus};
-use super::outbox::{Courier, Delivery, DeliveryState, Outbox, Sent};
+use super::outbox::{Courier, Delivery, DeliveryState, Outbox, Sent, Verdict};
 use crate::identity::auth::new_id;
 use crate::model::{Tenant, now};
 use crate::store::{Db, StoreError, Tree, Writes};
@@ -260,6 +260,14 @@ struct ChannelCourier {
 impl Courier for ChannelCourier {
     fn send<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Sent> {
         Box::pin(async move {
+            if let Some(why) = self.shared.config.unusable(self.channel) {
+                return Sent {
+                    status: None,
+                    verdict: Verdict::Failed,
+                    error: Some(why),
+                    result: None,
+                };
+            }
             let content = &delivery.payload["content"];
             let mut sent = match self.channel {
                 Channel::Whatsapp => whatsapp::send(&self.shared, delivery, content).await,
@@ -443,27 +451,22 @@ impl Deployer {
             shared,
             probes: Mutex::default(),
         };
+        // Every channel gets a courier, set up or not, so a deploy staged before a restart
+        // that turned its channel off still ends (failed) on its order.
         for channel in Channel::ALL {
-            if deployer.setup(channel) == Setup::Ready {
-                outbox.register(
-                    channel.kind(),
-                    Arc::new(ChannelCourier {
-                        channel,
-                        shared: deployer.shared.clone(),
-                    }),
-                );
-            }
+            outbox.register(
+                channel.kind(),
+                Arc::new(ChannelCourier {
+                    channel,
+                    shared: deployer.shared.clone(),
+                }),
+            );
         }
         Ok(deployer)
     }
 
     pub fn setup(&self, channel: Channel) -> Setup {
-        let c = &self.shared.config;
-        match channel {
-            Channel::Whatsapp => c.whatsapp_setup(),
-            Channel::Social => c.social_setup(),
-            Channel::Telegram => c.telegram_setup(),
-        }
+        self.shared.config.setup(channel)
     }
 
     /// Checks the order and the channel, records a `pending` event and stages the call, all in
@@ -478,35 +481,29 @@ impl Deployer {
     ) -> Result<Started, DeployError> {
         let order = book.get(order_id)?;
         check_ready(&order, channel)?;
-        match self.setup(channel) {
-            Setup::Ready => {}
-            Setup::Disabled(why) => return Err(DeployError::Unavailable(why)),
-            Setup::Misconfigured(why) => {
-                return Err(DeployError::Unavailable(format!(
-                    "the {} channel is misconfigured: {why}",
-                    channel.as_str()
-                )));
-            }
+        if let Some(why) = self.shared.config.unusable(channel) {
+            return Err(DeployError::Unavailable(why));
         }
         let tenant = self.shared.tenant(order.tenant_id.as_deref());
-        let content = match channel {
-            Channel::Whatsapp => {
-                whatsapp::content(&self.shared, &self.links, &order, tenant.as_ref())
-            }
-            Channel::Social => {
-                social::content(&self.shared.config.social.base_url, &order, request)
-            }
-            Channel::Telegram => {
-                telegram::content(&self.shared.config.telegram, &order, tenant.as_ref())
-            }
-        }
-        .map_err(DeployError::Invalid)?;
-        let hash = sha256_hex(
-            &serde_json::to_vec(content.hashed.as_ref().unwrap_or(&content.body))
-                .unwrap_or_default(),
-        );
         let result = book.change_as(order_id, None, |order: &mut Order| {
             check_ready(order, channel)?;
+            // Built from the order as this write sees it, so what is sent is what is recorded.
+            let content = match channel {
+                Channel::Whatsapp => {
+                    whatsapp::content(&self.shared, &self.links, order, tenant.as_ref())
+                }
+                Channel::Social => {
+                    social::content(&self.shared.config.social.base_url, order, request)
+                }
+                Channel::Telegram => {
+                    telegram::content(&self.shared.config.telegram, order, tenant.as_ref())
+                }
+            }
+            .map_err(DeployError::Invalid)?;
+            let hash = sha256_hex(
+                &serde_json::to_vec(content.hashed.as_ref().unwrap_or(&content.body))
+                    .unwrap_or_default(),
+            );
             let mine = || {
                 order
                     .deploy_history

@@ -487,3 +487,43 @@ async fn ayrshare_is_asked_about_a_post_cut_off_by_a_restart() {
         );
     }
 }
+
+/// A deploy staged before a restart that turned its channel off still ends, failed, with the
+/// reason — it is neither sent nor left pending.
+#[tokio::test]
+async fn a_channel_turned_off_fails_what_was_staged_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = crate::store::Db::open(dir.path()).expect("db");
+    let courier = ChannelCourier {
+        channel: Channel::Telegram,
+        shared: Arc::new(shared(&db, DeployConfig::default())),
+    };
+    let delivery = Delivery {
+        id: "d".into(),
+        idempotency_key: "k".into(),
+        event: "order.deploy".into(),
+        target: crate::agency::outbox::Target {
+            kind: "deploy.telegram".into(),
+            subscription_id: None,
+            url: String::new(),
+        },
+        payload: json!({"order_id": "o", "content": {"method": "sendMessage", "body": {}}}),
+        tenant_id: None,
+        state: DeliveryState::Pending,
+        attempt_count: 0,
+        attempts: Vec::new(),
+        next_attempt_at: None,
+        created_at: now(),
+        delivered_at: None,
+        sending_since: None,
+        at_most_once: true,
+        result: None,
+    };
+    let sent = courier.send(&delivery).await;
+    assert_eq!(sent.verdict, Verdict::Failed);
+    assert!(
+        sent.error
+            .expect("error")
+            .contains("ENABLE_TELEGRAM_DEPLOY")
+    );
+}
