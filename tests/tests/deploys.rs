@@ -910,15 +910,18 @@ async fn a_deploy_cut_off_by_kill_9_is_never_sent_twice() {
     let fakes = fakes().await;
     let mut cp = control_plane(&fakes, &[("AXON_DEPLOY_TIMEOUT", "60s")]).await;
     let admin = cp.admin_token().await;
-    let (wa, _social, tg) = ready_orders(&cp, &admin).await;
+    let (wa, social, tg) = ready_orders(&cp, &admin).await;
 
     fakes.script(Service::Telegram, vec![Scripted::Hang]);
     fakes.script(Service::N8n, vec![Scripted::Hang]);
+    fakes.script(Service::Ayrshare, vec![Scripted::Hang]);
     let tg_deploy = start(&cp, &admin, &tg, "telegram").await;
     let wa_deploy = start(&cp, &admin, &wa, "whatsapp").await;
+    let social_deploy = start(&cp, &admin, &social, "social").await;
     let arrived = wait_until(WAIT, || async {
         fakes.calls(Service::Telegram, "/sendmessage").len() == 1
             && fakes.calls(Service::N8n, "/webhook/wa-deploy").len() == 1
+            && fakes.calls(Service::Ayrshare, "/api/post").len() == 1
     })
     .await;
     assert!(arrived.is_some(), "the calls never reached the fakes");
@@ -937,14 +940,18 @@ async fn a_deploy_cut_off_by_kill_9_is_never_sent_twice() {
     );
     let wa_event = settled(&cp, &admin, &wa, &wa_deploy).await;
     assert_eq!(wa_event["status"], "unknown", "{wa_event}");
+    // Ayrshare never answered, so no post id is known to ask about: unknown as well.
+    let social_event = settled(&cp, &admin, &social, &social_deploy).await;
+    assert_eq!(social_event["status"], "unknown", "{social_event}");
     // Give a wrongly re-sending worker every chance to show itself.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(fakes.calls(Service::Telegram, "/sendmessage").len(), 1);
     assert_eq!(fakes.calls(Service::N8n, "/webhook/wa-deploy").len(), 1);
+    assert_eq!(fakes.calls(Service::Ayrshare, "/api/post").len(), 1);
     let (_, outbox) = cp
         .call(Method::GET, "/api/outbox?state=unknown", Some(&admin), None)
         .await;
-    assert_eq!(outbox.as_array().map(Vec::len), Some(2), "{outbox}");
+    assert_eq!(outbox.as_array().map(Vec::len), Some(3), "{outbox}");
     let (status, body) = cp
         .call(
             Method::POST,
