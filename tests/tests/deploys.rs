@@ -686,127 +686,141 @@ async fn failures_retries_and_answers_of_every_service_are_recorded() {
         json!(["linkedin", "facebook"])
     );
 
-    // 429 with Retry-After, then success; the rate-limit state is kept.
-    set_text(&cp, &admin, &social, "Segunda campaña").await;
-    fakes.script(
-        Service::Ayrshare,
-        vec![
-            Scripted::json(
-                429,
-                json!({"status": "error", "code": 429, "message": "Too many requests"}),
-            )
-            .with_header("Retry-After", "1")
-            .with_header("x-ratelimit-max", "300")
-            .with_header("x-ratelimit-count", "300"),
-        ],
-    );
-    let d = start(&cp, &admin, &social, "social").await;
-    let e = settled(&cp, &admin, &social, &d).await;
-    assert_eq!(e["status"], "success", "{e}");
-    assert_eq!(e["details"]["attempts"], 2, "{e}");
-    // 401: fails at once, naming the setting.
-    set_text(&cp, &admin, &social, "Tercera campaña").await;
-    fakes.script(
-        Service::Ayrshare,
-        vec![Scripted::json(
-            401,
-            json!({"status": "error", "code": 102, "message": "API Key not valid."}),
-        )],
-    );
-    let before = fakes.calls(Service::Ayrshare, "/api/post").len();
-    let d = start(&cp, &admin, &social, "social").await;
-    let e = settled(&cp, &admin, &social, &d).await;
-    assert_eq!(e["status"], "failed", "{e}");
-    assert_eq!(e["details"]["attempts"], 1);
-    assert!(
-        e["error"].as_str().expect("e").contains("AYRSHARE_API_KEY"),
-        "{e}"
-    );
-    assert_eq!(
-        fakes.calls(Service::Ayrshare, "/api/post").len(),
-        before + 1
-    );
-    let h = health(&cp, &admin, "social").await;
-    assert_eq!(h["last_failure"]["deploy_id"], d.as_str(), "{h}");
-
-    // n8n: a 502, then success.
-    fakes.script(Service::N8n, vec![Scripted::text(502, "Bad Gateway")]);
-    let d = start(&cp, &admin, &wa, "whatsapp").await;
-    let e = settled(&cp, &admin, &wa, &d).await;
-    assert_eq!(e["status"], "success", "{e}");
-    assert_eq!(e["details"]["attempts"], 2);
-    // A hang past the 2 s limit, then success.
-    set_text(&cp, &admin, &wa, "Hola de nuevo").await;
-    fakes.script(Service::N8n, vec![Scripted::Hang]);
-    let d = start(&cp, &admin, &wa, "whatsapp").await;
-    let e = settled(&cp, &admin, &wa, &d).await;
-    assert_eq!(e["status"], "success", "{e}");
-    assert_eq!(e["details"]["attempts"], 2);
-    // n8n's plain-text 403 and its 404 "not registered" fail at once, in words.
-    for (i, (reply, needle)) in [
+    // One row per answer: the order, its channel, new text, the service's next answers, and
+    // the outcome expected — status, attempts, and words the error must hold.
+    let tg_429 = json!({"ok": false, "error_code": 429,
+        "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}});
+    let not_registered = json!({"code": 404,
+        "message": "The requested webhook \"POST wa-deploy\" is not registered.",
+        "hint": "The workflow must be active for a production URL to run successfully."});
+    let rows: Vec<Case> = vec![
         (
-            Scripted::text(403, "Authorization data is wrong!"),
+            &social,
+            "social",
+            "429 with Retry-After, then success",
+            vec![
+                Scripted::json(
+                    429,
+                    json!({"status": "error", "code": 429, "message": "slow"}),
+                )
+                .with_header("Retry-After", "1")
+                .with_header("x-ratelimit-max", "300")
+                .with_header("x-ratelimit-count", "300"),
+            ],
+            "success",
+            2,
+            "",
+        ),
+        (
+            &social,
+            "social",
+            "401",
+            vec![Scripted::json(
+                401,
+                json!({"status": "error", "code": 102, "message": "API Key not valid."}),
+            )],
+            "failed",
+            1,
+            "AYRSHARE_API_KEY",
+        ),
+        (
+            &wa,
+            "whatsapp",
+            "502, then success",
+            vec![Scripted::text(502, "Bad Gateway")],
+            "success",
+            2,
+            "",
+        ),
+        (
+            &wa,
+            "whatsapp",
+            "a hang past the 2 s limit, then success",
+            vec![Scripted::Hang],
+            "success",
+            2,
+            "",
+        ),
+        (
+            &wa,
+            "whatsapp",
+            "n8n's plain-text 403",
+            vec![Scripted::text(403, "Authorization data is wrong!")],
+            "failed",
+            1,
             "Authorization data is wrong!",
         ),
         (
-            Scripted::json(
-                404,
-                json!({"code": 404, "message": "The requested webhook \"POST wa-deploy\" is not registered.",
-                    "hint": "The workflow must be active for a production URL to run successfully."}),
-            ),
+            &wa,
+            "whatsapp",
+            "n8n's 404 not registered",
+            vec![Scripted::json(404, not_registered)],
+            "failed",
+            1,
             "not registered",
         ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        set_text(&cp, &admin, &wa, &format!("Variante {i}")).await;
-        fakes.script(Service::N8n, vec![reply]);
-        let d = start(&cp, &admin, &wa, "whatsapp").await;
-        let e = settled(&cp, &admin, &wa, &d).await;
-        assert_eq!(e["status"], "failed", "{e}");
-        assert_eq!(e["details"]["attempts"], 1, "{e}");
-        assert!(e["error"].as_str().expect("e").contains(needle), "{e}");
+        (
+            &tg,
+            "telegram",
+            "retry_after, then success",
+            vec![Scripted::json(429, tg_429)],
+            "success",
+            2,
+            "",
+        ),
+        (
+            &tg,
+            "telegram",
+            "401 for the token",
+            vec![Scripted::json(
+                401,
+                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+            )],
+            "failed",
+            1,
+            "TELEGRAM_BOT_TOKEN",
+        ),
+    ];
+    let mut last_social_failure = String::new();
+    for (id, channel, case, script, status, attempts, needle) in rows {
+        set_text(&cp, &admin, id, case).await;
+        let service = match channel {
+            "social" => Service::Ayrshare,
+            "whatsapp" => Service::N8n,
+            _ => Service::Telegram,
+        };
+        let calls = || fakes.seen().iter().filter(|s| s.service == service).count();
+        let before = calls();
+        fakes.script(service, script);
+        let d = start(&cp, &admin, id, channel).await;
+        let e = settled(&cp, &admin, id, &d).await;
+        assert_eq!(e["status"], status, "{case}: {e}");
+        assert_eq!(e["details"]["attempts"], attempts, "{case}: {e}");
+        assert_eq!(
+            calls(),
+            before + attempts as usize,
+            "{case}: one call per attempt"
+        );
+        if status == "failed" {
+            let error = e["error"].as_str().expect("error");
+            assert!(error.contains(needle), "{case}: {error}");
+            if channel == "social" {
+                last_social_failure = d;
+            }
+        }
     }
-
-    // Telegram: retry_after, then success.
-    fakes.script(
-        Service::Telegram,
-        vec![Scripted::json(
-            429,
-            json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
-                "parameters": {"retry_after": 1}}),
-        )],
+    let h = health(&cp, &admin, "social").await;
+    assert_eq!(
+        h["last_failure"]["deploy_id"],
+        last_social_failure.as_str(),
+        "{h}"
     );
-    let d = start(&cp, &admin, &tg, "telegram").await;
-    let e = settled(&cp, &admin, &tg, &d).await;
-    assert_eq!(e["status"], "success", "{e}");
-    assert_eq!(e["details"]["attempts"], 2);
     let h = health(&cp, &admin, "telegram").await;
     assert_eq!(h["rate_limit"]["remaining"], 0, "{h}");
     assert!(h["rate_limit"]["reset_at"].is_string(), "{h}");
-    // A 401 for the token fails at once.
-    set_text(&cp, &admin, &tg, "Aviso uno").await;
-    fakes.script(
-        Service::Telegram,
-        vec![Scripted::json(
-            401,
-            json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
-        )],
-    );
-    let d = start(&cp, &admin, &tg, "telegram").await;
-    let e = settled(&cp, &admin, &tg, &d).await;
-    assert_eq!(e["status"], "failed", "{e}");
-    assert!(
-        e["error"]
-            .as_str()
-            .expect("e")
-            .contains("TELEGRAM_BOT_TOKEN")
-    );
     // A chat that does not exist fails at once.
     fakes.missing_chat("-1001234567890");
     set_text(&cp, &admin, &tg, "Aviso dos").await;
-    let before = fakes.calls(Service::Telegram, "/sendmessage").len();
     let d = start(&cp, &admin, &tg, "telegram").await;
     let e = settled(&cp, &admin, &tg, &d).await;
     assert_eq!(e["status"], "failed", "{e}");
@@ -814,10 +828,6 @@ async fn failures_retries_and_answers_of_every_service_are_recorded() {
     assert!(
         e["error"].as_str().expect("e").contains("chat not found"),
         "{e}"
-    );
-    assert_eq!(
-        fakes.calls(Service::Telegram, "/sendmessage").len(),
-        before + 1
     );
     // A group that became a supergroup: followed once, recorded.
     let mut meta = order(&cp, &admin, &tg).await["deliverable_metadata"].clone();
@@ -888,6 +898,10 @@ async fn failures_retries_and_answers_of_every_service_are_recorded() {
         }
     }
 }
+
+/// Order, channel, case (also the new text), the service's next answers, then the status,
+/// attempts and words of the error expected.
+type Case<'a> = (&'a str, &'a str, &'a str, Vec<Scripted>, &'a str, u64, &'a str);
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

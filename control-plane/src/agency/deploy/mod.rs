@@ -246,6 +246,20 @@ impl Shared {
         }
     }
 
+    /// One live-check call, at most 10 s; `Err` is the probe to report when no answer came.
+    async fn probe_call(
+        &self,
+        request: reqwest::RequestBuilder,
+        service: &str,
+    ) -> Result<http::Answer, Probe> {
+        http::call(request, self.config.timeout.min(Duration::from_secs(10)))
+            .await
+            .map_err(|e| Probe {
+                problem: Some(("unreachable", format!("{service}: {e}"))),
+                ..Probe::default()
+            })
+    }
+
     fn tenant(&self, id: Option<&str>) -> Option<Tenant> {
         id.and_then(|id| self.tenants.get(id).ok().flatten())
     }

@@ -426,50 +426,38 @@ pub(super) async fn check(shared: &Shared, delivery: &Delivery) -> Option<Sent> 
 pub(super) async fn probe(shared: &Shared) -> Probe {
     let url = format!("{}/user", shared.config.social.base_url);
     let request = authorised(shared, shared.client.get(url), None);
-    match http::call(
-        request,
-        shared
-            .config
-            .timeout
-            .min(std::time::Duration::from_secs(10)),
-    )
-    .await
-    {
-        Err(e) => Probe {
-            problem: Some(("unreachable", format!("Ayrshare: {e}"))),
-            ..Probe::default()
-        },
-        Ok(answer) => {
-            note_rate(shared, &answer);
-            match answer.status {
-                200 => {
-                    let platforms = answer
-                        .json()
-                        .and_then(|j| j["activeSocialAccounts"].as_array().cloned())
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(|p| p.as_str().map(str::to_owned))
-                        .collect();
-                    Probe {
-                        platforms: Some(platforms),
-                        ..Probe::default()
-                    }
-                }
-                401 | 403 => Probe {
-                    problem: Some((
-                        "misconfigured",
-                        format!(
-                            "Ayrshare refused the API key ({}); check AYRSHARE_API_KEY",
-                            answer.status
-                        ),
-                    )),
-                    ..Probe::default()
-                },
-                s => Probe {
-                    problem: Some(("unreachable", format!("Ayrshare answered {s} to GET /user"))),
-                    ..Probe::default()
-                },
+    let answer = match shared.probe_call(request, "Ayrshare").await {
+        Ok(answer) => answer,
+        Err(probe) => return probe,
+    };
+    note_rate(shared, &answer);
+    match answer.status {
+        200 => {
+            let platforms = answer
+                .json()
+                .and_then(|j| j["activeSocialAccounts"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect();
+            Probe {
+                platforms: Some(platforms),
+                ..Probe::default()
             }
         }
+        401 | 403 => Probe {
+            problem: Some((
+                "misconfigured",
+                format!(
+                    "Ayrshare refused the API key ({}); check AYRSHARE_API_KEY",
+                    answer.status
+                ),
+            )),
+            ..Probe::default()
+        },
+        s => Probe {
+            problem: Some(("unreachable", format!("Ayrshare answered {s} to GET /user"))),
+            ..Probe::default()
+        },
     }
 }

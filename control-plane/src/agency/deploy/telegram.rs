@@ -263,39 +263,27 @@ pub(super) async fn send(shared: &Shared, content: &Value) -> Sent {
 
 pub(super) async fn probe(shared: &Shared) -> Probe {
     let request = shared.client.get(url(shared, "getMe"));
-    match http::call(
-        request,
-        shared
-            .config
-            .timeout
-            .min(std::time::Duration::from_secs(10)),
-    )
-    .await
-    {
-        Err(e) => Probe {
-            problem: Some(("unreachable", format!("Telegram: {e}"))),
+    let answer = match shared.probe_call(request, "Telegram").await {
+        Ok(answer) => answer,
+        Err(probe) => return probe,
+    };
+    let json = answer.json().unwrap_or(Value::Null);
+    if json["ok"] == true {
+        return Probe {
+            bot: json["result"]["username"].as_str().map(str::to_owned),
             ..Probe::default()
-        },
-        Ok(answer) => {
-            let json = answer.json().unwrap_or(Value::Null);
-            if json["ok"] == true {
-                return Probe {
-                    bot: json["result"]["username"].as_str().map(str::to_owned),
-                    ..Probe::default()
-                };
-            }
-            let problem = match answer.status {
-                401 | 404 => (
-                    "misconfigured",
-                    "Telegram refused the bot token; check TELEGRAM_BOT_TOKEN".to_owned(),
-                ),
-                s => ("unreachable", format!("Telegram answered {s} to getMe")),
-            };
-            Probe {
-                problem: Some(problem),
-                ..Probe::default()
-            }
-        }
+        };
+    }
+    let problem = match answer.status {
+        401 | 404 => (
+            "misconfigured",
+            "Telegram refused the bot token; check TELEGRAM_BOT_TOKEN".to_owned(),
+        ),
+        s => ("unreachable", format!("Telegram answered {s} to getMe")),
+    };
+    Probe {
+        problem: Some(problem),
+        ..Probe::default()
     }
 }
 
