@@ -899,9 +899,33 @@ async fn failures_retries_and_answers_of_every_service_are_recorded() {
     }
 }
 
+async fn resolve(
+    cp: &ControlPlane,
+    admin: &str,
+    id: &str,
+    deploy_id: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    cp.call(
+        Method::POST,
+        &format!("/api/orders/{id}/deploys/{deploy_id}/resolve"),
+        Some(admin),
+        Some(body),
+    )
+    .await
+}
+
 /// Order, channel, case (also the new text), the service's next answers, then the status,
 /// attempts and words of the error expected.
-type Case<'a> = (&'a str, &'a str, &'a str, Vec<Scripted>, &'a str, u64, &'a str);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<Scripted>,
+    &'a str,
+    u64,
+    &'a str,
+);
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -989,38 +1013,35 @@ async fn a_deploy_cut_off_by_kill_9_is_never_sent_twice() {
             .contains("unknown")
     );
     // Resolved as sent: the same content is a replay.
-    let (status, body) = cp
-        .call(
-            Method::POST,
-            &format!("/api/orders/{tg}/deploys/{tg_deploy}/resolve"),
-            Some(&admin),
-            Some(json!({"status": "success", "reason": "the message is in the chat"})),
-        )
-        .await;
+    let (status, body) = resolve(
+        &cp,
+        &admin,
+        &tg,
+        &tg_deploy,
+        json!({"status": "success",
+        "reason": "the message is in the chat"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(event(&body, &tg_deploy)["status"], "success");
-    let (status, body) = cp
-        .call(
-            Method::POST,
-            &format!("/api/orders/{tg}/deploys/{tg_deploy}/resolve"),
-            Some(&admin),
-            Some(json!({"status": "failed"})),
-        )
-        .await;
+    let (status, body) = resolve(&cp, &admin, &tg, &tg_deploy, json!({"status": "failed"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = resolve(&cp, &admin, &tg, &tg_deploy, json!({"status": "maybe"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = deploy(&cp, &admin, &tg, "telegram", None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(body["replayed"], true, "{body}");
     assert_eq!(fakes.calls(Service::Telegram, "/sendmessage").len(), 1);
     // Resolved as not sent: it may go again, and does, once.
-    let (status, body) = cp
-        .call(
-            Method::POST,
-            &format!("/api/orders/{wa}/deploys/{wa_deploy}/resolve"),
-            Some(&admin),
-            Some(json!({"status": "failed", "reason": "n8n shows no execution"})),
-        )
-        .await;
+    let (status, body) = resolve(
+        &cp,
+        &admin,
+        &wa,
+        &wa_deploy,
+        json!({"status": "failed",
+        "reason": "n8n shows no execution"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let again = start(&cp, &admin, &wa, "whatsapp").await;
     assert_eq!(settled(&cp, &admin, &wa, &again).await["status"], "success");
