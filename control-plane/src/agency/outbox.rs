@@ -664,33 +664,7 @@ impl Outbox {
             };
             cut_off += 1;
             if seen.value.at_most_once {
-                let checked = match self.courier(&seen.value.target.kind) {
-                    Some(courier) => courier.check(&seen.value).await,
-                    None => None,
-                };
-                let attempt = |error: String, status| Attempt {
-                    at: since,
-                    status,
-                    error: Some(error),
-                    duration_ms: 0,
-                };
-                match checked {
-                    Some(sent) => {
-                        let error = sent.error.clone().unwrap_or_else(|| {
-                            "interrupted by a stop; the service confirmed the outcome".into()
-                        });
-                        self.finish(&id, attempt(error, sent.status), sent.verdict, sent.result)
-                            .await?;
-                    }
-                    None => {
-                        let error = "interrupted: the control plane stopped before the service \
-                                     answered, and the service cannot say whether it acted; \
-                                     not sent again"
-                            .to_owned();
-                        self.finish(&id, attempt(error, None), Verdict::Unknown, None)
-                            .await?;
-                    }
-                }
+                self.settle_interrupted(&id, &seen.value, since).await?;
                 continue;
             }
             let mut delivery = seen.value.clone();
@@ -714,6 +688,44 @@ impl Outbox {
             self.db.flush().await?;
         }
         Ok(cut_off)
+    }
+
+    /// Settles an at-most-once delivery whose attempt since `since` never recorded its end:
+    /// with what its service says happened, or as `unknown`. It is not sent again.
+    async fn settle_interrupted(
+        &self,
+        id: &str,
+        delivery: &Delivery,
+        since: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let checked = match self.courier(&delivery.target.kind) {
+            Some(courier) => courier.check(delivery).await,
+            None => None,
+        };
+        let attempt = |error: String, status| Attempt {
+            at: since,
+            status,
+            error: Some(error),
+            duration_ms: 0,
+        };
+        match checked {
+            Some(sent) => {
+                let error = sent
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "interrupted; the service confirmed the outcome".into());
+                self.finish(id, attempt(error, sent.status), sent.verdict, sent.result)
+                    .await
+            }
+            None => {
+                let error = "interrupted: the attempt's end was never recorded (a stop, or a \
+                             store failure), and the service cannot say whether it acted; not \
+                             sent again"
+                    .to_owned();
+                self.finish(id, attempt(error, None), Verdict::Unknown, None)
+                    .await
+            }
+        }
     }
 
     fn prune_logged(&self) {
@@ -764,6 +776,12 @@ impl Outbox {
         if seen.value.state != DeliveryState::Pending {
             self.pending.take(id)?;
             return Ok(());
+        }
+        if seen.value.at_most_once
+            && let Some(since) = seen.value.sending_since
+        {
+            // An earlier attempt's end could not be written: it may have reached the service.
+            return self.settle_interrupted(id, &seen.value, since).await;
         }
         let started_at = OffsetDateTime::now_utc();
         let resolved = if seen.value.at_most_once && self.courier(&seen.value.target.kind).is_none()
@@ -1426,6 +1444,14 @@ mod tests {
             outbox.retry(&a.id).expect("retry"),
             Retried::NotFailed(DeliveryState::Unknown)
         ));
+        // The worker meeting a mark left by an attempt whose end could not be written (a
+        // store failure, not a stop) treats it the same way.
+        let d = stage_once(&outbox, "deploy.blind");
+        cut_off(&outbox, &d);
+        let client = http_client().expect("client");
+        outbox.try_attempt(&client, &d).await.expect("attempt");
+        assert_eq!(get(&d).state, DeliveryState::Unknown);
+        assert_eq!(blind.sends(), 0);
     }
 
     /// A courier's limits apply: retryable answers up to its attempts, a permanent failure at
