@@ -477,6 +477,14 @@ async fn an_admin_deploys_the_demo_orders_to_all_three_channels() {
             "the portal shows {internal}: {text}"
         );
     }
+    // The tenant's profile key is sent to Ayrshare and shown nowhere else.
+    assert_nothing_shows(
+        &cp,
+        &admin,
+        &[&wa, &social, &tg],
+        &[PROFILE_KEY, AYRSHARE_KEY],
+    )
+    .await;
     // And the client cannot deploy, nor read the channels' health.
     let (status, _) = deploy(&cp, &client, &social, "social", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -863,38 +871,65 @@ async fn failures_retries_and_answers_of_every_service_are_recorded() {
     assert!(deploy_counter(&cp, "telegram", "retried").await >= 1.0);
 
     // No secret anywhere a person or a log collector could read.
-    let mut exposed = vec![cp.log()];
-    for id in [&wa, &social, &tg] {
-        exposed.push(order(&cp, &admin, id).await.to_string());
+    let token_secret = TELEGRAM_TOKEN.split_once(':').expect("token").1;
+    assert_nothing_shows(
+        &cp,
+        &admin,
+        &[&wa, &social, &tg],
+        &[AYRSHARE_KEY, token_secret, N8N_HEADER_VALUE],
+    )
+    .await;
+}
+
+/// None of `secrets` is in the log, the orders, the outbox, the audit trail (API and file),
+/// the channels' health or `/metrics`.
+async fn assert_nothing_shows(cp: &ControlPlane, admin: &str, orders: &[&str], secrets: &[&str]) {
+    let mut exposed = vec![("log".to_owned(), cp.log())];
+    for id in orders {
+        exposed.push((
+            format!("order {id}"),
+            order(cp, admin, id).await.to_string(),
+        ));
     }
     for path in [
         "/api/outbox?limit=500",
         "/api/audit?limit=1000",
         "/api/integrations",
     ] {
-        let (status, body) = cp.call(Method::GET, path, Some(&admin), None).await;
+        let (status, body) = cp.call(Method::GET, path, Some(admin), None).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        exposed.push(body.to_string());
+        exposed.push((path.to_owned(), body.to_string()));
     }
-    exposed.push(
-        cp.client
-            .get(cp.url("/metrics"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text"),
-    );
-    for dir_entry in walk(&cp.data_dir().join("audit")) {
-        exposed.push(String::from_utf8_lossy(&std::fs::read(dir_entry).unwrap_or_default()).into());
+    let metrics = cp
+        .client
+        .get(cp.url("/metrics"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    exposed.push(("/metrics".into(), metrics));
+    let mut trail_files = 0;
+    for entry in std::fs::read_dir(cp.data_dir())
+        .expect("data dir")
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with("audit") && entry.path().is_file() {
+            trail_files += 1;
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            exposed.push((
+                entry.path().display().to_string(),
+                String::from_utf8_lossy(&bytes).into(),
+            ));
+        }
     }
-    assert!(exposed[0].contains("deploy"), "the log is empty?");
-    let token_secret = TELEGRAM_TOKEN.split_once(':').expect("token").1;
-    for text in &exposed {
-        for secret in [AYRSHARE_KEY, token_secret, N8N_HEADER_VALUE] {
-            assert!(!text.contains(secret), "a secret leaked: {secret}");
+    assert!(trail_files > 0, "no audit trail file found");
+    assert!(exposed[0].1.contains("deploy"), "the log is empty?");
+    for (place, text) in &exposed {
+        for secret in secrets {
+            assert!(!text.contains(secret), "a secret shows in {place}");
         }
     }
 }
@@ -926,19 +961,6 @@ type Case<'a> = (
     u64,
     &'a str,
 );
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
 
 /// A `kill -9` while the service holds the call: after the restart the deploy is `unknown`,
 /// never re-sent (each fake counts one call); a new deploy is refused until a person resolves
