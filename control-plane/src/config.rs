@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub llm: crate::llm::LlmConfig,
     /// Plans, the builder's webhook.
     pub agency: crate::agency::AgencyConfig,
+    /// The public site's contact button.
+    pub console: crate::console::ConsoleConfig,
 }
 
 impl ServeConfig {
@@ -52,6 +54,7 @@ impl ServeConfig {
             metrics_retention: Duration::from_secs(7 * 86_400),
             llm: crate::llm::LlmConfig::default(),
             agency: crate::agency::AgencyConfig::default(),
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 

@@ -14,6 +14,7 @@
 // offline) wires them together; rooms see it only through the shared `AppState` handle.
 pub mod agency;
 pub mod api;
+pub mod console;
 pub mod error;
 pub mod fleet;
 pub mod identity;

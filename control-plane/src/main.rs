@@ -367,6 +367,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.agency =
         axon_control_plane::agency::AgencyConfig::from_env(&|name| std::env::var(name).ok())
             .map_err(anyhow::Error::msg)?;
+    config.console =
+        axon_control_plane::console::ConsoleConfig::from_env(&|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

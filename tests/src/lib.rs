@@ -5,6 +5,7 @@
 //! The binaries come from the same target dir as the test executable; `scripts/test` builds
 //! them first (`cargo build --bins`).
 
+pub mod browser;
 pub mod failover;
 pub mod fake_channels;
 pub mod mock_llm;

@@ -99,6 +99,11 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
     const ADMIN: &[&str] = &["admin"];
     let reads = method == "GET";
     let public = [
+        "/",
+        "/privacy",
+        "/terms",
+        "/data-deletion",
+        "/assets/{file}",
         "/healthz",
         "/readyz",
         "/api/openapi.json",

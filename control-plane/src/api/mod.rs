@@ -101,6 +101,7 @@ pub fn routes() -> Vec<Route> {
         webhooks::routes(),
         openapi::routes(),
         ws::routes(),
+        crate::console::routes(),
     ] {
         all.extend(module);
     }

@@ -657,6 +657,28 @@ fn operations() -> Vec<Operation> {
         )
         .ok(of::<GpuAlert>)
         .errors(&[404]),
+        op("GET", "/", "The public site's landing page (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The landing page.")),
+        op("GET", "/privacy", "The privacy policy (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The privacy policy.")),
+        op("GET", "/terms", "The terms of service (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The terms of service.")),
+        op("GET", "/data-deletion", "How to have one's data deleted (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The data-deletion page.")),
+        op(
+            "GET",
+            "/assets/{file}",
+            "An embedded stylesheet, script or image, by its content-hashed name",
+        )
+        .answer(Answer::Bytes(
+            "text/css",
+            "The file, with its own content type, cacheable for a year.",
+        ))
+        .errors(&[404]),
         op("GET", "/api/fleet/summary", "The fleet at a glance").ok(of::<telemetry::Summary>),
         op(
             "GET",

@@ -51,6 +51,12 @@ const fn rule(method: &'static str, path: &'static str, access: Access) -> Rule 
 
 /// The table. Keep it sorted by path; every route in the router appears exactly once.
 pub const RULES: &[Rule] = &[
+    // The public site and its assets.
+    rule("GET", "/", Access::Public),
+    rule("GET", "/privacy", Access::Public),
+    rule("GET", "/terms", Access::Public),
+    rule("GET", "/data-deletion", Access::Public),
+    rule("GET", "/assets/{file}", Access::Public),
     rule("GET", "/healthz", Access::Public),
     rule("GET", "/readyz", Access::Public),
     rule("GET", "/api/openapi.json", Access::Public),

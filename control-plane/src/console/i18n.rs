@@ -1,0 +1,238 @@
+//! The web front's words, in message catalogs (Spanish first, English), never in templates.
+
+/// A language of the web front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Es,
+    En,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 2] = [Lang::Es, Lang::En];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Es => "es",
+            Self::En => "en",
+        }
+    }
+
+    /// `?lang=` first, then the browser's `Accept-Language` (the first of es / en it names),
+    /// then Spanish.
+    pub fn pick(query: Option<&str>, accept_language: Option<&str>) -> Self {
+        let parse = |s: &str| {
+            let primary = s.trim().split([';', '-', '_']).next().unwrap_or("");
+            match primary.to_ascii_lowercase().as_str() {
+                "es" => Some(Self::Es),
+                "en" => Some(Self::En),
+                _ => None,
+            }
+        };
+        if let Some(lang) = query.and_then(parse) {
+            return lang;
+        }
+        accept_language
+            .into_iter()
+            .flat_map(|h| h.split(','))
+            .find_map(parse)
+            .unwrap_or(Self::Es)
+    }
+
+    /// The message `key` in this language.
+    pub fn t(self, key: &str) -> &'static str {
+        match CATALOG.iter().find(|(k, _, _)| *k == key) {
+            Some((_, es, en)) => match self {
+                Self::Es => es,
+                Self::En => en,
+            },
+            None => {
+                debug_assert!(false, "no message {key}");
+                ""
+            }
+        }
+    }
+}
+
+/// key, Spanish, English.
+const CATALOG: &[(&str, &str, &str)] = &[
+    (
+        "site.title",
+        "Axon — agentes de IA para tu negocio",
+        "Axon — AI agents for your business",
+    ),
+    ("site.skip", "Saltar al contenido", "Skip to content"),
+    ("site.lang", "Idioma", "Language"),
+    (
+        "site.hero.title",
+        "Agentes de IA que atienden, venden y publican por ti",
+        "AI agents that answer, sell and post for you",
+    ),
+    (
+        "site.hero.lead",
+        "Diseñamos, construimos y operamos agentes para WhatsApp, redes sociales, Telegram y tu web, en nuestra propia infraestructura. Tú ves cada pedido, cada entrega y cada resultado en tu portal.",
+        "We design, build and run agents for WhatsApp, social networks, Telegram and your website, on our own infrastructure. You follow every order, delivery and result in your portal.",
+    ),
+    (
+        "site.hero.whatsapp",
+        "Escríbenos por WhatsApp",
+        "Message us on WhatsApp",
+    ),
+    ("site.features.title", "Lo que hacemos", "What we do"),
+    (
+        "site.f1.title",
+        "Autopiloto de WhatsApp",
+        "WhatsApp autopilot",
+    ),
+    (
+        "site.f1.text",
+        "Responde a tus clientes a cualquier hora, toma pedidos y pasa a una persona cuando hace falta.",
+        "Answers your customers at any hour, takes orders and hands over to a person when needed.",
+    ),
+    (
+        "site.f2.title",
+        "Redes sociales en marcha",
+        "Social media on autopilot",
+    ),
+    (
+        "site.f2.text",
+        "Publica en Instagram, LinkedIn, Facebook y más con el tono de tu marca, en el momento justo.",
+        "Posts to Instagram, LinkedIn, Facebook and more in your brand's voice, at the right time.",
+    ),
+    ("site.f3.title", "Bots de Telegram", "Telegram bots"),
+    (
+        "site.f3.text",
+        "Citas, avisos y consultas frecuentes resueltas en el canal que ya usan tus clientes.",
+        "Appointments, reminders and common questions handled in the channel your customers already use.",
+    ),
+    (
+        "site.f4.title",
+        "Asistente para tu web",
+        "Website assistant",
+    ),
+    (
+        "site.f4.text",
+        "Un chat que conoce tus productos, reserva y deriva con criterio.",
+        "A chat that knows your products, books and escalates sensibly.",
+    ),
+    (
+        "site.f5.title",
+        "Infraestructura propia",
+        "Our own infrastructure",
+    ),
+    (
+        "site.f5.text",
+        "Modelos en nuestras GPU y en los mejores proveedores, con tus datos bajo control y costes a la vista.",
+        "Models on our GPUs and the best providers, with your data under control and costs in plain view.",
+    ),
+    (
+        "site.f6.title",
+        "Tu portal de cliente",
+        "Your client portal",
+    ),
+    (
+        "site.f6.text",
+        "Pide nuevos agentes, sigue su producción y mira dónde se ha publicado cada uno.",
+        "Order new agents, follow their production and see where each one went live.",
+    ),
+    (
+        "site.footer.rights",
+        "Axon. Agentes de IA para negocios.",
+        "Axon. AI agents for businesses.",
+    ),
+    ("site.footer.privacy", "Privacidad", "Privacy"),
+    ("site.footer.terms", "Condiciones", "Terms"),
+    (
+        "site.footer.deletion",
+        "Eliminación de datos",
+        "Data deletion",
+    ),
+    ("site.footer.home", "Inicio", "Home"),
+    (
+        "legal.updated",
+        "Última actualización: diciembre de 2026.",
+        "Last updated: December 2026.",
+    ),
+    ("privacy.title", "Política de privacidad", "Privacy policy"),
+    (
+        "privacy.p1",
+        "Tratamos los datos que nos das al contratar y usar nuestros agentes (nombre, contacto, contenido de los pedidos) solo para prestarte el servicio, facturarlo y mejorarlo.",
+        "We process the data you give us when you hire and use our agents (name, contact details, order content) only to provide, bill and improve the service.",
+    ),
+    ("privacy.h2", "Qué datos y para qué", "What data, and why"),
+    (
+        "privacy.p2",
+        "Las conversaciones que tus agentes mantienen con tus clientes se procesan en nuestra infraestructura o en la de proveedores de modelos con contrato de tratamiento; no las usamos para entrenar modelos.",
+        "The conversations your agents hold with your customers are processed on our infrastructure or that of model providers under a processing agreement; we do not use them to train models.",
+    ),
+    ("privacy.h3", "Tus derechos", "Your rights"),
+    (
+        "privacy.p3",
+        "Puedes pedir acceso, rectificación, portabilidad o eliminación de tus datos en cualquier momento escribiéndonos.",
+        "You may ask for access, correction, portability or deletion of your data at any time by writing to us.",
+    ),
+    (
+        "terms.title",
+        "Condiciones del servicio",
+        "Terms of service",
+    ),
+    (
+        "terms.p1",
+        "Al encargar un agente aceptas que lo diseñemos según tu briefing, lo revisemos contigo y lo publiquemos en los canales acordados.",
+        "By ordering an agent you agree that we design it from your brief, review it with you and publish it to the agreed channels.",
+    ),
+    ("terms.h2", "Uso aceptable", "Acceptable use"),
+    (
+        "terms.p2",
+        "Los agentes no pueden usarse para spam, suplantación ni contenido ilegal; las plataformas de mensajería y redes sociales aplican además sus propias normas.",
+        "Agents may not be used for spam, impersonation or unlawful content; messaging and social platforms also apply their own rules.",
+    ),
+    ("terms.h3", "Servicio y soporte", "Service and support"),
+    (
+        "terms.p3",
+        "Mantenemos los agentes en funcionamiento y te avisamos de cualquier incidencia que afecte a tus canales.",
+        "We keep agents running and tell you about any incident that affects your channels.",
+    ),
+    ("deletion.title", "Eliminación de datos", "Data deletion"),
+    (
+        "deletion.p1",
+        "Puedes pedir que borremos tus datos y los de tus agentes. Escríbenos desde el contacto de tu cuenta indicando tu empresa; confirmaremos la eliminación en un plazo máximo de 30 días.",
+        "You can ask us to delete your data and your agents' data. Write to us from your account's contact naming your company; we will confirm the deletion within 30 days.",
+    ),
+    ("deletion.h2", "Qué se elimina", "What is deleted"),
+    (
+        "deletion.p2",
+        "Tus usuarios, pedidos, configuraciones de agentes y los registros de conversaciones que guardemos. Conservamos solo lo que la ley obliga a guardar (por ejemplo, facturas).",
+        "Your users, orders, agent configurations and any conversation records we keep. We keep only what the law requires us to (invoices, for example).",
+    ),
+    (
+        "deletion.whatsapp",
+        "Pedir la eliminación por WhatsApp",
+        "Ask for deletion on WhatsApp",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_language_comes_from_the_query_then_the_browser() {
+        assert_eq!(Lang::pick(None, None), Lang::Es);
+        assert_eq!(Lang::pick(Some("en"), Some("es-ES")), Lang::En);
+        assert_eq!(
+            Lang::pick(Some("fr"), Some("de-DE,en-GB;q=0.8,es;q=0.5")),
+            Lang::En
+        );
+        assert_eq!(Lang::pick(None, Some("es-MX,es;q=0.9")), Lang::Es);
+        assert_eq!(Lang::pick(None, Some("de")), Lang::Es);
+    }
+
+    #[test]
+    fn every_message_exists_in_both_languages_once() {
+        let mut keys = std::collections::HashSet::new();
+        for (key, es, en) in CATALOG {
+            assert!(keys.insert(*key), "{key} twice");
+            assert!(!es.is_empty() && !en.is_empty(), "{key}");
+        }
+    }
+}
