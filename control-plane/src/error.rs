@@ -170,6 +170,39 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
+/// A form body (`application/x-www-form-urlencoded`, what browsers post) whose rejections use
+/// the API's error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiForm<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::FormRejection as R;
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(value)) => Ok(Self(value)),
+            Err(R::InvalidFormContentType(_)) => Err(ApiForm::<()>::not_form()),
+            Err(R::BytesRejection(b)) => Err(b.into()),
+            Err(other) => Err(ApiError::bad_request(in_our_words(&other.body_text()))),
+        }
+    }
+}
+
+impl ApiForm<()> {
+    fn not_form() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadRequest,
+            "send the form as Content-Type: application/x-www-form-urlencoded",
+        )
+    }
+}
+
 /// JSON body extractor whose rejections use the API's error shape. Every body of the API is
 /// a JSON object: an array, which serde would otherwise read into a struct field by field, is
 /// refused.

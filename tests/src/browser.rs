@@ -221,9 +221,47 @@ impl Browser {
         .map(str::to_owned)
     }
 
+    /// Types `text` into a field.
+    pub async fn type_text(&self, element: &Element, text: &str) {
+        self.command(
+            "POST",
+            &format!("/element/{}/value", element.0),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// A cookie as the browser holds it (`name`, `value`, `httpOnly`, `secure`, `sameSite`),
+    /// HttpOnly ones included.
+    pub async fn cookie(&self, name: &str) -> Option<Value> {
+        let url = format!("{}/cookie/{name}", self.session);
+        let answer: Value = self.http.get(url).send().await.ok()?.json().await.ok()?;
+        answer["value"]
+            .get("name")
+            .is_some()
+            .then(|| answer["value"].clone())
+    }
+
     pub async fn click(&self, element: &Element) {
         self.command("POST", &format!("/element/{}/click", element.0), json!({}))
             .await;
+    }
+
+    /// Clicks something that loads another page (a link, a form's button) and waits until
+    /// the new document has loaded.
+    pub async fn click_and_wait(&self, element: &Element) {
+        self.script("window.__axonOldPage = true;", json!([])).await;
+        self.click(element).await;
+        let loaded = crate::wait_until(Duration::from_secs(15), || async {
+            self.script(
+                "return window.__axonOldPage === undefined && document.readyState === 'complete'",
+                json!([]),
+            )
+            .await
+                == json!(true)
+        })
+        .await;
+        assert!(loaded.is_some(), "no new page loaded after the click");
     }
 
     /// The page's title.

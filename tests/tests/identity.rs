@@ -104,6 +104,10 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "/terms",
         "/data-deletion",
         "/assets/{file}",
+        // The console's door: it authenticates browsers by their own session cookie.
+        "/app",
+        "/app/login",
+        "/app/logout",
         "/healthz",
         "/readyz",
         "/api/openapi.json",

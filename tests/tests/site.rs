@@ -192,7 +192,7 @@ async fn the_public_site_loads_clean_fast_and_accessible_in_a_real_browser() {
         );
         // The language switch keeps the page.
         let spanish = browser.find("nav.langs a[hreflang=es]").await;
-        browser.click(&spanish).await;
+        browser.click_and_wait(&spanish).await;
         let lang = browser.find("html").await;
         assert_eq!(
             browser.attribute(&lang, "lang").await.as_deref(),

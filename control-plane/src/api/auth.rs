@@ -124,14 +124,31 @@ async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<ApiJson<TokenPair>, ApiError> {
     let ip = source_ip(&info);
+    let user = check_credentials(&state, ip, &req.email, req.password).await?;
+    let session = open_session(&state, &user, ip)?;
+    let pair = tokens(&state, &user, &session.id)?;
+    state.store.db.flush().await?;
+    audit_login(&state, &user, ip, &session.id);
+    Ok(ApiJson(pair))
+}
+
+/// The account `email` if `password` is its own and it is enabled; every attempt is counted
+/// per address and per account (refused with 429 past the budget) and refusals are audited.
+/// The API's login and the console's share it.
+pub(crate) async fn check_credentials(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &str,
+    password: String,
+) -> Result<User, ApiError> {
     // Malformed input is refused before it costs a limiter entry or an argon2 run.
-    let email = req.email.trim().to_lowercase();
+    let email = email.trim().to_lowercase();
     if !crate::init::valid_email(&email) {
         return Err(ApiError::bad_request(
             "email must be an address of at most 254 characters",
         ));
     }
-    if req.password.len() > MAX_PASSWORD_LEN {
+    if password.len() > MAX_PASSWORD_LEN {
         return Err(ApiError::bad_request("password is too long"));
     }
     let ip_key = format!("login-ip:{ip}");
@@ -168,7 +185,7 @@ async fn login(
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(dummy_hash);
-    let matches = match state.passwords.verify(hash, req.password).await {
+    let matches = match state.passwords.verify(hash, password).await {
         Ok(matches) => matches,
         Err(e) => {
             // Never checked: the attempt does not count.
@@ -197,19 +214,33 @@ async fn login(
     };
     state.limiter.refund(&ip_key);
     state.limiter.clear(&account_key);
+    Ok(user)
+}
+
+/// Starts a login session for `user` (the caller flushes, then audits with `audit_login`).
+pub(crate) fn open_session(
+    state: &AppState,
+    user: &User,
+    ip: std::net::IpAddr,
+) -> Result<crate::model::Session, ApiError> {
     let refresh_ttl = ttl(state.config.refresh_ttl, Duration::days(30));
-    let session = start_session(&state.store, &user, Some(ip.to_string()), refresh_ttl)?;
-    let pair = tokens(&state, &user, &session.id)?;
-    state.store.db.flush().await?;
+    Ok(start_session(
+        &state.store,
+        user,
+        Some(ip.to_string()),
+        refresh_ttl,
+    )?)
+}
+
+pub(crate) fn audit_login(state: &AppState, user: &User, ip: std::net::IpAddr, sid: &str) {
     state.audit.record(
         state
             .audit
             .event("auth.login", "ok")
             .actor(&user.id, user.role, user.tenant_id.as_deref())
             .ip(ip)
-            .target(&session.id),
+            .target(sid),
     );
-    Ok(ApiJson(pair))
 }
 
 async fn refresh(

@@ -679,6 +679,26 @@ fn operations() -> Vec<Operation> {
             "The file, with its own content type, cacheable for a year.",
         ))
         .errors(&[404]),
+        op("GET", "/app", "The staff console: its overview, or the sign-in form (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page.")),
+        op(
+            "POST",
+            "/app/login",
+            "Sign in from the console's form (fields email, password, csrf; same-origin only); 303 to /app with the session cookie",
+        )
+        .answer(Answer::Bytes(
+            "text/html; charset=utf-8",
+            "The form again with its error (401, 429); 303 on success.",
+        ))
+        .errors(&[400, 403, 415]),
+        op(
+            "POST",
+            "/app/logout",
+            "End the browser's session (field csrf; same-origin only); 303 to /app",
+        )
+        .answer(Answer::Bytes("text/html; charset=utf-8", "303 to /app."))
+        .errors(&[400, 401, 403, 415]),
         op("GET", "/api/fleet/summary", "The fleet at a glance").ok(of::<telemetry::Summary>),
         op(
             "GET",

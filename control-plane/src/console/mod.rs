@@ -1,10 +1,13 @@
-//! The web front served by axon-cp: for now the public site (`/`, `/privacy`, `/terms`,
-//! `/data-deletion`) and the embedded, content-hashed assets (`/assets/{file}`). Pages are
+//! The web front served by axon-cp: the public site (`/`, `/privacy`, `/terms`,
+//! `/data-deletion`), the console's door (`/app`, with browser sessions) and the embedded,
+//! content-hashed assets (`/assets/{file}`). Pages are
 //! rendered on the server (maud), carry a strict Content-Security-Policy (no inline script or
 //! style, nothing from another origin) and take their words from message catalogs (`i18n`).
 
+mod app;
 pub mod assets;
 pub mod i18n;
+pub mod session;
 mod site;
 
 use axum::extract::{Query, State};
@@ -65,6 +68,13 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/terms", get(terms)),
         Route::new(Method::GET, "/data-deletion", get(data_deletion)),
         Route::new(Method::GET, "/assets/{file}", get(asset)),
+        Route::new(Method::GET, "/app", get(app::app)),
+        Route::new(Method::POST, "/app/login", axum::routing::post(app::login)),
+        Route::new(
+            Method::POST,
+            "/app/logout",
+            axum::routing::post(app::logout),
+        ),
     ]
 }
 

@@ -57,6 +57,11 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/terms", Access::Public),
     rule("GET", "/data-deletion", Access::Public),
     rule("GET", "/assets/{file}", Access::Public),
+    // The console authenticates browsers itself, by its session cookie (never a bearer
+    // token), and checks Origin and CSRF tokens on its form posts.
+    rule("GET", "/app", Access::Public),
+    rule("POST", "/app/login", Access::Public),
+    rule("POST", "/app/logout", Access::Public),
     rule("GET", "/healthz", Access::Public),
     rule("GET", "/readyz", Access::Public),
     rule("GET", "/api/openapi.json", Access::Public),

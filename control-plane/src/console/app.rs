@@ -1,0 +1,322 @@
+//! The staff console's door: `/app` shows the sign-in form until the browser is signed in,
+//! then a first overview; `POST /app/login` and `POST /app/logout` start and end the browser
+//! session (see `session.rs`).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::assets::url;
+use super::i18n::Lang;
+use super::session::{self, Signed};
+use super::{PageQuery, lang, page};
+use crate::AppState;
+use crate::agency::orders::Estado;
+use crate::error::{ApiError, ApiForm};
+use crate::model::Role;
+
+/// The sign-in form's fields.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// A form that only carries the session's token.
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+fn frame(lang: Lang, title: &str, signed: Option<&Signed>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex";
+                title { (title) " — Axon" }
+                link rel="icon" href=(url("axon.svg")) type="image/svg+xml";
+                link rel="stylesheet" href=(url("axon.css"));
+            }
+            body {
+                a.skip href="#main" { (lang.t("site.skip")) }
+                header.top {
+                    div.wrap {
+                        a.brand href="/app" {
+                            img src=(url("axon.svg")) alt="" width="28" height="28";
+                            "Axon"
+                        }
+                        @if let Some(s) = signed {
+                            form.inline method="post" action="/app/logout" {
+                                span.who { (s.user.email) " · " (role_name(lang, s.user.role)) }
+                                input type="hidden" name="csrf" value=(s.browser.csrf);
+                                button.button.quiet type="submit" { (lang.t("app.logout")) }
+                            }
+                        }
+                    }
+                }
+                (body)
+            }
+        }
+    }
+}
+
+fn role_name(lang: Lang, role: Role) -> &'static str {
+    lang.t(match role {
+        Role::Admin => "app.role.admin",
+        Role::Operator => "app.role.operator",
+        Role::Viewer => "app.role.viewer",
+        Role::Client => "app.role.client",
+    })
+}
+
+/// The sign-in page, with an error tied to the form when there is one.
+fn login_page(lang: Lang, csrf: &str, email: &str, error: Option<&str>) -> Markup {
+    frame(
+        lang,
+        lang.t("app.login.title"),
+        None,
+        html! {
+            main.page #main {
+                div.wrap.narrow {
+                    h1 { (lang.t("app.login.title")) }
+                    form.stack method="post" action="/app/login" novalidate
+                        aria-describedby=[error.map(|_| "login-error")] {
+                        @if let Some(e) = error {
+                            p.error #login-error role="alert" { (e) }
+                        }
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="lang" value=(lang.code());
+                        label for="email" { (lang.t("app.login.email")) }
+                        input #email type="email" name="email" value=(email) required
+                            autocomplete="username" aria-invalid=[error.map(|_| "true")];
+                        label for="password" { (lang.t("app.login.password")) }
+                        input #password type="password" name="password" required
+                            autocomplete="current-password" aria-invalid=[error.map(|_| "true")];
+                        button.button.primary type="submit" { (lang.t("app.login.submit")) }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The first overview after signing in.
+fn overview(state: &AppState, lang: Lang, signed: &Signed) -> Result<Markup, ApiError> {
+    let hosts: Vec<_> = state
+        .store
+        .hosts
+        .values()?
+        .into_iter()
+        .filter(|h| h.revoked_at.is_none())
+        .filter(|h| signed.user.role != Role::Client || h.tenant_id == signed.user.tenant_id)
+        .collect();
+    let online = hosts.iter().filter(|h| state.hub.is_online(&h.id)).count();
+    let orders: Vec<_> = state
+        .agency
+        .book
+        .orders
+        .values()?
+        .into_iter()
+        .filter(|o| signed.user.role != Role::Client || o.tenant_id == signed.user.tenant_id)
+        .collect();
+    let in_progress = orders
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.estado,
+                Estado::Nuevo | Estado::EnProduccion | Estado::EnQa
+            )
+        })
+        .count();
+    let ready = orders.iter().filter(|o| o.estado == Estado::Listo).count();
+    let figures = [
+        (
+            "app.dash.hosts",
+            format!("{online} / {}", hosts.len()),
+            "hosts-online",
+        ),
+        (
+            "app.dash.orders",
+            in_progress.to_string(),
+            "orders-in-progress",
+        ),
+        ("app.dash.ready", ready.to_string(), "orders-ready"),
+    ];
+    Ok(frame(
+        lang,
+        lang.t("app.dash.title"),
+        Some(signed),
+        html! {
+            main.page #main {
+                div.wrap {
+                    h1 { (lang.t("app.dash.title")) }
+                    p { (lang.t("app.dash.hello")) " " (signed.user.email) "." }
+                    ul.cards {
+                        @for (label, value, id) in &figures {
+                            li.card {
+                                h2 { (lang.t(label)) }
+                                p.figure #(id) { (value) }
+                            }
+                        }
+                    }
+                    p { (lang.t("app.dash.next")) " " a href="/api/openapi.json" { "/api/openapi.json" } }
+                }
+            }
+        },
+    ))
+}
+
+/// `GET /app`: the overview when signed in, else the sign-in form.
+pub async fn app(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = lang(&query, &headers);
+    if let Some(signed) = session::signed_in(&state, &headers)? {
+        return Ok(page(overview(&state, lang, &signed)?));
+    }
+    Ok(login_form(lang, &headers, None, "", StatusCode::OK))
+}
+
+/// The sign-in form, with a fresh double-submit token unless the browser holds one.
+fn login_form(
+    lang: Lang,
+    headers: &HeaderMap,
+    error: Option<&str>,
+    email: &str,
+    status: StatusCode,
+) -> Response {
+    let existing = session::cookie(headers, session::LOGIN_CSRF_COOKIE)
+        .filter(|t| t.len() >= 32 && t.len() <= 64)
+        .map(str::to_owned);
+    let token = existing
+        .clone()
+        .unwrap_or_else(|| crate::identity::auth::random_secret(""));
+    let mut response = page(login_page(lang, &token, email, error));
+    *response.status_mut() = status;
+    if existing.is_none() {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            session::set_cookie(session::LOGIN_CSRF_COOKIE, &token, 3600),
+        );
+    }
+    response
+}
+
+fn refused(why: &str) -> ApiError {
+    ApiError::forbidden(format!("{why}; reload the page and try again"))
+}
+
+/// `POST /app/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiForm(form): ApiForm<LoginForm>,
+) -> Result<Response, ApiError> {
+    let lang = Lang::pick(form.lang.as_deref(), None);
+    if !session::same_origin(&state, &headers) {
+        return Err(refused("this form was not sent from this site"));
+    }
+    let expected = session::cookie(&headers, session::LOGIN_CSRF_COOKIE).unwrap_or("");
+    if !session::tokens_match(expected, &form.csrf) {
+        return Err(refused("the form's security token does not match"));
+    }
+    let ip = crate::api::source_ip(&info);
+    let user =
+        match crate::api::auth::check_credentials(&state, ip, &form.email, form.password).await {
+            Ok(user) => user,
+            Err(e) => {
+                let (message, status) = match e.status {
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        (lang.t("app.login.throttled"), StatusCode::TOO_MANY_REQUESTS)
+                    }
+                    StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => {
+                        (lang.t("app.login.failed"), StatusCode::UNAUTHORIZED)
+                    }
+                    _ => return Err(e),
+                };
+                return Ok(login_form(
+                    lang,
+                    &headers,
+                    Some(message),
+                    &form.email,
+                    status,
+                ));
+            }
+        };
+    let login = crate::api::auth::open_session(&state, &user, ip)?;
+    let secret = session::start(&state, &login)?;
+    state.store.db.flush().await?;
+    crate::api::auth::audit_login(&state, &user, ip, &login.id);
+    let max_age = (login.expires_at - crate::model::now()).whole_seconds();
+    let mut response = (StatusCode::SEE_OTHER, "").into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/app?lang={}", lang.code()))
+            .unwrap_or(HeaderValue::from_static("/app")),
+    );
+    h.append(
+        header::SET_COOKIE,
+        session::set_cookie(session::COOKIE, &secret, max_age),
+    );
+    h.append(
+        header::SET_COOKIE,
+        session::set_cookie(session::LOGIN_CSRF_COOKIE, "", 0),
+    );
+    Ok(response)
+}
+
+/// `POST /app/logout`: ends the login session (the API's tokens of it too).
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiForm(form): ApiForm<TokenForm>,
+) -> Result<Response, ApiError> {
+    if !session::same_origin(&state, &headers) {
+        return Err(refused("this form was not sent from this site"));
+    }
+    let signed = session::signed_in(&state, &headers)?
+        .ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+    if !session::tokens_match(&signed.browser.csrf, &form.csrf) {
+        return Err(refused("the form's security token does not match"));
+    }
+    crate::identity::auth::end_session(&state.store, &signed.session.id)?;
+    session::forget(&state, &signed.key)?;
+    state.store.db.flush().await?;
+    state.audit.record(
+        state
+            .audit
+            .event("auth.logout", "ok")
+            .actor(
+                &signed.user.id,
+                signed.user.role,
+                signed.user.tenant_id.as_deref(),
+            )
+            .target(&signed.session.id),
+    );
+    let mut response = (StatusCode::SEE_OTHER, "").into_response();
+    let h = response.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_static("/app"));
+    h.append(
+        header::SET_COOKIE,
+        session::set_cookie(session::COOKIE, "", 0),
+    );
+    Ok(response)
+}

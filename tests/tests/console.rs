@@ -1,0 +1,248 @@
+//! The console's browser sessions in a real browser (headless Chromium over WebDriver) against
+//! the real axon-cp: signing in through the form sets an HttpOnly, Secure, SameSite=Strict
+//! cookie bound to a login session; the JSON API refuses that cookie; a forged form post is
+//! refused; a password change made through the API ends the browser's session at once; signing
+//! out ends it too. Pages stay free of console errors and of serious accessibility violations.
+
+use std::path::PathBuf;
+
+use axon_e2e::browser::{self, Browser};
+use axon_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, ControlPlane};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const TEST: &str = "a_browser_session_is_bound_to_its_login_session";
+
+fn axe() -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/axe/axe.min.js");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "axe-core is missing: scripts/axe-env installs it"
+            );
+            eprintln!("SKIP {TEST}: axe-core is missing (scripts/axe-env)");
+            None
+        }
+    }
+}
+
+async fn serious_violations(browser: &Browser, axe: &str) -> Vec<Value> {
+    browser.script(axe, json!([])).await;
+    browser
+        .script_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                   .map(v => ({id: v.id, nodes: v.nodes.map(n => n.target.join(' '))}))))
+               .catch(e => done([{id: 'axe-error', nodes: [String(e)]}]));",
+            json!([]),
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn severe(browser: &Browser) -> Vec<Value> {
+    browser
+        .console()
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        // The deliberate wrong-password post answers 401, which Chromium logs as a failed load.
+        .filter(|e| !e["message"].as_str().unwrap_or("").contains("401"))
+        .collect()
+}
+
+async fn sign_in(browser: &Browser, email: &str, password: &str) {
+    let field = browser.find("#email").await;
+    browser.type_text(&field, email).await;
+    let field = browser.find("#password").await;
+    browser.type_text(&field, password).await;
+    let submit = browser.find("form.stack button[type=submit]").await;
+    browser.click_and_wait(&submit).await;
+}
+
+/// A request as a forger would send it: with the stolen cookie value, any origin, any token.
+async fn post_form(
+    cp: &ControlPlane,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+    body: &str,
+) -> StatusCode {
+    let mut request = cp
+        .client
+        .post(cp.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("axon_session={cookie}"))
+        .body(body.to_owned());
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send().await.expect("post").status()
+}
+
+#[tokio::test]
+async fn a_browser_session_is_bound_to_its_login_session() {
+    if !browser::available(TEST) {
+        return;
+    }
+    let Some(axe) = axe() else {
+        return;
+    };
+    let cp = ControlPlane::start(&[]).await;
+    let browser = Browser::start(1280, 900).await;
+
+    // Signed out, /app is the sign-in form; a wrong password is shown on the form.
+    browser.goto(&cp.url("/app?lang=en")).await;
+    assert_eq!(
+        browser.text(&browser.find("h1").await).await,
+        "Sign in to Axon"
+    );
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+    sign_in(&browser, ADMIN_EMAIL, "not the password").await;
+    let error = browser.find("#login-error").await;
+    assert_eq!(
+        browser.attribute(&error, "role").await.as_deref(),
+        Some("alert")
+    );
+    let email = browser.find("#email").await;
+    assert_eq!(
+        browser.attribute(&email, "aria-invalid").await.as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+
+    // The right one: the overview, with a cookie scripts cannot read.
+    // The form kept the email; only the password is typed again.
+    sign_in(&browser, "", ADMIN_PASSWORD).await;
+    assert_eq!(browser.text(&browser.find("h1").await).await, "Console");
+    assert_eq!(
+        browser.text(&browser.find("#hosts-online").await).await,
+        "0 / 0"
+    );
+    let cookie = browser
+        .cookie("axon_session")
+        .await
+        .expect("session cookie");
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["secure"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    let visible = browser.script("return document.cookie", json!([])).await;
+    assert!(
+        !visible.as_str().unwrap_or("").contains("axon_session"),
+        "{visible}"
+    );
+    assert_eq!(severe(&browser).await, Vec::<Value>::new());
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+    let secret = cookie["value"].as_str().expect("value").to_owned();
+
+    // The JSON API does not take the cookie.
+    let me = cp
+        .client
+        .get(cp.url("/api/me"))
+        .header("cookie", format!("axon_session={secret}"))
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+
+    // Forged posts: another origin, no origin, or a wrong token are refused, and the session
+    // survives them.
+    let origin = format!("https://localhost:{}", cp.api_port);
+    assert_eq!(
+        post_form(
+            &cp,
+            "/app/logout",
+            &secret,
+            Some("https://evil.example"),
+            "csrf=x"
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post_form(&cp, "/app/logout", &secret, None, "csrf=x").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post_form(&cp, "/app/logout", &secret, Some(&origin), "csrf=wrong").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post_form(
+            &cp,
+            "/app/login",
+            "",
+            Some(&origin),
+            &format!("email={ADMIN_EMAIL}&password=x&csrf=guess")
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "a login post without the form's token"
+    );
+    browser.goto(&cp.url("/app?lang=en")).await;
+    assert_eq!(browser.text(&browser.find("h1").await).await, "Console");
+
+    // A password change through the API ends the browser's session at once.
+    let admin = cp.admin_token().await;
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/me/password",
+            Some(&admin),
+            Some(json!({"current_password": ADMIN_PASSWORD,
+                "new_password": "another long password 42"})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    browser.goto(&cp.url("/app?lang=en")).await;
+    assert_eq!(
+        browser.text(&browser.find("h1").await).await,
+        "Sign in to Axon"
+    );
+
+    // Signing in again and out with the button ends that session, and its cookie is dead.
+    sign_in(&browser, ADMIN_EMAIL, "another long password 42").await;
+    assert_eq!(browser.text(&browser.find("h1").await).await, "Console");
+    let secret = browser.cookie("axon_session").await.expect("cookie")["value"]
+        .as_str()
+        .expect("value")
+        .to_owned();
+    let out = browser.find("form.inline button[type=submit]").await;
+    browser.click_and_wait(&out).await;
+    assert_eq!(
+        browser.text(&browser.find("h1").await).await,
+        "Sign in to Axon"
+    );
+    assert!(browser.cookie("axon_session").await.is_none());
+    let page = cp
+        .client
+        .get(cp.url("/app?lang=en"))
+        .header("cookie", format!("axon_session={secret}"))
+        .send()
+        .await
+        .expect("app")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("Sign in to Axon"),
+        "the old cookie still works"
+    );
+    assert_eq!(severe(&browser).await, Vec::<Value>::new());
+    browser.close().await;
+}
