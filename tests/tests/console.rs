@@ -246,3 +246,107 @@ async fn a_browser_session_is_bound_to_its_login_session() {
     assert_eq!(severe(&browser).await, Vec::<Value>::new());
     browser.close().await;
 }
+
+/// Staff see the real enrolled agentd online on the fleet page, with its CPU and memory from
+/// its samples; a client's session is refused the fleet; the page passes axe at 1280 and
+/// 360 px.
+#[tokio::test]
+async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
+    const TEST: &str = "staff_see_an_enrolled_agent_online_on_the_fleet_page";
+    if !browser::available(TEST) {
+        return;
+    }
+    let Some(axe) = axe() else {
+        return;
+    };
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let mut agent = axon_e2e::Agent::enroll(&cp).await;
+    agent.start(&["--metrics-interval", "1s"]);
+    let host = agent.host_id.clone();
+    let reporting = axon_e2e::wait_until(std::time::Duration::from_secs(20), || async {
+        let (_, fleet) = cp
+            .call(Method::GET, "/api/fleet/summary", Some(&admin), None)
+            .await;
+        fleet["hosts_reporting"] == 1
+    })
+    .await;
+    assert!(reporting.is_some(), "the agent never reported");
+
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&cp.url("/app?lang=en")).await;
+    sign_in(&browser, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(
+        browser.text(&browser.find("#hosts-online").await).await,
+        "1 / 1"
+    );
+    let nav = browser.find("nav.app a[href^='/app/fleet']").await;
+    browser.click_and_wait(&nav).await;
+    assert_eq!(browser.text(&browser.find("h1").await).await, "Fleet");
+    let row = browser.find(&format!("tr[data-host='{host}']")).await;
+    let text = browser.text(&row).await;
+    assert!(text.contains("Online"), "{text}");
+    assert!(text.contains(" %"), "CPU and memory figures: {text}");
+    assert_eq!(
+        browser.text(&browser.find("#fleet-summary").await).await,
+        "1 / 1 online"
+    );
+    assert_eq!(severe(&browser).await, Vec::<Value>::new());
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    std::fs::write(
+        shots.join("console-fleet-1280.png"),
+        browser.screenshot().await,
+    )
+    .expect("screenshot");
+    browser.set_size(360, 800).await;
+    browser.goto(&cp.url("/app/fleet?lang=es")).await;
+    assert_eq!(browser.text(&browser.find("h1").await).await, "Flota");
+    std::fs::write(
+        shots.join("console-fleet-360.png"),
+        browser.screenshot().await,
+    )
+    .expect("screenshot");
+    // Only the table scrolls sideways, never the page.
+    let wide = browser
+        .script(
+            "const root = document.documentElement;
+             return {overflow: root.scrollWidth - root.clientWidth,
+               culprits: [...document.querySelectorAll('body *')]
+                 .filter(e => !e.closest('.table-scroll') && e.getBoundingClientRect().right > root.clientWidth + 1)
+                 .map(e => e.tagName + '.' + e.className)};",
+            json!([]),
+        )
+        .await;
+    assert_eq!(wide["overflow"], json!(0), "{wide}");
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+
+    // A client signed in to the console is refused the fleet.
+    let tenant = cp.create_tenant(&admin, "acme").await;
+    cp.create_user(&admin, "client@acme.test", "client", Some(&tenant))
+        .await;
+    let out = browser.find("form.inline button[type=submit]").await;
+    browser.set_size(1280, 900).await;
+    browser.click_and_wait(&out).await;
+    sign_in(&browser, "client@acme.test", axon_e2e::USER_PASSWORD).await;
+    let secret = browser.cookie("axon_session").await.expect("cookie")["value"]
+        .as_str()
+        .expect("value")
+        .to_owned();
+    let fleet = cp
+        .client
+        .get(cp.url("/app/fleet"))
+        .header("cookie", format!("axon_session={secret}"))
+        .send()
+        .await
+        .expect("fleet");
+    assert_eq!(fleet.status(), StatusCode::FORBIDDEN);
+    browser.close().await;
+}

@@ -106,6 +106,7 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "/assets/{file}",
         // The console's door: it authenticates browsers by their own session cookie.
         "/app",
+        "/app/fleet",
         "/app/login",
         "/app/logout",
         "/healthz",

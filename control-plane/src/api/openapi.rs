@@ -682,6 +682,10 @@ fn operations() -> Vec<Operation> {
         op("GET", "/app", "The staff console: its overview, or the sign-in form (HTML)")
             .query(fields::<crate::console::PageQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page.")),
+        op("GET", "/app/fleet", "The console's fleet overview, staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
         op(
             "POST",
             "/app/login",

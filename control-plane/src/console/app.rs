@@ -59,6 +59,12 @@ fn frame(lang: Lang, title: &str, signed: Option<&Signed>, body: Markup) -> Mark
                             img src=(url("axon.svg")) alt="" width="28" height="28";
                             "Axon"
                         }
+                        @if signed.is_some_and(|s| s.user.role != Role::Client) {
+                            nav.app aria-label=(lang.t("app.nav")) {
+                                a href={ "/app?lang=" (lang.code()) } { (lang.t("app.nav.overview")) }
+                                a href={ "/app/fleet?lang=" (lang.code()) } { (lang.t("app.nav.fleet")) }
+                            }
+                        }
                         @if let Some(s) = signed {
                             form.inline method="post" action="/app/logout" {
                                 span.who { (s.user.email) " · " (role_name(lang, s.user.role)) }
@@ -216,6 +222,35 @@ fn login_form(
         );
     }
     response
+}
+
+/// `GET /app/fleet` (staff): every host at a glance.
+pub async fn fleet(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = lang(&query, &headers);
+    let Some(signed) = session::signed_in(&state, &headers)? else {
+        return Ok(login_form(lang, &headers, None, "", StatusCode::OK));
+    };
+    if signed.user.role == Role::Client {
+        return Err(ApiError::forbidden("the fleet pages are for staff"));
+    }
+    let rows = super::fleet::rows(&state)?;
+    Ok(page(frame(
+        lang,
+        lang.t("fleet.title"),
+        Some(&signed),
+        html! {
+            main.page #main {
+                div.wrap {
+                    h1 { (lang.t("fleet.title")) }
+                    (super::fleet::table(lang, &rows))
+                }
+            }
+        },
+    )))
 }
 
 fn refused(why: &str) -> ApiError {

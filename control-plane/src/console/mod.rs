@@ -6,6 +6,7 @@
 
 mod app;
 pub mod assets;
+pub mod fleet;
 pub mod i18n;
 pub mod session;
 mod site;
@@ -69,6 +70,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/data-deletion", get(data_deletion)),
         Route::new(Method::GET, "/assets/{file}", get(asset)),
         Route::new(Method::GET, "/app", get(app::app)),
+        Route::new(Method::GET, "/app/fleet", get(app::fleet)),
         Route::new(Method::POST, "/app/login", axum::routing::post(app::login)),
         Route::new(
             Method::POST,

@@ -117,6 +117,7 @@ pub fn landing(lang: Lang, config: &ConsoleConfig) -> Markup {
                                     (lang.t("site.hero.whatsapp"))
                                 }
                             }
+                            a.button.quiet href={ "/app?lang=" (lang.code()) } { (lang.t("site.hero.signin")) }
                         }
                     }
                 }

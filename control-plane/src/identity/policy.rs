@@ -60,6 +60,7 @@ pub const RULES: &[Rule] = &[
     // The console authenticates browsers itself, by its session cookie (never a bearer
     // token), and checks Origin and CSRF tokens on its form posts.
     rule("GET", "/app", Access::Public),
+    rule("GET", "/app/fleet", Access::Public),
     rule("POST", "/app/login", Access::Public),
     rule("POST", "/app/logout", Access::Public),
     rule("GET", "/healthz", Access::Public),
