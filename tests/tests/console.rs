@@ -350,3 +350,198 @@ async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
     assert_eq!(fleet.status(), StatusCode::FORBIDDEN);
     browser.close().await;
 }
+
+/// A client signs in and lands in its portal, in Spanish, with its tenant's welcome; orders an
+/// agent from the catalog with a brief and sees it received; never sees another tenant's
+/// portal, even by typing its address; and no internal id or code shows anywhere on the page.
+#[tokio::test]
+async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
+    const TEST: &str = "a_client_orders_from_its_portal_and_sees_only_its_tenant";
+    if !browser::available(TEST) {
+        return;
+    }
+    let Some(axe) = axe() else {
+        return;
+    };
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let (status, body) = cp
+        .call(Method::POST, "/api/admin/seed-demo", Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, tenants) = cp
+        .call(Method::GET, "/api/tenants", Some(&admin), None)
+        .await;
+    let id_of = |slug: &str| -> String {
+        tenants
+            .as_array()
+            .expect("tenants")
+            .iter()
+            .find(|t| t["slug"] == slug)
+            .expect("demo tenant")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let mine = id_of("algorithmics-academy");
+    cp.create_user(&admin, "laura@algorithmics.test", "client", Some(&mine))
+        .await;
+    // The other tenant's order titles, which must never show.
+    let (_, others) = cp
+        .call(Method::GET, "/api/orders?limit=100", Some(&admin), None)
+        .await;
+    let foreign: Vec<String> = others["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|o| o["tenant_id"] != mine.as_str())
+        .map(|o| o["title"].as_str().expect("title").to_owned())
+        .collect();
+    assert!(!foreign.is_empty());
+
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&cp.url("/app")).await;
+    sign_in(&browser, "laura@algorithmics.test", axon_e2e::USER_PASSWORD).await;
+    let here = browser.script("return location.pathname", json!([])).await;
+    assert_eq!(here, json!("/portal/algorithmics-academy"));
+    let html = browser.find("html").await;
+    assert_eq!(
+        browser.attribute(&html, "lang").await.as_deref(),
+        Some("es")
+    );
+    assert_eq!(
+        browser.text(&browser.find("h1").await).await,
+        "¡Hola, equipo de Algorithmics! Aquí seguís vuestros agentes."
+    );
+    let before = browser.find_all("ul.orders > li").await.len();
+    assert_eq!(before, 3, "the demo tenant's three orders");
+
+    // Order the first catalog product with a brief.
+    let brief = browser.find("#brief-0").await;
+    browser
+        .type_text(
+            &brief,
+            "Un agente que conteste a las familias por la tarde.",
+        )
+        .await;
+    let submit = browser.find("form.stack button[type=submit]").await;
+    browser.click_and_wait(&submit).await;
+    let notice = browser.find("p.notice").await;
+    assert_eq!(
+        browser.attribute(&notice, "role").await.as_deref(),
+        Some("status")
+    );
+    assert_eq!(browser.find_all("ul.orders > li").await.len(), before + 1);
+    let (_, listed) = cp
+        .call(
+            Method::GET,
+            "/api/portal/algorithmics-academy/orders",
+            Some(&cp.token_for("laura@algorithmics.test").await),
+            None,
+        )
+        .await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|o| o["brief"] == "Un agente que conteste a las familias por la tarde."),
+        "{listed}"
+    );
+
+    // What a person reads: no ids, no codes, no other tenant.
+    let text = browser
+        .script("return document.body.innerText", json!([]))
+        .await
+        .as_str()
+        .expect("text")
+        .to_owned();
+    let ulid = text.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+        w.len() == 26
+            && w.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    });
+    assert!(!ulid, "an id shows: {text}");
+    for internal in [
+        "en_produccion",
+        "qa_status",
+        "estado",
+        "tenant_id",
+        "catalog_item_id",
+    ] {
+        assert!(!text.contains(internal), "{internal} shows: {text}");
+    }
+    for title in &foreign {
+        assert!(
+            !text.contains(title.as_str()),
+            "another tenant's order shows: {title}"
+        );
+    }
+    assert_eq!(severe(&browser).await, Vec::<Value>::new());
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+
+    // Another tenant's portal, typed in: missing, as if it did not exist.
+    browser.goto(&cp.url("/portal/notaria-17")).await;
+    assert_eq!(
+        browser.text(&browser.find("h1").await).await,
+        "Esta página no existe"
+    );
+    let secret = browser.cookie("axon_session").await.expect("cookie")["value"]
+        .as_str()
+        .expect("value")
+        .to_owned();
+    let other = cp
+        .client
+        .get(cp.url("/portal/notaria-17"))
+        .header("cookie", format!("axon_session={secret}"))
+        .send()
+        .await
+        .expect("other portal");
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    let page = other.text().await.expect("html");
+    assert!(foreign.iter().all(|t| !page.contains(t.as_str())));
+    // A forged order post is refused.
+    let origin = format!("https://localhost:{}", cp.api_port);
+    assert_eq!(
+        post_form(
+            &cp,
+            "/portal/algorithmics-academy/orders",
+            &secret,
+            Some(&origin),
+            "product=x&title=t&brief=b&csrf=wrong"
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+
+    // English on request; 360 px without sideways scrolling; accessible.
+    browser.set_size(360, 800).await;
+    browser
+        .goto(&cp.url("/portal/algorithmics-academy?lang=en"))
+        .await;
+    assert_eq!(
+        browser.text(&browser.find("#orders-title").await).await,
+        "Your orders"
+    );
+    let overflow = browser
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            json!([]),
+        )
+        .await;
+    assert_eq!(overflow, json!(0));
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    std::fs::write(shots.join("portal-360.png"), browser.screenshot().await).expect("screenshot");
+    browser.set_size(1280, 900).await;
+    browser.goto(&cp.url("/portal/algorithmics-academy")).await;
+    std::fs::write(shots.join("portal-1280.png"), browser.screenshot().await).expect("screenshot");
+    browser.close().await;
+}

@@ -108,6 +108,9 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "/app",
         "/app/fleet",
         "/app/login",
+        // The client portal's pages: the console's cookie decides who sees which.
+        "/portal/{slug}",
+        "/portal/{slug}/orders",
         "/app/logout",
         "/healthz",
         "/readyz",

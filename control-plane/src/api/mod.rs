@@ -12,7 +12,7 @@ mod keys;
 pub mod llm;
 pub mod metrics;
 mod openapi;
-mod orders;
+pub(crate) mod orders;
 mod portal;
 mod services;
 mod sse;

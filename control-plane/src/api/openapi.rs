@@ -686,6 +686,20 @@ fn operations() -> Vec<Operation> {
             .query(fields::<crate::console::PageQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
             .errors(&[403]),
+        op("GET", "/portal/{slug}", "A tenant's client portal (HTML; its client or an admin)")
+            .query(fields::<crate::console::portal::PortalQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The portal, or the sign-in form."))
+            .errors(&[404]),
+        op(
+            "POST",
+            "/portal/{slug}/orders",
+            "Order from the portal's catalog (fields product, title, brief, csrf; same-origin only); 303 back",
+        )
+        .answer(Answer::Bytes(
+            "text/html; charset=utf-8",
+            "The portal with the order's error (422); 303 on success.",
+        ))
+        .errors(&[400, 401, 403, 404, 415]),
         op(
             "POST",
             "/app/login",

@@ -259,7 +259,7 @@ pub(super) struct NewOrder {
 /// A new order as a client writes it: from a catalog product, with a title and a brief.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ClientNewOrder {
+pub(crate) struct ClientNewOrder {
     pub catalog_item_id: String,
     pub title: String,
     #[serde(default)]
@@ -267,7 +267,7 @@ pub(super) struct ClientNewOrder {
 }
 
 /// Creates a client's order in `tenant` from a catalog product.
-pub(super) async fn create_for_client(
+pub(crate) async fn create_for_client(
     state: &AppState,
     caller: &Caller,
     tenant: Option<&str>,

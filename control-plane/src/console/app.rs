@@ -90,7 +90,7 @@ fn role_name(lang: Lang, role: Role) -> &'static str {
 }
 
 /// The sign-in page, with an error tied to the form when there is one.
-fn login_page(lang: Lang, csrf: &str, email: &str, error: Option<&str>) -> Markup {
+fn login_page(lang: Lang, keep_lang: bool, csrf: &str, email: &str, error: Option<&str>) -> Markup {
     frame(
         lang,
         lang.t("app.login.title"),
@@ -105,7 +105,9 @@ fn login_page(lang: Lang, csrf: &str, email: &str, error: Option<&str>) -> Marku
                             p.error #login-error role="alert" { (e) }
                         }
                         input type="hidden" name="csrf" value=(csrf);
-                        input type="hidden" name="lang" value=(lang.code());
+                        @if keep_lang {
+                            input type="hidden" name="lang" value=(lang.code());
+                        }
                         label for="email" { (lang.t("app.login.email")) }
                         input #email type="email" name="email" value=(email) required
                             autocomplete="username" aria-invalid=[error.map(|_| "true")];
@@ -194,14 +196,34 @@ pub async fn app(
 ) -> Result<Response, ApiError> {
     let lang = lang(&query, &headers);
     if let Some(signed) = session::signed_in(&state, &headers)? {
+        // A client's console is its portal.
+        if let Some(slug) = super::portal::home_of(&state, &signed)? {
+            let mut response = (StatusCode::SEE_OTHER, "").into_response();
+            let to = match &query.lang {
+                Some(_) => format!("/portal/{slug}?lang={}", lang.code()),
+                None => format!("/portal/{slug}"),
+            };
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            return Ok(response);
+        }
         return Ok(page(overview(&state, lang, &signed)?));
     }
-    Ok(login_form(lang, &headers, None, "", StatusCode::OK))
+    Ok(login_form(
+        lang,
+        query.lang.is_some(),
+        &headers,
+        None,
+        "",
+        StatusCode::OK,
+    ))
 }
 
 /// The sign-in form, with a fresh double-submit token unless the browser holds one.
-fn login_form(
+pub(super) fn login_form(
     lang: Lang,
+    keep_lang: bool,
     headers: &HeaderMap,
     error: Option<&str>,
     email: &str,
@@ -213,7 +235,7 @@ fn login_form(
     let token = existing
         .clone()
         .unwrap_or_else(|| crate::identity::auth::random_secret(""));
-    let mut response = page(login_page(lang, &token, email, error));
+    let mut response = page(login_page(lang, keep_lang, &token, email, error));
     *response.status_mut() = status;
     if existing.is_none() {
         response.headers_mut().append(
@@ -232,7 +254,14 @@ pub async fn fleet(
 ) -> Result<Response, ApiError> {
     let lang = lang(&query, &headers);
     let Some(signed) = session::signed_in(&state, &headers)? else {
-        return Ok(login_form(lang, &headers, None, "", StatusCode::OK));
+        return Ok(login_form(
+            lang,
+            query.lang.is_some(),
+            &headers,
+            None,
+            "",
+            StatusCode::OK,
+        ));
     };
     if signed.user.role == Role::Client {
         return Err(ApiError::forbidden("the fleet pages are for staff"));
@@ -288,6 +317,7 @@ pub async fn login(
                 };
                 return Ok(login_form(
                     lang,
+                    form.lang.is_some(),
                     &headers,
                     Some(message),
                     &form.email,
@@ -304,8 +334,11 @@ pub async fn login(
     let h = response.headers_mut();
     h.insert(
         header::LOCATION,
-        HeaderValue::from_str(&format!("/app?lang={}", lang.code()))
-            .unwrap_or(HeaderValue::from_static("/app")),
+        HeaderValue::from_str(&match &form.lang {
+            Some(_) => format!("/app?lang={}", lang.code()),
+            None => "/app".to_owned(),
+        })
+        .unwrap_or(HeaderValue::from_static("/app")),
     );
     h.append(
         header::SET_COOKIE,

@@ -8,6 +8,7 @@ mod app;
 pub mod assets;
 pub mod fleet;
 pub mod i18n;
+pub mod portal;
 pub mod session;
 mod site;
 
@@ -71,6 +72,12 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/assets/{file}", get(asset)),
         Route::new(Method::GET, "/app", get(app::app)),
         Route::new(Method::GET, "/app/fleet", get(app::fleet)),
+        Route::new(Method::GET, "/portal/{slug}", get(portal::portal)),
+        Route::new(
+            Method::POST,
+            "/portal/{slug}/orders",
+            axum::routing::post(portal::order),
+        ),
         Route::new(Method::POST, "/app/login", axum::routing::post(app::login)),
         Route::new(
             Method::POST,

@@ -39,6 +39,21 @@ pub struct Signed {
     pub key: String,
 }
 
+impl Signed {
+    /// The signed-in user as the API's handlers know callers.
+    pub fn caller(&self) -> crate::identity::auth::Caller {
+        crate::identity::auth::Caller {
+            id: self.user.id.clone(),
+            role: self.user.role,
+            tenant_id: self.user.tenant_id.clone(),
+            via: crate::identity::auth::Via::Session {
+                sid: self.session.id.clone(),
+            },
+            ip: None,
+        }
+    }
+}
+
 /// The value of cookie `name` in the request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

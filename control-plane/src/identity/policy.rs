@@ -61,6 +61,8 @@ pub const RULES: &[Rule] = &[
     // token), and checks Origin and CSRF tokens on its form posts.
     rule("GET", "/app", Access::Public),
     rule("GET", "/app/fleet", Access::Public),
+    rule("GET", "/portal/{slug}", Access::Public),
+    rule("POST", "/portal/{slug}/orders", Access::Public),
     rule("POST", "/app/login", Access::Public),
     rule("POST", "/app/logout", Access::Public),
     rule("GET", "/healthz", Access::Public),
