@@ -545,3 +545,126 @@ async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
     std::fs::write(shots.join("portal-1280.png"), browser.screenshot().await).expect("screenshot");
     browser.close().await;
 }
+
+/// On the demo data, an admin finds the ready social order in the console's list, sees a deploy
+/// button only for the channel that ships it, deploys against a local fake of Ayrshare and
+/// reads the outcome with its networks in the history; a viewer sees no button, and its
+/// well-formed post is still refused.
+#[tokio::test]
+async fn an_admin_deploys_a_ready_order_from_its_page() {
+    use axon_e2e::fake_channels::{FakeChannels, FakeSetup, Service};
+    const TEST: &str = "an_admin_deploys_a_ready_order_from_its_page";
+    if !browser::available(TEST) {
+        return;
+    }
+    let Some(axe) = axe() else {
+        return;
+    };
+    let fakes = FakeChannels::start(FakeSetup {
+        ayrshare_key: "console-ayr-key".into(),
+        telegram_token: "1:console".into(),
+        n8n_paths: vec!["wa".into()],
+        n8n_header: None,
+    })
+    .await;
+    let env = fakes.env();
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cp = ControlPlane::start_with_env(&[], &refs).await;
+    let admin = cp.admin_token().await;
+    let (status, body) = cp
+        .call(Method::POST, "/api/admin/seed-demo", Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, ready) = cp
+        .call(Method::GET, "/api/orders?estado=listo", Some(&admin), None)
+        .await;
+    let social = ready["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|o| o["product_type"] == "social_autopilot")
+        .expect("a ready social order")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    cp.create_user(&admin, "viewer@axon.test", "viewer", None)
+        .await;
+
+    let browser = Browser::start(1280, 900).await;
+    browser.goto(&cp.url("/app?lang=en")).await;
+    sign_in(&browser, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser
+        .goto(&cp.url("/app/orders?lang=en&estado=listo"))
+        .await;
+    assert_eq!(browser.find_all("table.fleet tbody tr").await.len(), 3);
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+    let link = browser
+        .find(&format!("a[href^='/app/orders/{social}']"))
+        .await;
+    browser.click_and_wait(&link).await;
+    let buttons = browser.find_all("button[data-channel]").await;
+    assert_eq!(buttons.len(), 1, "one channel ships this product");
+    assert_eq!(
+        browser
+            .attribute(&buttons[0], "data-channel")
+            .await
+            .as_deref(),
+        Some("social")
+    );
+    assert_eq!(
+        serious_violations(&browser, &axe).await,
+        Vec::<Value>::new()
+    );
+    browser.click_and_wait(&buttons[0]).await;
+    assert!(browser.find_all("p.notice").await.len() == 1);
+    let done = axon_e2e::wait_until(std::time::Duration::from_secs(20), || async {
+        browser
+            .goto(&cp.url(&format!("/app/orders/{social}?lang=en")))
+            .await;
+        !browser
+            .find_all("ul.deploys > li[data-status=success]")
+            .await
+            .is_empty()
+    })
+    .await;
+    assert!(done.is_some(), "the deploy never showed success");
+    assert_eq!(browser.find_all("ul.platforms > li").await.len(), 3);
+    assert_eq!(fakes.calls(Service::Ayrshare, "/api/post").len(), 1);
+    assert_eq!(severe(&browser).await, Vec::<Value>::new());
+
+    // A viewer: no button, and a post made by hand with its own valid token is refused.
+    let out = browser.find("form.inline button[type=submit]").await;
+    browser.click_and_wait(&out).await;
+    sign_in(&browser, "viewer@axon.test", axon_e2e::USER_PASSWORD).await;
+    browser
+        .goto(&cp.url(&format!("/app/orders/{social}?lang=en")))
+        .await;
+    assert!(browser.find_all("button[data-channel]").await.is_empty());
+    let token = browser
+        .script(
+            "return document.querySelector('form.inline input[name=csrf]').value",
+            json!([]),
+        )
+        .await;
+    let secret = browser.cookie("axon_session").await.expect("cookie")["value"]
+        .as_str()
+        .expect("value")
+        .to_owned();
+    let origin = format!("https://localhost:{}", cp.api_port);
+    assert_eq!(
+        post_form(
+            &cp,
+            &format!("/app/orders/{social}/deploy/social"),
+            &secret,
+            Some(&origin),
+            &format!("csrf={}", token.as_str().expect("token")),
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(fakes.calls(Service::Ayrshare, "/api/post").len(), 1);
+    browser.close().await;
+}

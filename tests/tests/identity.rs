@@ -107,6 +107,9 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         // The console's door: it authenticates browsers by their own session cookie.
         "/app",
         "/app/fleet",
+        "/app/orders",
+        "/app/orders/{id}",
+        "/app/orders/{id}/deploy/{channel}",
         "/app/login",
         // The client portal's pages: the console's cookie decides who sees which.
         "/portal/{slug}",

@@ -686,6 +686,24 @@ fn operations() -> Vec<Operation> {
             .query(fields::<crate::console::PageQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
             .errors(&[403]),
+        op("GET", "/app/orders", "The agency console's orders, staff only (HTML)")
+            .query(fields::<crate::console::orders::OrdersQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
+        op("GET", "/app/orders/{id}", "One order in the agency console, staff only (HTML)")
+            .query(fields::<crate::console::app::OrderQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403, 404]),
+        op(
+            "POST",
+            "/app/orders/{id}/deploy/{channel}",
+            "Deploy from the console (admin; field csrf; same-origin only); 303 back to the order",
+        )
+        .answer(Answer::Bytes(
+            "text/html; charset=utf-8",
+            "The order's page with the refusal (409, 422, 503); 303 when accepted.",
+        ))
+        .errors(&[400, 401, 403, 404, 415]),
         op("GET", "/portal/{slug}", "A tenant's client portal (HTML; its client or an admin)")
             .query(fields::<crate::console::portal::PortalQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The portal, or the sign-in form."))

@@ -16,7 +16,7 @@ use super::session::{self, Signed};
 use super::{PageQuery, lang, page};
 use crate::AppState;
 use crate::agency::orders::Estado;
-use crate::error::{ApiError, ApiForm};
+use crate::error::{ApiError, ApiForm, ApiPath};
 use crate::model::Role;
 
 /// The sign-in form's fields.
@@ -63,6 +63,7 @@ fn frame(lang: Lang, title: &str, signed: Option<&Signed>, body: Markup) -> Mark
                             nav.app aria-label=(lang.t("app.nav")) {
                                 a href={ "/app?lang=" (lang.code()) } { (lang.t("app.nav.overview")) }
                                 a href={ "/app/fleet?lang=" (lang.code()) } { (lang.t("app.nav.fleet")) }
+                                a href={ "/app/orders?lang=" (lang.code()) } { (lang.t("app.nav.orders")) }
                             }
                         }
                         @if let Some(s) = signed {
@@ -280,6 +281,189 @@ pub async fn fleet(
             }
         },
     )))
+}
+
+/// The signed-in staff member, or what to answer instead (the sign-in form, or 403).
+fn staff(
+    state: &AppState,
+    lang: Lang,
+    keep_lang: bool,
+    headers: &HeaderMap,
+) -> Result<Result<Signed, Response>, ApiError> {
+    let Some(signed) = session::signed_in(state, headers)? else {
+        return Ok(Err(login_form(
+            lang,
+            keep_lang,
+            headers,
+            None,
+            "",
+            StatusCode::OK,
+        )));
+    };
+    if signed.user.role == Role::Client {
+        return Err(ApiError::forbidden("these pages are for staff"));
+    }
+    Ok(Ok(signed))
+}
+
+fn staff_page(lang: Lang, title: &str, signed: &Signed, body: Markup) -> Response {
+    page(frame(
+        lang,
+        title,
+        Some(signed),
+        html! { main.page #main { div.wrap { (body) } } },
+    ))
+}
+
+/// `GET /app/orders` (staff).
+pub async fn orders(
+    State(state): State<AppState>,
+    Query(query): Query<super::orders::OrdersQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = Lang::pick(
+        query.lang.as_deref(),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
+        Ok(s) => s,
+        Err(form) => return Ok(form),
+    };
+    let filter = crate::agency::orders::Filter {
+        estado: query.estado.as_deref().and_then(super::orders::estado_of),
+        text: query
+            .q
+            .as_deref()
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty()),
+        ..Default::default()
+    };
+    let found = state.agency.book.list(&filter, |_| true, None, 100)?;
+    Ok(staff_page(
+        lang,
+        lang.t("orders.title"),
+        &signed,
+        super::orders::list(lang, &query, &found.items),
+    ))
+}
+
+/// `?lang=` and the notice after a deploy was accepted.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct OrderQuery {
+    /// `es` (the default) or `en`.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Set by the redirect after a deploy was accepted.
+    #[serde(default)]
+    pub deployed: Option<String>,
+}
+
+/// `GET /app/orders/{id}` (staff).
+pub async fn order(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Query(query): Query<OrderQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = Lang::pick(
+        query.lang.as_deref(),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
+        Ok(s) => s,
+        Err(form) => return Ok(form),
+    };
+    let order = state.agency.book.get(&id)?;
+    let notice = query
+        .deployed
+        .is_some()
+        .then(|| lang.t("orders.deploy.accepted"));
+    Ok(staff_page(
+        lang,
+        &order.title,
+        &signed,
+        super::orders::detail(lang, &order, signed.user.role, &signed.browser.csrf, notice),
+    ))
+}
+
+/// `POST /app/orders/{id}/deploy/{channel}` (admin): the same deploy as the API's.
+pub async fn deploy(
+    State(state): State<AppState>,
+    ApiPath((id, channel)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    ApiForm(form): ApiForm<TokenLangForm>,
+) -> Result<Response, ApiError> {
+    let lang = Lang::pick(form.lang.as_deref(), None);
+    if !session::same_origin(&state, &headers) {
+        return Err(refused("this form was not sent from this site"));
+    }
+    let signed = session::signed_in(&state, &headers)?
+        .ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+    if !session::tokens_match(&signed.browser.csrf, &form.csrf) {
+        return Err(refused("the form's security token does not match"));
+    }
+    if signed.user.role != Role::Admin {
+        return Err(ApiError::forbidden("only admins deploy"));
+    }
+    let channel = crate::agency::deploy::Channel::parse(&channel)
+        .ok_or_else(|| ApiError::not_found("no such deploy channel"))?;
+    let request = crate::agency::deploy::DeployRequest::default();
+    let started =
+        state
+            .agency
+            .deployer
+            .start(&state.agency.book, &id, &signed.user.id, channel, &request);
+    match started {
+        Ok(started) => {
+            if !started.replayed {
+                state.store.db.flush().await?;
+                state.outbox.wake();
+                crate::api::audit_ok(
+                    &state,
+                    &signed.caller(),
+                    "order.deploy",
+                    &format!("{id} {} {}", channel.as_str(), started.event.id),
+                );
+            }
+            let mut response = (StatusCode::SEE_OTHER, "").into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "/app/orders/{id}?lang={}&deployed={}",
+                lang.code(),
+                channel.as_str()
+            )) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(response)
+        }
+        Err(e) => {
+            let error: ApiError = e.into();
+            let order = state.agency.book.get(&id)?;
+            let mut response = staff_page(
+                lang,
+                &order.title,
+                &signed,
+                html! {
+                    p.error role="alert" #deploy-error { (error.message) }
+                    (super::orders::detail(lang, &order, signed.user.role, &signed.browser.csrf, None))
+                },
+            );
+            *response.status_mut() = error.status;
+            Ok(response)
+        }
+    }
+}
+
+/// A form with the session's token and the page's language.
+#[derive(Debug, Deserialize)]
+pub struct TokenLangForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    lang: Option<String>,
 }
 
 fn refused(why: &str) -> ApiError {

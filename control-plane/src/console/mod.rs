@@ -4,10 +4,11 @@
 //! rendered on the server (maud), carry a strict Content-Security-Policy (no inline script or
 //! style, nothing from another origin) and take their words from message catalogs (`i18n`).
 
-mod app;
+pub mod app;
 pub mod assets;
 pub mod fleet;
 pub mod i18n;
+pub mod orders;
 pub mod portal;
 pub mod session;
 mod site;
@@ -72,6 +73,13 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/assets/{file}", get(asset)),
         Route::new(Method::GET, "/app", get(app::app)),
         Route::new(Method::GET, "/app/fleet", get(app::fleet)),
+        Route::new(Method::GET, "/app/orders", get(app::orders)),
+        Route::new(Method::GET, "/app/orders/{id}", get(app::order)),
+        Route::new(
+            Method::POST,
+            "/app/orders/{id}/deploy/{channel}",
+            axum::routing::post(app::deploy),
+        ),
         Route::new(Method::GET, "/portal/{slug}", get(portal::portal)),
         Route::new(
             Method::POST,

@@ -61,6 +61,9 @@ pub const RULES: &[Rule] = &[
     // token), and checks Origin and CSRF tokens on its form posts.
     rule("GET", "/app", Access::Public),
     rule("GET", "/app/fleet", Access::Public),
+    rule("GET", "/app/orders", Access::Public),
+    rule("GET", "/app/orders/{id}", Access::Public),
+    rule("POST", "/app/orders/{id}/deploy/{channel}", Access::Public),
     rule("GET", "/portal/{slug}", Access::Public),
     rule("POST", "/portal/{slug}/orders", Access::Public),
     rule("POST", "/app/login", Access::Public),
