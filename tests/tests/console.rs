@@ -11,9 +11,12 @@ use axon_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, ControlPlane};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const TEST: &str = "a_browser_session_is_bound_to_its_login_session";
-
-fn axe() -> Option<String> {
+/// The browser and axe-core, when installed: under CI a missing one fails the test, elsewhere
+/// it prints a SKIP line and the test returns.
+fn tools(test: &str) -> Option<String> {
+    if !browser::available(test) {
+        return None;
+    }
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/axe/axe.min.js");
     match std::fs::read_to_string(&path) {
         Ok(s) => Some(s),
@@ -23,7 +26,7 @@ fn axe() -> Option<String> {
                 Ok("true"),
                 "axe-core is missing: scripts/axe-env installs it"
             );
-            eprintln!("SKIP {TEST}: axe-core is missing (scripts/axe-env)");
+            eprintln!("SKIP {test}: axe-core is missing (scripts/axe-env)");
             None
         }
     }
@@ -88,10 +91,8 @@ async fn post_form(
 
 #[tokio::test]
 async fn a_browser_session_is_bound_to_its_login_session() {
-    if !browser::available(TEST) {
-        return;
-    }
-    let Some(axe) = axe() else {
+    const TEST: &str = "a_browser_session_is_bound_to_its_login_session";
+    let Some(axe) = tools(TEST) else {
         return;
     };
     let cp = ControlPlane::start(&[]).await;
@@ -253,10 +254,7 @@ async fn a_browser_session_is_bound_to_its_login_session() {
 #[tokio::test]
 async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
     const TEST: &str = "staff_see_an_enrolled_agent_online_on_the_fleet_page";
-    if !browser::available(TEST) {
-        return;
-    }
-    let Some(axe) = axe() else {
+    let Some(axe) = tools(TEST) else {
         return;
     };
     let cp = ControlPlane::start(&[]).await;
@@ -357,10 +355,7 @@ async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
 #[tokio::test]
 async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
     const TEST: &str = "a_client_orders_from_its_portal_and_sees_only_its_tenant";
-    if !browser::available(TEST) {
-        return;
-    }
-    let Some(axe) = axe() else {
+    let Some(axe) = tools(TEST) else {
         return;
     };
     let cp = ControlPlane::start(&[]).await;
@@ -554,10 +549,7 @@ async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
 async fn an_admin_deploys_a_ready_order_from_its_page() {
     use axon_e2e::fake_channels::{FakeChannels, FakeSetup, Service};
     const TEST: &str = "an_admin_deploys_a_ready_order_from_its_page";
-    if !browser::available(TEST) {
-        return;
-    }
-    let Some(axe) = axe() else {
+    let Some(axe) = tools(TEST) else {
         return;
     };
     let fakes = FakeChannels::start(FakeSetup {

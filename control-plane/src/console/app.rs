@@ -43,14 +43,7 @@ fn frame(lang: Lang, title: &str, signed: Option<&Signed>, body: Markup) -> Mark
     html! {
         (DOCTYPE)
         html lang=(lang.code()) {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex";
-                title { (title) " — Axon" }
-                link rel="icon" href=(url("axon.svg")) type="image/svg+xml";
-                link rel="stylesheet" href=(url("axon.css"));
-            }
+            (super::head(&format!("{title} — Axon"), None, true))
             body {
                 a.skip href="#main" { (lang.t("site.skip")) }
                 header.top {
@@ -321,12 +314,7 @@ pub async fn orders(
     Query(query): Query<super::orders::OrdersQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = Lang::pick(
-        query.lang.as_deref(),
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let lang = super::pick(query.lang.as_deref(), &headers);
     let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
         Ok(s) => s,
         Err(form) => return Ok(form),
@@ -367,12 +355,7 @@ pub async fn order(
     Query(query): Query<OrderQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = Lang::pick(
-        query.lang.as_deref(),
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let lang = super::pick(query.lang.as_deref(), &headers);
     let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
         Ok(s) => s,
         Err(form) => return Ok(form),
@@ -398,14 +381,7 @@ pub async fn deploy(
     ApiForm(form): ApiForm<TokenLangForm>,
 ) -> Result<Response, ApiError> {
     let lang = Lang::pick(form.lang.as_deref(), None);
-    if !session::same_origin(&state, &headers) {
-        return Err(refused("this form was not sent from this site"));
-    }
-    let signed = session::signed_in(&state, &headers)?
-        .ok_or_else(|| ApiError::unauthorized("not signed in"))?;
-    if !session::tokens_match(&signed.browser.csrf, &form.csrf) {
-        return Err(refused("the form's security token does not match"));
-    }
+    let signed = session::form_post(&state, &headers, &form.csrf)?;
     if signed.user.role != Role::Admin {
         return Err(ApiError::forbidden("only admins deploy"));
     }
@@ -541,14 +517,7 @@ pub async fn logout(
     headers: HeaderMap,
     ApiForm(form): ApiForm<TokenForm>,
 ) -> Result<Response, ApiError> {
-    if !session::same_origin(&state, &headers) {
-        return Err(refused("this form was not sent from this site"));
-    }
-    let signed = session::signed_in(&state, &headers)?
-        .ok_or_else(|| ApiError::unauthorized("not signed in"))?;
-    if !session::tokens_match(&signed.browser.csrf, &form.csrf) {
-        return Err(refused("the form's security token does not match"));
-    }
+    let signed = session::form_post(&state, &headers, &form.csrf)?;
     crate::identity::auth::end_session(&state.store, &signed.session.id)?;
     session::forget(&state, &signed.key)?;
     state.store.db.flush().await?;

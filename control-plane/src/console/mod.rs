@@ -95,6 +95,26 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
+/// The `<head>` every page shares: charset, viewport, title, icon and the one stylesheet.
+/// `private` pages (console, portal) ask search engines to stay away.
+pub fn head(title: &str, description: Option<&str>, private: bool) -> maud::Markup {
+    maud::html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            @if let Some(d) = description {
+                meta name="description" content=(d);
+            }
+            @if private {
+                meta name="robots" content="noindex";
+            }
+            title { (title) }
+            link rel="icon" href=(assets::url("axon.svg")) type="image/svg+xml";
+            link rel="stylesheet" href=(assets::url("axon.css"));
+        }
+    }
+}
+
 /// The policy every page is served with: scripts, styles, images and connections from this
 /// origin only, no inline code, no framing, forms posting only here.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -109,8 +129,13 @@ pub struct PageQuery {
 }
 
 fn lang(query: &PageQuery, headers: &HeaderMap) -> Lang {
+    pick(query.lang.as_deref(), headers)
+}
+
+/// The page's language: `?lang=`, then the browser's `Accept-Language`.
+fn pick(query: Option<&str>, headers: &HeaderMap) -> Lang {
     Lang::pick(
-        query.lang.as_deref(),
+        query,
         headers
             .get(header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok()),

@@ -12,7 +12,6 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::assets::url;
 use super::i18n::Lang;
 use super::page;
 use super::session::{self, Signed};
@@ -160,14 +159,7 @@ fn render(v: &View) -> Markup {
     html! {
         (DOCTYPE)
         html lang=(lang.code()) {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex";
-                title { (v.tenant.name) " — " (lang.t("portal.title")) }
-                link rel="icon" href=(url("axon.svg")) type="image/svg+xml";
-                link rel="stylesheet" href=(url("axon.css"));
-            }
+            (super::head(&format!("{} — {}", v.tenant.name, lang.t("portal.title")), None, true))
             body {
                 a.skip href="#main" { (lang.t("site.skip")) }
                 header.top {
@@ -338,12 +330,7 @@ fn missing(lang: Lang) -> Response {
     let mut response = page(html! {
         (DOCTYPE)
         html lang=(lang.code()) {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (lang.t("portal.missing")) }
-                link rel="stylesheet" href=(url("axon.css"));
-            }
+            (super::head(lang.t("portal.missing"), None, true))
             body {
                 main.page #main {
                     div.wrap {
@@ -399,18 +386,7 @@ pub async fn order(
     ApiForm(form): ApiForm<OrderForm>,
 ) -> Result<Response, ApiError> {
     let lang = Lang::pick(form.lang.as_deref(), None);
-    if !session::same_origin(&state, &headers) {
-        return Err(ApiError::forbidden(
-            "this form was not sent from this site; reload the page and try again",
-        ));
-    }
-    let signed = session::signed_in(&state, &headers)?
-        .ok_or_else(|| ApiError::unauthorized("not signed in"))?;
-    if !session::tokens_match(&signed.browser.csrf, &form.csrf) {
-        return Err(ApiError::forbidden(
-            "the form's security token does not match; reload the page and try again",
-        ));
-    }
+    let signed = session::form_post(&state, &headers, &form.csrf)?;
     let tenant = match tenant_for(&state, &signed, &slug) {
         Ok(t) => t,
         Err(_) => return Ok(missing(lang)),

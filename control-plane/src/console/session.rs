@@ -140,6 +140,29 @@ pub fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     origin == format!("{scheme}://{host}")
 }
 
+/// The signed-in browser behind a console form post, after its checks: the `Origin` is this
+/// server (403), a session is live (401), and the form carries its CSRF token (403).
+pub fn form_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Signed, crate::error::ApiError> {
+    use crate::error::ApiError;
+    if !same_origin(state, headers) {
+        return Err(ApiError::forbidden(
+            "this form was not sent from this site; reload the page and try again",
+        ));
+    }
+    let signed =
+        signed_in(state, headers)?.ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+    if !tokens_match(&signed.browser.csrf, csrf) {
+        return Err(ApiError::forbidden(
+            "the form's security token does not match; reload the page and try again",
+        ));
+    }
+    Ok(signed)
+}
+
 /// Compares two tokens without an early exit.
 pub fn tokens_match(a: &str, b: &str) -> bool {
     !a.is_empty()

@@ -12,14 +12,7 @@ fn frame(lang: Lang, path: &str, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang=(lang.code()) {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="description" content=(lang.t("site.hero.lead"));
-                title { (title) }
-                link rel="icon" href=(url("axon.svg")) type="image/svg+xml";
-                link rel="stylesheet" href=(url("axon.css"));
-            }
+            (super::head(title, Some(lang.t("site.hero.lead")), false))
             body {
                 a.skip href="#main" { (lang.t("site.skip")) }
                 header.top {
