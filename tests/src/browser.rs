@@ -40,6 +40,27 @@ pub fn available(test: &str) -> bool {
     false
 }
 
+/// The browser and axe-core (`scripts/axe-env`) for a test: the axe source when both are
+/// installed; under CI a missing one fails the test, elsewhere it prints a SKIP line.
+pub fn tools(test: &str) -> Option<String> {
+    if !available(test) {
+        return None;
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/axe/axe.min.js");
+    match std::fs::read_to_string(&path) {
+        Ok(source) => Some(source),
+        Err(_) => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "axe-core is missing: scripts/axe-env installs it"
+            );
+            eprintln!("SKIP {test}: axe-core is missing (scripts/axe-env)");
+            None
+        }
+    }
+}
+
 /// One browser session; the driver (and its browser) stop when it is dropped.
 pub struct Browser {
     driver: Child,
@@ -280,6 +301,35 @@ impl Browser {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The console's entries of level SEVERE since the last call (errors, CSP refusals,
+    /// failed loads).
+    pub async fn console_errors(&self) -> Vec<Value> {
+        self.console()
+            .await
+            .into_iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .collect()
+    }
+
+    /// axe-core's serious and critical violations on the current page (`axe` is its source).
+    pub async fn accessibility(&self, axe: &str) -> Vec<Value> {
+        self.script(axe, json!([])).await;
+        self.script_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(r.violations
+                   .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                   .map(v => ({id: v.id, impact: v.impact,
+                       nodes: v.nodes.map(n => n.target.join(' '))}))))
+               .catch(e => done([{id: 'axe-error', impact: 'critical', nodes: [String(e)]}]));",
+            json!([]),
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
     }
 
     /// A PNG of the viewport.

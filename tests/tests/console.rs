@@ -11,50 +11,11 @@ use axon_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, ControlPlane};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// The browser and axe-core, when installed: under CI a missing one fails the test, elsewhere
-/// it prints a SKIP line and the test returns.
-fn tools(test: &str) -> Option<String> {
-    if !browser::available(test) {
-        return None;
-    }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/axe/axe.min.js");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Some(s),
-        Err(_) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "axe-core is missing: scripts/axe-env installs it"
-            );
-            eprintln!("SKIP {test}: axe-core is missing (scripts/axe-env)");
-            None
-        }
-    }
-}
-
-async fn serious_violations(browser: &Browser, axe: &str) -> Vec<Value> {
-    browser.script(axe, json!([])).await;
-    browser
-        .script_async(
-            "const done = arguments[arguments.length - 1];
-             axe.run(document, {resultTypes: ['violations']})
-               .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
-                   .map(v => ({id: v.id, nodes: v.nodes.map(n => n.target.join(' '))}))))
-               .catch(e => done([{id: 'axe-error', nodes: [String(e)]}]));",
-            json!([]),
-        )
-        .await
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 async fn severe(browser: &Browser) -> Vec<Value> {
     browser
-        .console()
+        .console_errors()
         .await
         .into_iter()
-        .filter(|e| e["level"] == "SEVERE")
         // The deliberate wrong-password post answers 401, which Chromium logs as a failed load.
         .filter(|e| !e["message"].as_str().unwrap_or("").contains("401"))
         .collect()
@@ -92,7 +53,7 @@ async fn post_form(
 #[tokio::test]
 async fn a_browser_session_is_bound_to_its_login_session() {
     const TEST: &str = "a_browser_session_is_bound_to_its_login_session";
-    let Some(axe) = tools(TEST) else {
+    let Some(axe) = browser::tools(TEST) else {
         return;
     };
     let cp = ControlPlane::start(&[]).await;
@@ -104,10 +65,7 @@ async fn a_browser_session_is_bound_to_its_login_session() {
         browser.text(&browser.find("h1").await).await,
         "Sign in to Axon"
     );
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     sign_in(&browser, ADMIN_EMAIL, "not the password").await;
     let error = browser.find("#login-error").await;
     assert_eq!(
@@ -119,10 +77,7 @@ async fn a_browser_session_is_bound_to_its_login_session() {
         browser.attribute(&email, "aria-invalid").await.as_deref(),
         Some("true")
     );
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
 
     // The right one: the overview, with a cookie scripts cannot read.
     // The form kept the email; only the password is typed again.
@@ -145,10 +100,7 @@ async fn a_browser_session_is_bound_to_its_login_session() {
         "{visible}"
     );
     assert_eq!(severe(&browser).await, Vec::<Value>::new());
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     let secret = cookie["value"].as_str().expect("value").to_owned();
 
     // The JSON API does not take the cookie.
@@ -254,7 +206,7 @@ async fn a_browser_session_is_bound_to_its_login_session() {
 #[tokio::test]
 async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
     const TEST: &str = "staff_see_an_enrolled_agent_online_on_the_fleet_page";
-    let Some(axe) = tools(TEST) else {
+    let Some(axe) = browser::tools(TEST) else {
         return;
     };
     let cp = ControlPlane::start(&[]).await;
@@ -290,10 +242,7 @@ async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
         "1 / 1 online"
     );
     assert_eq!(severe(&browser).await, Vec::<Value>::new());
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     std::fs::write(
@@ -321,10 +270,7 @@ async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
         )
         .await;
     assert_eq!(wide["overflow"], json!(0), "{wide}");
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
 
     // A client signed in to the console is refused the fleet.
     let tenant = cp.create_tenant(&admin, "acme").await;
@@ -355,7 +301,7 @@ async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
 #[tokio::test]
 async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
     const TEST: &str = "a_client_orders_from_its_portal_and_sees_only_its_tenant";
-    let Some(axe) = tools(TEST) else {
+    let Some(axe) = browser::tools(TEST) else {
         return;
     };
     let cp = ControlPlane::start(&[]).await;
@@ -473,10 +419,7 @@ async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
         );
     }
     assert_eq!(severe(&browser).await, Vec::<Value>::new());
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
 
     // Another tenant's portal, typed in: missing, as if it did not exist.
     browser.goto(&cp.url("/portal/notaria-17")).await;
@@ -528,10 +471,7 @@ async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
         )
         .await;
     assert_eq!(overflow, json!(0));
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     std::fs::write(shots.join("portal-360.png"), browser.screenshot().await).expect("screenshot");
@@ -549,7 +489,7 @@ async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
 async fn an_admin_deploys_a_ready_order_from_its_page() {
     use axon_e2e::fake_channels::{FakeChannels, FakeSetup, Service};
     const TEST: &str = "an_admin_deploys_a_ready_order_from_its_page";
-    let Some(axe) = tools(TEST) else {
+    let Some(axe) = browser::tools(TEST) else {
         return;
     };
     let fakes = FakeChannels::start(FakeSetup {
@@ -589,10 +529,7 @@ async fn an_admin_deploys_a_ready_order_from_its_page() {
         .goto(&cp.url("/app/orders?lang=en&estado=listo"))
         .await;
     assert_eq!(browser.find_all("table.fleet tbody tr").await.len(), 3);
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     let link = browser
         .find(&format!("a[href^='/app/orders/{social}']"))
         .await;
@@ -606,10 +543,7 @@ async fn an_admin_deploys_a_ready_order_from_its_page() {
             .as_deref(),
         Some("social")
     );
-    assert_eq!(
-        serious_violations(&browser, &axe).await,
-        Vec::<Value>::new()
-    );
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     browser.click_and_wait(&buttons[0]).await;
     assert!(browser.find_all("p.notice").await.len() == 1);
     let done = axon_e2e::wait_until(std::time::Duration::from_secs(20), || async {

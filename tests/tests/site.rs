@@ -14,60 +14,10 @@ use serde_json::{Value, json};
 const PHONE: &str = "+34 600 111 222";
 const MESSAGE: &str = "Hola, quiero un agente";
 
-/// axe-core, as `scripts/axe-env` installs it; like the browser, missing fails under CI and
-/// skips elsewhere.
-fn axe_source(test: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/axe/axe.min.js");
-    match std::fs::read_to_string(&path) {
-        Ok(source) => Some(source),
-        Err(_) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "axe-core is missing: scripts/axe-env installs it"
-            );
-            eprintln!("SKIP {test}: axe-core is missing (scripts/axe-env)");
-            None
-        }
-    }
-}
-
 fn screenshot_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     dir
-}
-
-/// Console entries of level SEVERE (errors, CSP refusals, failed loads).
-async fn errors(browser: &Browser) -> Vec<Value> {
-    browser
-        .console()
-        .await
-        .into_iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .collect()
-}
-
-/// axe-core's serious and critical violations on the current page.
-async fn accessibility(browser: &Browser, axe: &str) -> Vec<Value> {
-    browser.script(axe, json!([])).await;
-    let found = browser
-        .script_async(
-            "const done = arguments[arguments.length - 1];
-             axe.run(document, {resultTypes: ['violations']})
-               .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact,
-                   nodes: v.nodes.map(n => n.target.join(' '))}))))
-               .catch(e => done([{id: 'axe-error', impact: 'critical', nodes: [String(e)]}]));",
-            json!([]),
-        )
-        .await;
-    found
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| v["impact"] == "serious" || v["impact"] == "critical")
-        .collect()
 }
 
 /// Bytes the page and everything it loaded took, and any resource from another origin.
@@ -97,10 +47,7 @@ async fn weight(browser: &Browser) -> (u64, Vec<String>) {
 #[tokio::test]
 async fn the_public_site_loads_clean_fast_and_accessible_in_a_real_browser() {
     const TEST: &str = "the_public_site_loads_clean_fast_and_accessible_in_a_real_browser";
-    if !axon_e2e::browser::available(TEST) {
-        return;
-    }
-    let Some(axe) = axe_source(TEST) else {
+    let Some(axe) = axon_e2e::browser::tools(TEST) else {
         return;
     };
     let cp = ControlPlane::start_with_env(
@@ -129,11 +76,11 @@ async fn the_public_site_loads_clean_fast_and_accessible_in_a_real_browser() {
         browser.attribute(&html_lang, "lang").await.as_deref(),
         Some("en")
     );
-    assert_eq!(errors(&browser).await, Vec::<Value>::new());
+    assert_eq!(browser.console_errors().await, Vec::<Value>::new());
     let (bytes, foreign) = weight(&browser).await;
     assert!(bytes < 100 * 1024, "the landing page weighs {bytes} bytes");
     assert!(foreign.is_empty(), "loaded from elsewhere: {foreign:?}");
-    assert_eq!(accessibility(&browser, &axe).await, Vec::<Value>::new());
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     std::fs::write(
         shots.join("site-landing-1280.png"),
         browser.screenshot().await,
@@ -166,7 +113,7 @@ async fn the_public_site_loads_clean_fast_and_accessible_in_a_real_browser() {
         )
         .await;
     assert_eq!(ran, json!(false), "an inline script ran");
-    let refused = errors(&browser).await;
+    let refused = browser.console_errors().await;
     assert!(
         refused.iter().any(|e| e["message"]
             .as_str()
@@ -184,9 +131,13 @@ async fn the_public_site_loads_clean_fast_and_accessible_in_a_real_browser() {
         browser.goto(&cp.url(&format!("{path}?lang=en"))).await;
         let h1 = browser.find("h1").await;
         assert_eq!(browser.text(&h1).await, en_title);
-        assert_eq!(errors(&browser).await, Vec::<Value>::new(), "{path}");
         assert_eq!(
-            accessibility(&browser, &axe).await,
+            browser.console_errors().await,
+            Vec::<Value>::new(),
+            "{path}"
+        );
+        assert_eq!(
+            browser.accessibility(&axe).await,
             Vec::<Value>::new(),
             "{path}"
         );
@@ -222,7 +173,7 @@ async fn the_public_site_loads_clean_fast_and_accessible_in_a_real_browser() {
         .await;
     assert_eq!(fits["overflow"], json!(0), "{fits}");
     assert_eq!(fits["inside"], json!(true), "{fits}");
-    assert_eq!(accessibility(&browser, &axe).await, Vec::<Value>::new());
+    assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     std::fs::write(
         shots.join("site-landing-360.png"),
         browser.screenshot().await,

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
@@ -192,15 +192,10 @@ pub async fn app(
     if let Some(signed) = session::signed_in(&state, &headers)? {
         // A client's console is its portal.
         if let Some(slug) = super::portal::home_of(&state, &signed)? {
-            let mut response = (StatusCode::SEE_OTHER, "").into_response();
-            let to = match &query.lang {
+            return Ok(super::see_other(&match &query.lang {
                 Some(_) => format!("/portal/{slug}?lang={}", lang.code()),
                 None => format!("/portal/{slug}"),
-            };
-            if let Ok(v) = HeaderValue::from_str(&to) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            return Ok(response);
+            }));
         }
         return Ok(page(overview(&state, lang, &signed)?));
     }
@@ -405,15 +400,11 @@ pub async fn deploy(
                     &format!("{id} {} {}", channel.as_str(), started.event.id),
                 );
             }
-            let mut response = (StatusCode::SEE_OTHER, "").into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
+            Ok(super::see_other(&format!(
                 "/app/orders/{id}?lang={}&deployed={}",
                 lang.code(),
                 channel.as_str()
-            )) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            Ok(response)
+            )))
         }
         Err(e) => {
             let error: ApiError = e.into();
@@ -490,16 +481,11 @@ pub async fn login(
     state.store.db.flush().await?;
     crate::api::auth::audit_login(&state, &user, ip, &login.id);
     let max_age = (login.expires_at - crate::model::now()).whole_seconds();
-    let mut response = (StatusCode::SEE_OTHER, "").into_response();
+    let mut response = super::see_other(&match &form.lang {
+        Some(_) => format!("/app?lang={}", lang.code()),
+        None => "/app".to_owned(),
+    });
     let h = response.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&match &form.lang {
-            Some(_) => format!("/app?lang={}", lang.code()),
-            None => "/app".to_owned(),
-        })
-        .unwrap_or(HeaderValue::from_static("/app")),
-    );
     h.append(
         header::SET_COOKIE,
         session::set_cookie(session::COOKIE, &secret, max_age),
@@ -532,9 +518,8 @@ pub async fn logout(
             )
             .target(&signed.session.id),
     );
-    let mut response = (StatusCode::SEE_OTHER, "").into_response();
+    let mut response = super::see_other("/app");
     let h = response.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_static("/app"));
     h.append(
         header::SET_COOKIE,
         session::set_cookie(session::COOKIE, "", 0),

@@ -115,6 +115,15 @@ pub fn head(title: &str, description: Option<&str>, private: bool) -> maud::Mark
     }
 }
 
+/// `303 See Other` to a path of this site (after a form post, or to a client's portal).
+pub fn see_other(location: &str) -> Response {
+    let mut response = (StatusCode::SEE_OTHER, "").into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
 /// The policy every page is served with: scripts, styles, images and connections from this
 /// origin only, no inline code, no framing, forms posting only here.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

@@ -6,8 +6,8 @@
 //! the client types).
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -398,16 +398,10 @@ pub async fn order(
         brief: form.brief,
     };
     match crate::api::orders::create_for_client(&state, &caller, Some(&tenant.id), request).await {
-        Ok(_) => {
-            let mut response = (StatusCode::SEE_OTHER, "").into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "/portal/{slug}?lang={}&ordered=1#orders-title",
-                lang.code()
-            )) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            Ok(response)
-        }
+        Ok(_) => Ok(super::see_other(&format!(
+            "/portal/{slug}?lang={}&ordered=1#orders-title",
+            lang.code()
+        ))),
         Err(e) if e.status.is_client_error() => {
             // Said in the portal's words, not the API's.
             let mut response = page(view_page(
