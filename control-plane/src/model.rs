@@ -296,6 +296,16 @@ pub struct SigningKey {
     pub created_at: OffsetDateTime,
 }
 
+/// What a console browser's session cookie stands for (stored under the cookie secret's
+/// SHA-256).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrowserSession {
+    pub sid: String,
+    pub user_id: String,
+    /// Put in every form of this session; a post without it is refused.
+    pub csrf: String,
+}
+
 /// All repositories of the control plane over one sled database.
 pub struct Store {
     pub db: Db,
@@ -320,6 +330,8 @@ pub struct Store {
     pub agent_audit_seq: Tree<u64>,
     /// `<host id>/<sequence, hex>` → GPU fault
     pub gpu_alerts: Tree<GpuAlert>,
+    /// SHA-256 of a console cookie's secret → its browser session.
+    pub browser_sessions: Tree<BrowserSession>,
 }
 
 impl Store {
@@ -341,6 +353,7 @@ impl Store {
             api_key_ids: db.tree("api_key_ids")?,
             agent_audit_seq: db.tree("agent_audit_seq")?,
             gpu_alerts: db.tree("gpu_alerts")?,
+            browser_sessions: db.tree("browser_sessions")?,
             db,
         })
     }

@@ -36,7 +36,7 @@ async fn main() {
     })
     .await;
     let env = fakes.env();
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs = axon_e2e::env_refs(&env);
     let cp = ControlPlane::start_with_env(&[], &refs).await;
     let admin = cp.admin_token().await;
     let (status, body) = cp

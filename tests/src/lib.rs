@@ -111,6 +111,11 @@ fn api_tls(ca_pem: &str) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
+/// Borrowed pairs of an owned environment, as `ControlPlane::start_with_env` takes them.
+pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// A running `axon-cp serve` over a fresh data dir.
 pub struct ControlPlane {
     pub dir: tempfile::TempDir,

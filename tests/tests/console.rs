@@ -500,7 +500,7 @@ async fn an_admin_deploys_a_ready_order_from_its_page() {
     })
     .await;
     let env = fakes.env();
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs = axon_e2e::env_refs(&env);
     let cp = ControlPlane::start_with_env(&[], &refs).await;
     let admin = cp.admin_token().await;
     let (status, body) = cp

@@ -42,7 +42,7 @@ async fn control_plane(fakes: &FakeChannels, more: &[(&str, &str)]) -> ControlPl
         env.retain(|(name, _)| name != k);
         env.push(((*k).into(), (*v).into()));
     }
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs = axon_e2e::env_refs(&env);
     ControlPlane::start_with_env(&[], &refs).await
 }
 

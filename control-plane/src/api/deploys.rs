@@ -92,36 +92,7 @@ async fn deploy(
     let channel = channel(&name)?;
     let request: DeployRequest = optional_json(&body)?;
     visible(&state, &caller, &id)?;
-    let started =
-        state
-            .agency
-            .deployer
-            .start(&state.agency.book, &id, &caller.id, channel, &request);
-    let started = match started {
-        Ok(s) => s,
-        Err(e) => {
-            state.audit.record(
-                state
-                    .audit
-                    .event("order.deploy", "denied")
-                    .caller(&caller)
-                    .target(&format!("{id} {}", channel.as_str()))
-                    .reason(&e.to_string()),
-            );
-            return Err(e.into());
-        }
-    };
-    // A replay answers the same way, with `replayed: true` and nothing sent.
-    if !started.replayed {
-        state.store.db.flush().await?;
-        state.outbox.wake();
-        audit_ok(
-            &state,
-            &caller,
-            "order.deploy",
-            &format!("{id} {} {}", channel.as_str(), started.event.id),
-        );
-    }
+    let started = start_deploy(&state, &caller, &id, channel, &request).await?;
     let mut response = (
         StatusCode::ACCEPTED,
         ApiJson(Deployed {
@@ -135,6 +106,48 @@ async fn deploy(
         response.headers_mut().insert(header::ETAG, v);
     }
     Ok(response)
+}
+
+/// Starts a deploy as `caller` and, unless it is a replay (which sends nothing), makes it
+/// durable, wakes the outbox and audits it; a refusal is audited too. The API and the
+/// console's deploy buttons both come here.
+pub(crate) async fn start_deploy(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    channel: Channel,
+    request: &DeployRequest,
+) -> Result<crate::agency::deploy::Started, ApiError> {
+    let started =
+        match state
+            .agency
+            .deployer
+            .start(&state.agency.book, id, &caller.id, channel, request)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                state.audit.record(
+                    state
+                        .audit
+                        .event("order.deploy", "denied")
+                        .caller(caller)
+                        .target(&format!("{id} {}", channel.as_str()))
+                        .reason(&e.to_string()),
+                );
+                return Err(e.into());
+            }
+        };
+    if !started.replayed {
+        state.store.db.flush().await?;
+        state.outbox.wake();
+        audit_ok(
+            state,
+            caller,
+            "order.deploy",
+            &format!("{id} {} {}", channel.as_str(), started.event.id),
+        );
+    }
+    Ok(started)
 }
 
 /// How a person settles a deploy whose outcome is unknown.

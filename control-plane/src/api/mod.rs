@@ -4,7 +4,7 @@
 mod audit;
 pub(crate) mod auth;
 mod catalog;
-mod deploys;
+pub(crate) mod deploys;
 mod enroll;
 mod files;
 mod hosts;

@@ -384,30 +384,14 @@ pub async fn deploy(
         .ok_or_else(|| ApiError::not_found("no such deploy channel"))?;
     let request = crate::agency::deploy::DeployRequest::default();
     let started =
-        state
-            .agency
-            .deployer
-            .start(&state.agency.book, &id, &signed.user.id, channel, &request);
+        crate::api::deploys::start_deploy(&state, &signed.caller(), &id, channel, &request).await;
     match started {
-        Ok(started) => {
-            if !started.replayed {
-                state.store.db.flush().await?;
-                state.outbox.wake();
-                crate::api::audit_ok(
-                    &state,
-                    &signed.caller(),
-                    "order.deploy",
-                    &format!("{id} {} {}", channel.as_str(), started.event.id),
-                );
-            }
-            Ok(super::see_other(&format!(
-                "/app/orders/{id}?lang={}&deployed={}",
-                lang.code(),
-                channel.as_str()
-            )))
-        }
-        Err(e) => {
-            let error: ApiError = e.into();
+        Ok(_) => Ok(super::see_other(&format!(
+            "/app/orders/{id}?lang={}&deployed={}",
+            lang.code(),
+            channel.as_str()
+        ))),
+        Err(error) => {
             let order = state.agency.book.get(&id)?;
             let mut response = staff_page(
                 lang,

@@ -9,7 +9,6 @@
 //! (a cookie and a form field that must match).
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::identity::auth::{live_session, random_secret, secret_digest};
@@ -21,14 +20,7 @@ pub const COOKIE: &str = "axon_session";
 /// The login form's double-submit token.
 pub const LOGIN_CSRF_COOKIE: &str = "axon_login_csrf";
 
-/// What a browser's cookie stands for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BrowserSession {
-    pub sid: String,
-    pub user_id: String,
-    /// Put in every form of this session; a post without it is refused.
-    pub csrf: String,
-}
+pub use crate::model::BrowserSession;
 
 /// A signed-in browser.
 pub struct Signed {
@@ -66,10 +58,6 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn tree(state: &AppState) -> Result<crate::store::Tree<BrowserSession>, StoreError> {
-    state.store.db.tree("browser_sessions")
-}
-
 /// The signed-in user behind the request's cookie, if its session is live and the user
 /// enabled.
 pub fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<Signed>, StoreError> {
@@ -77,7 +65,7 @@ pub fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<Signed>
         return Ok(None);
     };
     let key = secret_digest(secret.as_bytes());
-    let records = tree(state)?;
+    let records = &state.store.browser_sessions;
     let Some(browser) = records.get(&key)? else {
         return Ok(None);
     };
@@ -104,13 +92,16 @@ pub fn start(state: &AppState, session: &Session) -> Result<String, StoreError> 
         user_id: session.user_id.clone(),
         csrf: random_secret(""),
     };
-    tree(state)?.put(&secret_digest(secret.as_bytes()), &record)?;
+    state
+        .store
+        .browser_sessions
+        .put(&secret_digest(secret.as_bytes()), &record)?;
     Ok(secret)
 }
 
 /// Forgets a browser session's record.
 pub fn forget(state: &AppState, key: &str) -> Result<(), StoreError> {
-    tree(state)?.take(key)?;
+    state.store.browser_sessions.take(key)?;
     Ok(())
 }
 
