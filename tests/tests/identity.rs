@@ -110,6 +110,13 @@ fn intended_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "/app/orders",
         "/app/orders/{id}",
         "/app/orders/{id}/deploy/{channel}",
+        "/app/hosts/{id}",
+        "/app/hosts/{id}/services",
+        "/app/hosts/{id}/files",
+        "/app/hosts/{id}/commands",
+        "/app/enroll",
+        "/app/audit",
+        "/app/csp-report",
         "/app/login",
         // The client portal's pages: the console's cookie decides who sees which.
         "/portal/{slug}",

@@ -158,6 +158,11 @@ fn kind_of(meta: &Metadata) -> FsKind {
     }
 }
 
+/// The empty path (or `/`) names the top, above the roots: listable and statable only.
+fn is_top(path: &str) -> bool {
+    path.trim_start_matches('/').is_empty()
+}
+
 fn entry(path: &str, meta: &Metadata) -> FsEntry {
     let modified = meta
         .modified()
@@ -317,12 +322,38 @@ impl Jail {
 
     /// `fs.stat`.
     pub fn stat(&self, path: &str) -> Result<FsEntry, JailError> {
+        if is_top(path) {
+            return Ok(FsEntry {
+                path: String::new(),
+                kind: FsKind::Dir,
+                size: self.roots.len() as u64,
+                mode: 0o555,
+                modified: 0,
+                etag: None,
+            });
+        }
         let addr = self.address(path)?;
         Ok(entry(&addr.shown, &Self::lstat(&addr)?))
     }
 
     /// `fs.list`: a directory's entries, sorted by name, without following symlinks.
     pub fn list(&self, path: &str) -> Result<FsListing, JailError> {
+        if is_top(path) {
+            // The top lists the roots, so a browser can start somewhere.
+            let mut entries = Vec::new();
+            for root in &self.roots {
+                let meta = root
+                    .dir
+                    .dir_metadata()
+                    .map_err(|e| io_err(&root.name, e))?;
+                entries.push(entry(&root.name, &meta));
+            }
+            return Ok(FsListing {
+                path: String::new(),
+                entries,
+                truncated: false,
+            });
+        }
         let addr = self.address(path)?;
         let dir = if addr.rel.as_os_str().is_empty() {
             addr.root.dir.try_clone()

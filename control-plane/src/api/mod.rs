@@ -119,7 +119,7 @@ pub fn router(state: AppState) -> Router {
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
-    router
+    let router = router
         // Applies to matched routes only; unknown paths fall through to the 404 below.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -146,7 +146,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(close_when_body_unread))
         .layer(axum::middleware::from_fn(openai_errors))
-        .with_state(state)
+        .with_state(state.clone());
+    // The console's bridge rewrites `/app/api/...` before routing, so it wraps the router
+    // whole: an outer router with no routes hands everything to its fallback, the API.
+    Router::new()
+        .fallback_service(router)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::console::bridge::bridge,
+        ))
 }
 
 /// A request body read to its end sets `read`.

@@ -694,6 +694,33 @@ fn operations() -> Vec<Operation> {
             .query(fields::<crate::console::app::OrderQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
             .errors(&[403, 404]),
+        op("GET", "/app/hosts/{id}", "A host in the console: live charts, facts, capabilities, model servers; staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403, 404]),
+        op("GET", "/app/hosts/{id}/services", "A host's services and containers with actions and followed logs; staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403, 404]),
+        op("GET", "/app/hosts/{id}/files", "A host's files inside its jail: browse, edit, upload, download; staff only (HTML)")
+            .query(fields::<crate::console::app::FilesQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403, 404]),
+        op("GET", "/app/hosts/{id}/commands", "A host's whitelisted commands with typed parameters and streamed output; staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403, 404]),
+        op("GET", "/app/enroll", "Enrollment tokens and the one-line agentd enroll command; admins only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
+        op("GET", "/app/audit", "The audit trail with filters; admins only (HTML)")
+            .query(fields::<crate::console::admin::AuditQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
+        op("POST", "/app/csp-report", "A browser's Content-Security-Policy violation report (logged and counted)")
+            .answer(Answer::NoContent)
+            .errors(&[413]),
         op(
             "POST",
             "/app/orders/{id}/deploy/{channel}",

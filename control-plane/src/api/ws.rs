@@ -63,18 +63,53 @@ async fn upgrade(
     let events = state.live.subscribe();
     ws.protocols(["axon.v1"])
         .max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| session(socket, events, caller))
+        .on_upgrade(move |socket| session(state, socket, events, caller))
+}
+
+/// How often a subscriber's login session is checked again: a logout, a password change or a
+/// disabled account ends the stream within this.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a session caller's login session still stands (keys are checked at upgrade).
+fn still_signed_in(state: &AppState, caller: &Caller) -> bool {
+    let crate::identity::auth::Via::Session { sid } = &caller.via else {
+        return true;
+    };
+    let live = crate::identity::auth::live_session(&state.store, sid)
+        .ok()
+        .flatten()
+        .is_some();
+    let enabled = state
+        .store
+        .users
+        .get(&caller.id)
+        .ok()
+        .flatten()
+        .is_some_and(|u| !u.disabled && u.role == caller.role);
+    live && enabled
 }
 
 async fn session(
+    state: AppState,
     mut socket: WebSocket,
     mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<LiveEvent>>,
     caller: Caller,
 ) {
     let mut filter = Subscription::default();
     tracing::debug!(caller = %caller.id, "live subscriber connected");
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.tick().await;
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                if !still_signed_in(&state, &caller) {
+                    let _ = socket.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 4401,
+                        reason: "the session ended".into(),
+                    }))).await;
+                    break;
+                }
+            }
             event = events.recv() => {
                 let text = match event {
                     // The audit trail is for admins only, here as on GET /api/audit.

@@ -40,11 +40,35 @@ pub struct TokenForm {
 }
 
 fn frame(lang: Lang, title: &str, signed: Option<&Signed>, body: Markup) -> Markup {
+    frame_with(lang, title, signed, None, body)
+}
+
+/// A page the console's script works on: its name (`data-page`) and the host it is about.
+#[derive(Clone, Copy)]
+pub struct Scripted<'a> {
+    pub page: &'a str,
+    pub host: Option<&'a str>,
+}
+
+/// The console's frame. A scripted page also carries the session's CSRF token for the
+/// script's API calls, the words the script shows, a lost-connection notice and a toast area.
+pub fn frame_with(
+    lang: Lang,
+    title: &str,
+    signed: Option<&Signed>,
+    scripted: Option<Scripted>,
+    body: Markup,
+) -> Markup {
+    let admin = signed.is_some_and(|s| s.user.role == Role::Admin);
+    let script = scripted.filter(|_| signed.is_some());
     html! {
         (DOCTYPE)
         html lang=(lang.code()) {
             (super::head(&format!("{title} — Axon"), None, true))
-            body {
+            body data-page=[script.map(|s| s.page)]
+                data-host=[script.and_then(|s| s.host)]
+                data-csrf=[script.and(signed).map(|s| s.browser.csrf.as_str())]
+                data-role=[script.and(signed).map(|s| s.user.role.as_str())] {
                 a.skip href="#main" { (lang.t("site.skip")) }
                 header.top {
                     div.wrap {
@@ -57,6 +81,10 @@ fn frame(lang: Lang, title: &str, signed: Option<&Signed>, body: Markup) -> Mark
                                 a href={ "/app?lang=" (lang.code()) } { (lang.t("app.nav.overview")) }
                                 a href={ "/app/fleet?lang=" (lang.code()) } { (lang.t("app.nav.fleet")) }
                                 a href={ "/app/orders?lang=" (lang.code()) } { (lang.t("app.nav.orders")) }
+                                @if admin {
+                                    a href={ "/app/enroll?lang=" (lang.code()) } { (lang.t("app.nav.enroll")) }
+                                    a href={ "/app/audit?lang=" (lang.code()) } { (lang.t("app.nav.audit")) }
+                                }
                             }
                         }
                         @if let Some(s) = signed {
@@ -68,7 +96,15 @@ fn frame(lang: Lang, title: &str, signed: Option<&Signed>, body: Markup) -> Mark
                         }
                     }
                 }
+                @if script.is_some() {
+                    div.connection #connection role="status" hidden { (lang.t("js.lost")) }
+                }
                 (body)
+                @if script.is_some() {
+                    div.toasts #toast role="status" aria-live="polite" {}
+                    script #axon-text type="application/json" { (maud::PreEscaped(super::i18n::script_words(lang))) }
+                    script type="module" src=(url("console.js")) {}
+                }
             }
         }
     }
@@ -256,19 +292,19 @@ pub async fn fleet(
         return Err(ApiError::forbidden("the fleet pages are for staff"));
     }
     let rows = super::fleet::rows(&state)?;
-    Ok(page(frame(
+    Ok(scripted_page(
         lang,
         lang.t("fleet.title"),
-        Some(&signed),
-        html! {
-            main.page #main {
-                div.wrap {
-                    h1 { (lang.t("fleet.title")) }
-                    (super::fleet::table(lang, &rows))
-                }
-            }
+        &signed,
+        Scripted {
+            page: "fleet",
+            host: None,
         },
-    )))
+        html! {
+            h1 { (lang.t("fleet.title")) }
+            (super::fleet::table(lang, &rows))
+        },
+    ))
 }
 
 /// The signed-in staff member, or what to answer instead (the sign-in form, or 403).
@@ -509,4 +545,150 @@ pub async fn logout(
         session::set_cookie(session::COOKIE, "", 0),
     );
     Ok(response)
+}
+
+/// A staff page the script works on, in the console's frame.
+fn scripted_page(
+    lang: Lang,
+    title: &str,
+    signed: &Signed,
+    scripted: Scripted,
+    body: Markup,
+) -> Response {
+    page(frame_with(
+        lang,
+        title,
+        Some(signed),
+        Some(scripted),
+        html! { main.page #main { div.wrap { (body) } } },
+    ))
+}
+
+/// `GET /app/hosts/{id}` and its tabs (staff).
+async fn host_tab(
+    state: AppState,
+    id: String,
+    query: PageQuery,
+    headers: HeaderMap,
+    tab: super::host::Tab,
+) -> Result<Response, ApiError> {
+    use super::host;
+    let lang = lang(&query, &headers);
+    let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
+        Ok(s) => s,
+        Err(form) => return Ok(form),
+    };
+    let found = host::find(&state, &id)?;
+    let body = match tab {
+        host::Tab::Overview => host::overview(&state, lang, &found)?,
+        host::Tab::Services => host::services(lang, &found),
+        host::Tab::Files => host::files(lang, signed.user.role),
+        host::Tab::Commands => host::commands(lang, signed.user.role),
+    };
+    Ok(scripted_page(
+        lang,
+        &found.hostname,
+        &signed,
+        Scripted {
+            page: tab.page(),
+            host: Some(&found.id),
+        },
+        html! { (host::header(&state, lang, &found, tab)) (body) },
+    ))
+}
+
+/// `GET /app/hosts/{id}` (staff).
+pub async fn host(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    host_tab(state, id, query, headers, super::host::Tab::Overview).await
+}
+
+/// `GET /app/hosts/{id}/services` (staff).
+pub async fn host_services(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    host_tab(state, id, query, headers, super::host::Tab::Services).await
+}
+
+/// `?path=` of the files page (read by the script) and `?lang=`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct FilesQuery {
+    /// `es` (the default) or `en`.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// The directory to open, e.g. `www/site`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `GET /app/hosts/{id}/files` (staff).
+pub async fn host_files(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Query(query): Query<FilesQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let query = PageQuery { lang: query.lang };
+    host_tab(state, id, query, headers, super::host::Tab::Files).await
+}
+
+/// `GET /app/hosts/{id}/commands` (staff).
+pub async fn host_commands(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    host_tab(state, id, query, headers, super::host::Tab::Commands).await
+}
+
+/// `GET /app/enroll` (admins): make an enrollment token and copy the command that uses it.
+pub async fn enroll(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = lang(&query, &headers);
+    let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
+        Ok(s) => s,
+        Err(form) => return Ok(form),
+    };
+    if signed.user.role != Role::Admin {
+        return Err(ApiError::forbidden("enrollment is for admins"));
+    }
+    Ok(scripted_page(
+        lang,
+        lang.t("enroll.title"),
+        &signed,
+        Scripted {
+            page: "enroll",
+            host: None,
+        },
+        super::admin::enroll(lang),
+    ))
+}
+
+/// `GET /app/audit` (admins), with filters.
+pub async fn audit(
+    State(state): State<AppState>,
+    Query(query): Query<super::admin::AuditQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lang = super::pick(query.lang.as_deref(), &headers);
+    let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
+        Ok(s) => s,
+        Err(form) => return Ok(form),
+    };
+    if signed.user.role != Role::Admin {
+        return Err(ApiError::forbidden("the audit trail is for admins"));
+    }
+    let body = super::admin::audit(&state, lang, &query)?;
+    Ok(staff_page(lang, lang.t("audit.title"), &signed, body))
 }

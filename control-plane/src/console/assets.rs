@@ -14,11 +14,16 @@ pub struct Asset {
     pub bytes: &'static [u8],
 }
 
-const FILES: [(&str, &str, &[u8]); 2] = [
+const FILES: [(&str, &str, &[u8]); 3] = [
     (
         "axon.css",
         "text/css; charset=utf-8",
         include_bytes!("../../assets/axon.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/console.js"),
     ),
     (
         "axon.svg",

@@ -129,7 +129,7 @@ pub fn table(lang: Lang, rows: &[HostRow]) -> Markup {
                     tbody {
                         @for r in rows {
                             tr data-host=(r.id) {
-                                th scope="row" { (r.hostname) }
+                                th scope="row" { a href={ "/app/hosts/" (r.id) "?lang=" (lang.code()) } { (r.hostname) } }
                                 td {
                                     @if r.online {
                                         span.badge.ok { (lang.t("fleet.up")) }

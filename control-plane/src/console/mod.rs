@@ -4,9 +4,12 @@
 //! rendered on the server (maud), carry a strict Content-Security-Policy (no inline script or
 //! style, nothing from another origin) and take their words from message catalogs (`i18n`).
 
+pub mod admin;
 pub mod app;
 pub mod assets;
+pub mod bridge;
 pub mod fleet;
+pub mod host;
 pub mod i18n;
 pub mod orders;
 pub mod portal;
@@ -74,6 +77,25 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/app", get(app::app)),
         Route::new(Method::GET, "/app/fleet", get(app::fleet)),
         Route::new(Method::GET, "/app/orders", get(app::orders)),
+        Route::new(Method::GET, "/app/hosts/{id}", get(app::host)),
+        Route::new(
+            Method::GET,
+            "/app/hosts/{id}/services",
+            get(app::host_services),
+        ),
+        Route::new(Method::GET, "/app/hosts/{id}/files", get(app::host_files)),
+        Route::new(
+            Method::GET,
+            "/app/hosts/{id}/commands",
+            get(app::host_commands),
+        ),
+        Route::new(Method::GET, "/app/enroll", get(app::enroll)),
+        Route::new(Method::GET, "/app/audit", get(app::audit)),
+        Route::new(
+            Method::POST,
+            "/app/csp-report",
+            axum::routing::post(csp_report),
+        ),
         Route::new(Method::GET, "/app/orders/{id}", get(app::order)),
         Route::new(
             Method::POST,
@@ -127,7 +149,39 @@ pub fn see_other(location: &str) -> Response {
 /// The policy every page is served with: scripts, styles, images and connections from this
 /// origin only, no inline code, no framing, forms posting only here.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+     font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'; \
+     report-uri /app/csp-report";
+
+/// Largest violation report read.
+const MAX_CSP_REPORT: usize = 16 * 1024;
+
+/// `POST /app/csp-report`: a browser reports that the policy blocked something. Counted with
+/// every route in `axon_http_requests_total` and logged (one line, the directive and what was blocked), so
+/// a page that breaks its own policy is seen. Reports are unauthenticated by nature: nothing
+/// in them is trusted or stored.
+async fn csp_report(body: axum::body::Bytes) -> StatusCode {
+    if body.len() > MAX_CSP_REPORT {
+        return StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let inner = &report["csp-report"];
+    let field = |name: &str| {
+        inner[name]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect::<String>()
+    };
+    tracing::warn!(
+        directive = %field("violated-directive"),
+        blocked = %field("blocked-uri"),
+        page = %field("document-uri"),
+        "the content security policy blocked something on a page"
+    );
+    StatusCode::NO_CONTENT
+}
 
 /// `?lang=es|en` on every page.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -149,6 +203,19 @@ fn pick(query: Option<&str>, headers: &HeaderMap) -> Lang {
             .get(header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok()),
     )
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn page(markup: maud::Markup) -> Response {

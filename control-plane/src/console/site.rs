@@ -55,13 +55,7 @@ pub fn whatsapp_link(config: &ConsoleConfig) -> Option<String> {
     let mut link = format!("https://wa.me/{phone}");
     if let Some(message) = config.whatsapp_message.as_deref() {
         link.push_str("?text=");
-        for b in message.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                link.push(b as char);
-            } else {
-                link.push_str(&format!("%{b:02X}"));
-            }
-        }
+        link.push_str(&super::encode(message));
     }
     Some(link)
 }
