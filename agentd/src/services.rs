@@ -349,13 +349,37 @@ impl Services {
             let systemd = self.systemd().await?;
             let units = systemd.list().await?;
             let files = self.file_states(&systemd).await;
-            Ok(units
+            let loaded: std::collections::HashSet<String> =
+                units.iter().map(|u| u.name.clone()).collect();
+            let mut out: Vec<ServiceInfo> = units
                 .into_iter()
                 .map(|mut u| {
                     u.unit_file_state = files.get(&u.name).cloned();
                     info(kind, u)
                 })
-                .collect())
+                .collect();
+            if all {
+                // Installed but not loaded (systemd unloads idle units): what an operator
+                // may still start. Templates (`name@.service`) cannot be started as such.
+                for (name, state) in files.iter() {
+                    if loaded.contains(name) || name.contains("@.") {
+                        continue;
+                    }
+                    out.push(info(
+                        kind,
+                        crate::units::UnitInfo {
+                            name: name.clone(),
+                            description: String::new(),
+                            load_state: "not-loaded".into(),
+                            active_state: "inactive".into(),
+                            sub_state: "dead".into(),
+                            unit_file_state: Some(state.clone()),
+                        },
+                    ));
+                }
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            Ok(out)
         }
         .await;
         self.forget(&result).await;

@@ -409,36 +409,71 @@ function servicesPage() {
     }
     stopFollowing();
   });
+  // Rows are kept and updated in place, so a refresh never takes the focus or a button
+  // from under the user.
+  const rows = new Map();
+  const update = (row, s) => {
+    row.service = s;
+    const up = ['active', 'running'].includes(s.active_state);
+    row.badge.className = 'badge ' + (up ? 'ok' : 'off');
+    row.badge.textContent = s.active_state + (s.sub_state ? ' · ' + s.sub_state : '');
+    row.description.textContent = s.description || '';
+    const wanted = actions(s);
+    if (row.dataset.actions === wanted.join(',')) return;
+    row.dataset.actions = wanted.join(',');
+    row.actions.replaceChildren(row.view, ...wanted.map((a) => {
+      const b = el('button', { type: 'button', class: 'button', 'data-action': a, text: t('js.action.' + a) });
+      b.addEventListener('click', () => act(row.service, a, b));
+      return b;
+    }));
+  };
+  const make = (s) => {
+    const row = el('tr', { 'data-service': s.name }, el('th', { scope: 'row', text: s.name }));
+    row.description = el('td');
+    row.badge = el('span');
+    row.actions = el('td', { class: 'actions' });
+    row.view = el('button', { type: 'button', class: 'button quiet', text: t('js.logs'), onclick: () => show(row.service) });
+    row.append(row.description, el('td', {}, row.badge), row.actions);
+    return row;
+  };
   const load = async () => {
     status.textContent = t('js.loading');
     try {
       const kind = kindSelect.value;
-      const list = await getJson(`hosts/${host}/services?kind=${kind}${kind === 'docker' ? '&all=true' : ''}`);
-      table.replaceChildren(
-        ...list.map((s) => {
-          const view = el('button', { type: 'button', class: 'button quiet', text: t('js.logs'), onclick: () => show(s) });
-          return el(
-            'tr',
-            { 'data-service': s.name },
-            el('th', { scope: 'row', text: s.name }),
-            el('td', { text: s.description || '' }),
-            el('td', {}, el('span', { class: 'badge ' + (['active', 'running'].includes(s.active_state) ? 'ok' : 'off'), text: s.active_state + (s.sub_state ? ' · ' + s.sub_state : '') })),
-            el('td', { class: 'actions' }, view, ...actions(s).map((a) => {
-              const b = el('button', { type: 'button', class: 'button', 'data-action': a, text: t('js.action.' + a) });
-              b.addEventListener('click', () => act(s, a, b));
-              return b;
-            })),
-          );
-        }),
-      );
+      const list = await getJson(`hosts/${host}/services?kind=${kind}&all=true`);
+      const seen = new Set();
+      list.forEach((s, i) => {
+        seen.add(s.name);
+        let row = rows.get(s.name);
+        if (!row) {
+          row = make(s);
+          rows.set(s.name, row);
+        }
+        update(row, s);
+        if (table.children[i] !== row) table.insertBefore(row, table.children[i] || null);
+      });
+      for (const [name, row] of rows) {
+        if (!seen.has(name)) {
+          row.remove();
+          rows.delete(name);
+        }
+      }
       status.textContent = list.length ? '' : t('js.no_services');
     } catch (e) {
       status.textContent = e.message;
     }
   };
-  kindSelect.addEventListener('change', load);
+  kindSelect.addEventListener('change', () => {
+    for (const row of rows.values()) row.remove();
+    rows.clear();
+    load();
+  });
+  // A burst of changes (a restart is several) reloads the list once.
+  let pending = 0;
   live({ hosts: [host], types: ['service_changed'] }, (e) => {
-    if (e.type === 'service_changed' || (e.type === 'connected' && e.again)) load();
+    if (e.type !== 'service_changed' && !(e.type === 'connected' && e.again)) return;
+    clearTimeout(pending);
+    pending = setTimeout(load, 250);
   });
   load();
 }

@@ -285,6 +285,37 @@ impl Browser {
         assert!(loaded.is_some(), "no new page loaded after the click");
     }
 
+    /// Waits until `condition` (a script expression) is true on the page; panics naming
+    /// `what` after 20 s.
+    pub async fn wait_for(&self, what: &str, condition: &str) {
+        let script = format!("try {{ return !!({condition}); }} catch (e) {{ return false; }}");
+        let met = crate::wait_until(Duration::from_secs(20), || async {
+            self.script(&script, json!([])).await == json!(true)
+        })
+        .await;
+        assert!(met.is_some(), "waited 20 s for {what} ({condition})");
+    }
+
+    /// A Chrome DevTools Protocol command through chromedriver (e.g. `Performance.getMetrics`).
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": cmd, "params": params}),
+        )
+        .await
+    }
+
+    /// Signs in through the console's form on the current page.
+    pub async fn sign_in(&self, email: &str, password: &str) {
+        let field = self.find("#email").await;
+        self.type_text(&field, email).await;
+        let field = self.find("#password").await;
+        self.type_text(&field, password).await;
+        let submit = self.find("form.stack button[type=submit]").await;
+        self.click_and_wait(&submit).await;
+    }
+
     /// The page's title.
     pub async fn title(&self) -> String {
         self.command("GET", "/title", Value::Null)

@@ -268,6 +268,16 @@ impl ControlPlane {
         format!("https://localhost:{}", self.api_port)
     }
 
+    /// A client that, like a form's post, shows redirects instead of following them.
+    pub fn client_without_redirects(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(api_tls(&self.ca().0))
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
     /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
     pub async fn call(
         &self,
@@ -722,26 +732,31 @@ pub async fn raw_https(cp: &ControlPlane, request: &[u8]) -> String {
 }
 
 /// Opens `/api/ws` with the token in the subprotocol header, as a browser would.
-pub async fn live_socket(
-    cp: &ControlPlane,
-    token: Option<&str>,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    String,
-> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let config = api_tls(&cp.ca().0);
-    let mut request = format!("wss://localhost:{}/api/ws", cp.api_port)
-        .into_client_request()
-        .expect("request");
+pub async fn live_socket(cp: &ControlPlane, token: Option<&str>) -> Result<LiveSocket, String> {
     let protocols = match token {
         Some(t) => format!("axon.v1, axon.bearer.{t}"),
         None => "axon.v1".to_owned(),
     };
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        protocols.parse().expect("header value"),
-    );
+    socket(cp, "/api/ws", &[("sec-websocket-protocol", &protocols)]).await
+}
+
+/// Opens a WebSocket to `path` of the API listener with these extra headers.
+pub async fn socket(
+    cp: &ControlPlane,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<LiveSocket, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let config = api_tls(&cp.ca().0);
+    let mut request = format!("wss://localhost:{}{path}", cp.api_port)
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
     tokio_tungstenite::connect_async_tls_with_config(
         request,
         None,

@@ -21,15 +21,6 @@ async fn severe(browser: &Browser) -> Vec<Value> {
         .collect()
 }
 
-async fn sign_in(browser: &Browser, email: &str, password: &str) {
-    let field = browser.find("#email").await;
-    browser.type_text(&field, email).await;
-    let field = browser.find("#password").await;
-    browser.type_text(&field, password).await;
-    let submit = browser.find("form.stack button[type=submit]").await;
-    browser.click_and_wait(&submit).await;
-}
-
 /// A request as a forger would send it: with the stolen cookie value, any origin, any token.
 async fn post_form(
     cp: &ControlPlane,
@@ -66,7 +57,7 @@ async fn a_browser_session_is_bound_to_its_login_session() {
         "Sign in to Axon"
     );
     assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
-    sign_in(&browser, ADMIN_EMAIL, "not the password").await;
+    browser.sign_in(ADMIN_EMAIL, "not the password").await;
     let error = browser.find("#login-error").await;
     assert_eq!(
         browser.attribute(&error, "role").await.as_deref(),
@@ -81,7 +72,7 @@ async fn a_browser_session_is_bound_to_its_login_session() {
 
     // The right one: the overview, with a cookie scripts cannot read.
     // The form kept the email; only the password is typed again.
-    sign_in(&browser, "", ADMIN_PASSWORD).await;
+    browser.sign_in("", ADMIN_PASSWORD).await;
     assert_eq!(browser.text(&browser.find("h1").await).await, "Console");
     assert_eq!(
         browser.text(&browser.find("#hosts-online").await).await,
@@ -169,7 +160,9 @@ async fn a_browser_session_is_bound_to_its_login_session() {
     );
 
     // Signing in again and out with the button ends that session, and its cookie is dead.
-    sign_in(&browser, ADMIN_EMAIL, "another long password 42").await;
+    browser
+        .sign_in(ADMIN_EMAIL, "another long password 42")
+        .await;
     assert_eq!(browser.text(&browser.find("h1").await).await, "Console");
     let secret = browser.cookie("axon_session").await.expect("cookie")["value"]
         .as_str()
@@ -225,7 +218,7 @@ async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
 
     let browser = Browser::start(1280, 900).await;
     browser.goto(&cp.url("/app?lang=en")).await;
-    sign_in(&browser, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_eq!(
         browser.text(&browser.find("#hosts-online").await).await,
         "1 / 1"
@@ -279,7 +272,9 @@ async fn staff_see_an_enrolled_agent_online_on_the_fleet_page() {
     let out = browser.find("form.inline button[type=submit]").await;
     browser.set_size(1280, 900).await;
     browser.click_and_wait(&out).await;
-    sign_in(&browser, "client@acme.test", axon_e2e::USER_PASSWORD).await;
+    browser
+        .sign_in("client@acme.test", axon_e2e::USER_PASSWORD)
+        .await;
     let secret = browser.cookie("axon_session").await.expect("cookie")["value"]
         .as_str()
         .expect("value")
@@ -342,7 +337,9 @@ async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
 
     let browser = Browser::start(1280, 900).await;
     browser.goto(&cp.url("/app")).await;
-    sign_in(&browser, "laura@algorithmics.test", axon_e2e::USER_PASSWORD).await;
+    browser
+        .sign_in("laura@algorithmics.test", axon_e2e::USER_PASSWORD)
+        .await;
     let here = browser.script("return location.pathname", json!([])).await;
     assert_eq!(here, json!("/portal/algorithmics-academy"));
     let html = browser.find("html").await;
@@ -524,7 +521,7 @@ async fn an_admin_deploys_a_ready_order_from_its_page() {
 
     let browser = Browser::start(1280, 900).await;
     browser.goto(&cp.url("/app?lang=en")).await;
-    sign_in(&browser, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     browser
         .goto(&cp.url("/app/orders?lang=en&estado=listo"))
         .await;
@@ -564,7 +561,9 @@ async fn an_admin_deploys_a_ready_order_from_its_page() {
     // A viewer: no button, and a post made by hand with its own valid token is refused.
     let out = browser.find("form.inline button[type=submit]").await;
     browser.click_and_wait(&out).await;
-    sign_in(&browser, "viewer@axon.test", axon_e2e::USER_PASSWORD).await;
+    browser
+        .sign_in("viewer@axon.test", axon_e2e::USER_PASSWORD)
+        .await;
     browser
         .goto(&cp.url(&format!("/app/orders/{social}?lang=en")))
         .await;

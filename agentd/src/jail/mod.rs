@@ -342,10 +342,7 @@ impl Jail {
             // The top lists the roots, so a browser can start somewhere.
             let mut entries = Vec::new();
             for root in &self.roots {
-                let meta = root
-                    .dir
-                    .dir_metadata()
-                    .map_err(|e| io_err(&root.name, e))?;
+                let meta = root.dir.dir_metadata().map_err(|e| io_err(&root.name, e))?;
                 entries.push(entry(&root.name, &meta));
             }
             return Ok(FsListing {

@@ -107,10 +107,28 @@ fn reads_stay_inside() {
             Ok((_, bytes)) => panic!("{path:?} read {:?}", String::from_utf8_lossy(&bytes)),
             Err(e) => assert!(!e.to_string().contains(SECRET), "{e}"),
         }
+        if path.is_empty() {
+            // The top: listing it names the roots (a test below), nothing else.
+            continue;
+        }
         assert!(f.jail.list(path).is_err(), "listed {path:?}");
         // Entries that exist inside the root (the links themselves) may be stat'ed; nothing else.
         let entry_inside = ["www/abs-link", "www/rel-link", "www/hard-link"].contains(path);
         assert!(entry_inside || f.jail.stat(path).is_err(), "stat {path:?}");
+    }
+    outside_untouched(&f);
+}
+
+#[test]
+fn the_top_lists_the_roots_and_nothing_else() {
+    let f = fixture();
+    for top in ["", "/", "//"] {
+        let listing = f.jail.list(top).expect("top");
+        let names: Vec<&str> = listing.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(names, ["www", "ro"], "{top:?}");
+        assert!(listing.entries.iter().all(|e| e.kind == FsKind::Dir));
+        assert_eq!(f.jail.stat(top).expect("stat").kind, FsKind::Dir);
+        assert!(f.jail.read(top, 0, None).is_err(), "read {top:?}");
     }
     outside_untouched(&f);
 }

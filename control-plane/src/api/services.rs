@@ -73,7 +73,8 @@ pub fn routes() -> Vec<Route> {
 pub(super) struct ListQuery {
     #[serde(default)]
     kind: Option<String>,
-    /// Docker: stopped containers too.
+    /// Docker: stopped containers too. systemd: installed unit files that are not loaded
+    /// too (`load_state` `not-loaded`).
     #[serde(default)]
     all: Option<bool>,
 }

@@ -91,9 +91,7 @@ fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
         ));
     }
     let origin = headers.contains_key(header::ORIGIN);
-    let fetch_site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let here = match (origin, fetch_site) {
         (false, None) => false,
         (true, _) if !session::same_origin(state, headers) => false,

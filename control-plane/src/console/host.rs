@@ -327,7 +327,7 @@ pub fn files(lang: Lang, role: Role) -> Markup {
         @if writer {
             form.stack.editor #editor hidden {
                 h2 #editor-title {}
-                p.notice #changed hidden { (lang.t("host.files.changed")) }
+                p.warn #changed hidden { (lang.t("host.files.changed")) }
                 label for="content" { (lang.t("host.files.content")) }
                 textarea #content rows="18" spellcheck="false" aria-describedby="conflict-text" {}
                 div.conflict #conflict role="alert" hidden {
