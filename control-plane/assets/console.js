@@ -778,6 +778,199 @@ function fleetPage() {
   });
 }
 
+// ---- Forms that call the API ----------------------------------------------------------
+//
+// <form class="api" data-method="POST" data-path="orders/ID/actions/qa_pass" data-then="reload">
+// Fields become a JSON body: type=number as numbers, data-list as comma-separated arrays,
+// checkboxes as booleans, empty optional fields left out. After success the page reloads
+// (with a toast), or `data-then="show"` reveals the answer's `data-show` field once (a new
+// key, a secret, a password).
+
+function formBody(form) {
+  const body = {};
+  for (const input of form.querySelectorAll('input[name], select[name], textarea[name]')) {
+    const v = input.value.trim();
+    if (input.type === 'checkbox') body[input.name] = input.checked;
+    else if (input.dataset.list !== undefined) {
+      if (v) body[input.name] = v.split(',').map((x) => x.trim()).filter(Boolean);
+    } else if (input.dataset.json !== undefined) {
+      if (v) body[input.name] = JSON.parse(v);
+    } else if (input.type === 'number') {
+      if (v) body[input.name] = input.dataset.scale ? Math.round(Number(v) * Number(input.dataset.scale)) : Number(v);
+    } else if (v || input.required) body[input.name] = v;
+  }
+  return body;
+}
+
+function apiForms() {
+  const flash = sessionStorage.getItem('axon-toast');
+  if (flash) {
+    sessionStorage.removeItem('axon-toast');
+    toast(flash);
+  }
+  for (const form of document.querySelectorAll('form.api')) {
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const button = form.querySelector('button[type=submit]');
+      const status = form.querySelector('.status');
+      if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
+      for (const f of form.querySelectorAll('[aria-invalid]')) f.removeAttribute('aria-invalid');
+      await busy(button, status, async () => {
+        let body;
+        try {
+          body = form.dataset.method === 'DELETE' ? undefined : formBody(form);
+        } catch (err) {
+          status.textContent = err.message;
+          return;
+        }
+        try {
+          const res = await call(form.dataset.method || 'POST', form.dataset.path, body === undefined ? {} : { json: body });
+          const answer = res.status === 204 ? {} : await res.json().catch(() => ({}));
+          const done = form.dataset.done || t('js.done');
+          if (form.dataset.then === 'show') {
+            const out = document.getElementById(form.dataset.target);
+            const shownValue = answer[form.dataset.show] ?? '';
+            out.querySelector('.secret').textContent = typeof shownValue === 'string' ? shownValue : JSON.stringify(shownValue, null, 2);
+            out.hidden = false;
+            status.textContent = done;
+            toast(done);
+          } else {
+            sessionStorage.setItem('axon-toast', done);
+            location.reload();
+          }
+        } catch (err) {
+          status.textContent = err.message;
+          // A refused body names its field ("scopes: ...", "unknown scope ..."): mark it.
+          if (err.status === 400 || err.status === 422) {
+            for (const f of form.querySelectorAll('[name]')) {
+              const base = f.name.replace(/s$/, '');
+              if (new RegExp('\\b' + base + 's?\\b').test(err.message)) f.setAttribute('aria-invalid', 'true');
+            }
+          }
+        }
+      });
+    });
+  }
+}
+
+// ---- Tables and bar charts filled from the API -------------------------------------------
+//
+// <table data-source="users" data-items="aliases"?> with <th data-field="email" data-kind=…>;
+// a last <th> without data-field holds the row actions given as JSON in data-actions:
+// [{"label": "Disable", "method": "POST", "path": "users/{id}/disable", "when": "!disabled"}].
+
+const dig = (item, path) => path.split('.').reduce((o, k) => (o === null || o === undefined ? o : o[k]), item);
+
+function shown(v, kind) {
+  if (v === null || v === undefined || v === '') return '—';
+  if (kind === 'date') return times.format(new Date(v));
+  if (kind === 'usd') return new Intl.NumberFormat(lang, { style: 'currency', currency: 'USD', maximumFractionDigits: 4 }).format(v);
+  if (kind === 'number') return numbers.format(v);
+  if (kind === 'targets') return v.map((x) => x.model + (x.weight > 1 ? ' ×' + x.weight : '')).join(', ');
+  if (kind === 'ms') return numbers.format(v) + ' ms';
+  if (Array.isArray(v)) return v.join(', ');
+  if (typeof v === 'boolean') return v ? t('js.yes') : t('js.no');
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+function rowAction(a, item) {
+  const b = el('button', { type: 'button', class: 'button quiet', 'data-row-action': a.label, text: a.label });
+  b.addEventListener('click', async () => {
+    if (a.confirm && !confirm(a.confirm)) return;
+    await busy(b, null, async () => {
+      try {
+        const path = a.path.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(item[k]));
+        await call(a.method, path);
+        sessionStorage.setItem('axon-toast', a.done || t('js.done'));
+        location.reload();
+      } catch (e) {
+        toast(e.message, 'bad');
+      }
+    });
+  });
+  return b;
+}
+
+async function dataTables() {
+  for (const table of document.querySelectorAll('table[data-source]')) {
+    const heads = [...table.querySelectorAll('thead th')];
+    const actions = JSON.parse(table.dataset.actions || '[]');
+    const status = document.getElementById(table.dataset.status);
+    const tbody = table.querySelector('tbody');
+    try {
+      let items = await getJson(table.dataset.source);
+      if (table.dataset.items) items = dig(items, table.dataset.items);
+      tbody.replaceChildren(
+        ...items.map((item) => {
+          const row = el('tr', { 'data-id': item[table.dataset.key || 'id'] ?? '' });
+          heads.forEach((th, i) => {
+            if (th.dataset.field === undefined) {
+              const holds = (w) => {
+                if (!w) return true;
+                if (w.includes('=')) {
+                  const [k, v] = w.split('=');
+                  return String(dig(item, k)) === v;
+                }
+                return w.startsWith('!') ? !dig(item, w.slice(1)) : Boolean(dig(item, w));
+              };
+              const wanted = actions.filter((a) => holds(a.when));
+              row.append(el('td', { class: 'actions' }, ...wanted.map((a) => rowAction(a, item))));
+              return;
+            }
+            const value = dig(item, th.dataset.field);
+            const text = shown(value, th.dataset.kind);
+            const cell = el(i === 0 ? 'th' : 'td', i === 0 ? { scope: 'row' } : {});
+            if (th.dataset.kind === 'state') {
+              const good = ['closed', 'healthy', 'delivered', 'ok', 'active', 'true'].includes(String(value));
+              cell.append(el('span', { class: 'badge ' + (good ? 'ok' : 'bad'), text }));
+            } else cell.textContent = text;
+            row.append(cell);
+          });
+          return row;
+        }),
+      );
+      if (status) status.textContent = items.length ? '' : table.dataset.empty || '';
+    } catch (e) {
+      if (status) status.textContent = e.message;
+    }
+    table.dataset.loaded = 'true';
+  }
+}
+
+// <figure class="bars" data-source="llm/usage?group_by=model" data-items="rows"
+//  data-label="model" data-value="cost_usd" data-kind="usd">: one SVG bar per row.
+async function barCharts() {
+  for (const figure of document.querySelectorAll('figure.bars[data-source]')) {
+    const list = figure.querySelector('ul');
+    try {
+      let items = await getJson(figure.dataset.source);
+      if (figure.dataset.items) items = dig(items, figure.dataset.items);
+      const value = (x) => Number(dig(x, figure.dataset.value) || 0);
+      items.sort((a, b) => value(b) - value(a));
+      const max = Math.max(...items.map(value), 0) || 1;
+      list.replaceChildren(
+        ...items.slice(0, 12).map((x) => {
+          const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+          svg.setAttribute('viewBox', '0 0 100 10');
+          svg.setAttribute('preserveAspectRatio', 'none');
+          svg.setAttribute('aria-hidden', 'true');
+          const rect = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+          rect.setAttribute('height', '10');
+          rect.setAttribute('width', String(Math.max(0.5, (value(x) / max) * 100)));
+          svg.append(rect);
+          const label = shown(dig(x, figure.dataset.label) ?? figure.dataset.none, 'text');
+          return el('li', {}, el('span', { class: 'label', text: label }), svg, el('span', { class: 'value', text: shown(value(x), figure.dataset.kind) }));
+        }),
+      );
+      if (!items.length) list.replaceChildren(el('li', { class: 'none', text: figure.dataset.empty || '—' }));
+    } catch (e) {
+      list.replaceChildren(el('li', { class: 'none', text: e.message }));
+    }
+    figure.dataset.loaded = 'true';
+  }
+}
+
 const pages = {
   host: hostPage,
   services: servicesPage,
@@ -787,3 +980,6 @@ const pages = {
   fleet: fleetPage,
 };
 pages[body.dataset.page]?.();
+if (document.querySelector('form.api')) apiForms();
+if (document.querySelector('table[data-source]')) dataTables();
+if (document.querySelector('figure.bars[data-source]')) barCharts();

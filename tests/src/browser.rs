@@ -242,6 +242,12 @@ impl Browser {
         .map(str::to_owned)
     }
 
+    /// Empties a field.
+    pub async fn clear(&self, element: &Element) {
+        self.command("POST", &format!("/element/{}/clear", element.0), json!({}))
+            .await;
+    }
+
     /// Types `text` into a field.
     pub async fn type_text(&self, element: &Element, text: &str) {
         self.command(
@@ -314,6 +320,21 @@ impl Browser {
         self.type_text(&field, password).await;
         let submit = self.find("form.stack button[type=submit]").await;
         self.click_and_wait(&submit).await;
+    }
+
+    /// Accepts the open `confirm()` dialog, waiting for it to open.
+    pub async fn accept_dialog(&self) {
+        let url = format!("{}/alert/accept", self.session);
+        let accepted = crate::wait_until(Duration::from_secs(10), || async {
+            self.http
+                .post(&url)
+                .json(&json!({}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(accepted.is_some(), "no dialog opened");
     }
 
     /// The page's title.

@@ -183,6 +183,11 @@ async fn remove(
 }
 
 async fn factory_stats(State(state): State<AppState>) -> Result<ApiJson<FactoryStats>, ApiError> {
+    Ok(ApiJson(factory_figures(&state)?))
+}
+
+/// The factory's figures now (the API's answer and the console's dashboard).
+pub(crate) fn factory_figures(state: &AppState) -> Result<FactoryStats, ApiError> {
     let orders = state.agency.book.orders.values()?;
     let catalog = state.agency.book.catalog.values()?;
     let names: HashMap<String, String> = state
@@ -192,7 +197,7 @@ async fn factory_stats(State(state): State<AppState>) -> Result<ApiJson<FactoryS
         .into_iter()
         .map(|t| (t.id, t.name))
         .collect();
-    Ok(ApiJson(stats::compute(&orders, &catalog, &names, now())))
+    Ok(stats::compute(&orders, &catalog, &names, now()))
 }
 
 fn demo_failed(e: demo::DemoError) -> ApiError {

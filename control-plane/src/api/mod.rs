@@ -3,7 +3,7 @@
 
 mod audit;
 pub(crate) mod auth;
-mod catalog;
+pub(crate) mod catalog;
 pub(crate) mod deploys;
 mod enroll;
 mod files;

@@ -714,6 +714,26 @@ fn operations() -> Vec<Operation> {
             .query(fields::<crate::console::PageQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
             .errors(&[403]),
+        op("GET", "/app/factory", "The factory dashboard: orders by state, tenant and product, weekly throughput, the demo seeder; staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
+        op("GET", "/app/catalog", "The catalog, changed by admins; staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
+        op("GET", "/app/llm", "The LLM gateway: usage per tenant and model, upstream health, routes; staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
+        op("GET", "/app/integrations", "Deploy channels' health, webhook subscriptions and deliveries; staff only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
+        op("GET", "/app/access", "Users, tenants and API keys; admins only (HTML)")
+            .query(fields::<crate::console::PageQuery>)
+            .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
+            .errors(&[403]),
         op("GET", "/app/audit", "The audit trail with filters; admins only (HTML)")
             .query(fields::<crate::console::admin::AuditQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))

@@ -81,7 +81,12 @@ pub fn frame_with(
                                 a href={ "/app?lang=" (lang.code()) } { (lang.t("app.nav.overview")) }
                                 a href={ "/app/fleet?lang=" (lang.code()) } { (lang.t("app.nav.fleet")) }
                                 a href={ "/app/orders?lang=" (lang.code()) } { (lang.t("app.nav.orders")) }
+                                a href={ "/app/factory?lang=" (lang.code()) } { (lang.t("app.nav.factory")) }
+                                a href={ "/app/catalog?lang=" (lang.code()) } { (lang.t("app.nav.catalog")) }
+                                a href={ "/app/llm?lang=" (lang.code()) } { "LLM" }
+                                a href={ "/app/integrations?lang=" (lang.code()) } { (lang.t("app.nav.integrations")) }
                                 @if admin {
+                                    a href={ "/app/access?lang=" (lang.code()) } { (lang.t("app.nav.access")) }
                                     a href={ "/app/enroll?lang=" (lang.code()) } { (lang.t("app.nav.enroll")) }
                                     a href={ "/app/audit?lang=" (lang.code()) } { (lang.t("app.nav.audit")) }
                                 }
@@ -396,10 +401,14 @@ pub async fn order(
         .deployed
         .is_some()
         .then(|| lang.t("orders.deploy.accepted"));
-    Ok(staff_page(
+    Ok(scripted_page(
         lang,
         &order.title,
         &signed,
+        Scripted {
+            page: "order",
+            host: None,
+        },
         super::orders::detail(lang, &order, signed.user.role, &signed.browser.csrf, notice),
     ))
 }
@@ -691,4 +700,111 @@ pub async fn audit(
     }
     let body = super::admin::audit(&state, lang, &query)?;
     Ok(staff_page(lang, lang.t("audit.title"), &signed, body))
+}
+
+/// Which management page, and who may open it.
+#[derive(Clone, Copy)]
+enum Manage {
+    Factory,
+    Catalog,
+    Llm,
+    Integrations,
+    Access,
+}
+
+async fn manage_page(
+    state: AppState,
+    query: PageQuery,
+    headers: HeaderMap,
+    which: Manage,
+) -> Result<Response, ApiError> {
+    use super::manage;
+    let lang = lang(&query, &headers);
+    let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
+        Ok(s) => s,
+        Err(form) => return Ok(form),
+    };
+    let role = signed.user.role;
+    if matches!(which, Manage::Access) && role != Role::Admin {
+        return Err(ApiError::forbidden(
+            "users, tenants and keys are for admins",
+        ));
+    }
+    let (page_name, title, body) = match which {
+        Manage::Factory => {
+            let stats = crate::api::catalog::factory_figures(&state)?;
+            (
+                "factory",
+                lang.t("factory.title"),
+                manage::factory(lang, &stats, role),
+            )
+        }
+        Manage::Catalog => (
+            "catalog",
+            lang.t("catalog.title"),
+            manage::catalog(lang, role),
+        ),
+        Manage::Llm => ("llm", lang.t("llm.title"), manage::llm(lang)),
+        Manage::Integrations => (
+            "integrations",
+            lang.t("integrations.title"),
+            manage::integrations(lang, role),
+        ),
+        Manage::Access => ("access", lang.t("access.title"), manage::access(lang)),
+    };
+    Ok(scripted_page(
+        lang,
+        title,
+        &signed,
+        Scripted {
+            page: page_name,
+            host: None,
+        },
+        body,
+    ))
+}
+
+/// `GET /app/factory` (staff).
+pub async fn factory(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    manage_page(state, query, headers, Manage::Factory).await
+}
+
+/// `GET /app/catalog` (staff; admins change it).
+pub async fn catalog(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    manage_page(state, query, headers, Manage::Catalog).await
+}
+
+/// `GET /app/llm` (staff).
+pub async fn llm(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    manage_page(state, query, headers, Manage::Llm).await
+}
+
+/// `GET /app/integrations` (staff; webhooks for admins).
+pub async fn integrations(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    manage_page(state, query, headers, Manage::Integrations).await
+}
+
+/// `GET /app/access` (admins).
+pub async fn access(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    manage_page(state, query, headers, Manage::Access).await
 }

@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod fleet;
 pub mod host;
 pub mod i18n;
+pub mod manage;
 pub mod orders;
 pub mod portal;
 pub mod session;
@@ -90,6 +91,11 @@ pub fn routes() -> Vec<Route> {
             get(app::host_commands),
         ),
         Route::new(Method::GET, "/app/enroll", get(app::enroll)),
+        Route::new(Method::GET, "/app/factory", get(app::factory)),
+        Route::new(Method::GET, "/app/catalog", get(app::catalog)),
+        Route::new(Method::GET, "/app/llm", get(app::llm)),
+        Route::new(Method::GET, "/app/integrations", get(app::integrations)),
+        Route::new(Method::GET, "/app/access", get(app::access)),
         Route::new(Method::GET, "/app/audit", get(app::audit)),
         Route::new(
             Method::POST,

@@ -9,7 +9,7 @@ use super::i18n::Lang;
 use super::portal::date;
 use crate::agency::builder;
 use crate::agency::deploy::Channel;
-use crate::agency::orders::{Estado, Order, QaStatus};
+use crate::agency::orders::{Action, Estado, Order, QaStatus, TRANSITIONS};
 use crate::model::Role;
 
 /// The list's filters, from the query string.
@@ -90,6 +90,33 @@ pub fn list(lang: Lang, query: &OrdersQuery, orders: &[Order]) -> Markup {
     }
 }
 
+/// The state actions `role` may take on the order now (the transition table decides; the API
+/// checks again).
+pub fn actions_for(order: &Order, role: Role) -> Vec<Action> {
+    if role == Role::Client {
+        return Vec::new();
+    }
+    let mut out: Vec<Action> = TRANSITIONS
+        .iter()
+        .filter(|t| t.roles.contains(&role) && t.from.contains(&order.estado))
+        .map(|t| t.action)
+        .collect();
+    out.dedup();
+    out
+}
+
+fn action_words(lang: Lang, action: Action) -> &'static str {
+    lang.t(match action {
+        Action::ApprovePlan => "orders.action.approve_plan",
+        Action::SubmitQa => "orders.action.submit_qa",
+        Action::QaPass => "orders.action.qa_pass",
+        Action::QaReject => "orders.action.qa_reject",
+        Action::Deliver => "orders.action.deliver",
+        Action::Cancel => "orders.action.cancel",
+        Action::Reopen => "orders.action.reopen",
+    })
+}
+
 /// The channels an admin may deploy this order to now.
 pub fn deployable(order: &Order, role: Role) -> Vec<Channel> {
     if role != Role::Admin || order.estado != Estado::Listo || order.qa_status != QaStatus::Ok {
@@ -164,14 +191,67 @@ pub fn detail(lang: Lang, order: &Order, role: Role, csrf: &str, notice: Option<
                 }
             }
         }
+        @let actions = actions_for(order, role);
+        @if !actions.is_empty() {
+            section aria-labelledby="actions-title" {
+                h2 #actions-title { (lang.t("orders.actions")) }
+                div.actions {
+                    @for a in &actions {
+                        form.api.inline data-method="POST" data-path={ "orders/" (order.id) "/actions/" (a.as_str()) }
+                            data-done=(lang.t("orders.actions.done")) {
+                            @if *a == Action::QaReject {
+                                label for="reject-reason" { (lang.t("orders.actions.reason")) }
+                                input #reject-reason name="reason" required maxlength="500";
+                            }
+                            button.button type="submit" data-action=(a.as_str()) { (action_words(lang, *a)) }
+                            span.status role="status" {}
+                        }
+                    }
+                }
+            }
+        }
         section aria-labelledby="plan-title" {
-            h2 #plan-title { (lang.t("orders.plan")) }
+            div.section-head {
+                h2 #plan-title { (lang.t("orders.plan")) }
+                @if matches!(role, Role::Admin | Role::Operator) && matches!(order.estado, Estado::Nuevo | Estado::EnProduccion) {
+                    form.api.inline data-method="POST" data-path={ "orders/" (order.id) "/plan" }
+                        data-done=(lang.t("orders.plan.generated")) {
+                        button.button.quiet type="submit" #generate-plan { (lang.t("orders.plan.generate")) }
+                        span.status role="status" {}
+                    }
+                }
+            }
             @match plan {
                 Some(p) => {
                     p { (p.plan.summary) }
                     ol { @for name in p.plan.phase_names() { li { (name) } } }
                 }
                 None => p.empty { (lang.t("orders.plan.none")) },
+            }
+            @if !order.production_plan.versions.is_empty() {
+                h3 { (lang.t("orders.plan.versions")) }
+                ul.plain.versions {
+                    @for v in order.production_plan.versions.iter().rev() {
+                        li data-version=(v.version) {
+                            strong { "v" (v.version) }
+                            " · " (v.source)
+                            @if let Some(m) = &v.model { " · " (m) }
+                            " · " (date(lang, v.created_at))
+                            " · " (format!("{:.0} h", v.plan.estimate.total_hours))
+                            " · " (v.plan.estimate.delivery_days) " " (lang.t("orders.plan.days"))
+                            @if order.production_plan.approved_version == Some(v.version) {
+                                " " span.badge.ok { (lang.t("orders.plan.approved")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="blueprint-title" {
+            h2 #blueprint-title { (lang.t("orders.blueprint")) }
+            details {
+                summary { (lang.t("orders.blueprint.show")) }
+                pre.log tabindex="0" { (serde_json::to_string_pretty(&order.agent_blueprint).unwrap_or_default()) }
             }
         }
         section aria-labelledby="artifacts-title" {

@@ -68,6 +68,11 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/app/hosts/{id}/files", Access::Public),
     rule("GET", "/app/hosts/{id}/commands", Access::Public),
     rule("GET", "/app/enroll", Access::Public),
+    rule("GET", "/app/factory", Access::Public),
+    rule("GET", "/app/catalog", Access::Public),
+    rule("GET", "/app/llm", Access::Public),
+    rule("GET", "/app/integrations", Access::Public),
+    rule("GET", "/app/access", Access::Public),
     rule("GET", "/app/audit", Access::Public),
     // Browsers post violation reports without credentials; nothing in them is trusted.
     rule("POST", "/app/csp-report", Access::Public),
