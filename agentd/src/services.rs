@@ -383,7 +383,17 @@ impl Services {
         }
         .await;
         self.forget(&result).await;
-        result
+        result.map(|list| list.into_iter().map(|s| self.with_rights(s)).collect())
+    }
+
+    /// The service with the actions the host's rules allow on it.
+    fn with_rights(&self, mut info: ServiceInfo) -> ServiceInfo {
+        info.allowed_actions = axon_shared::SERVICE_ACTIONS
+            .iter()
+            .filter(|a| self.allowed(&info.kind, a, &info.name, &info.labels))
+            .map(|a| (*a).to_owned())
+            .collect();
+        info
     }
 
     pub async fn get(&self, kind: &str, name: &str) -> Result<ServiceInfo, ServiceError> {
@@ -407,7 +417,7 @@ impl Services {
         }
         .await;
         self.forget(&result).await;
-        result
+        result.map(|s| self.with_rights(s))
     }
 
     pub async fn act(

@@ -347,10 +347,12 @@ function servicesPage() {
   let following = null;
   let current = null;
 
+  // What the role may do, what the state makes sense of, and what the host's rules allow.
   const actions = (s) => {
     if (!canOperate) return [];
-    if (s.kind === 'docker') return s.active_state === 'running' ? ['stop', 'restart'] : ['start'];
-    return s.active_state === 'active' ? ['stop', 'restart'] : ['start'];
+    const running = s.kind === 'docker' ? s.active_state === 'running' : s.active_state === 'active';
+    const fitting = running ? ['stop', 'restart'] : ['start'];
+    return fitting.filter((a) => (s.allowed_actions || []).includes(a));
   };
   const act = async (s, action, button) => {
     await busy(button, status, async () => {

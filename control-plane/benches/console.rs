@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use axon_control_plane::console::fleet::{HostRow, table};
+use axon_control_plane::console::fleet::{FleetQuery, HostRow, table};
 use axon_control_plane::console::i18n::Lang;
 
 fn main() {
@@ -27,25 +27,32 @@ fn main() {
             open_alerts: i % 7 / 6,
         })
         .collect();
-    let mut times = Vec::new();
-    let mut bytes = 0;
-    for _ in 0..220 {
-        let start = Instant::now();
-        let html = table(Lang::Es, &rows).into_string();
-        times.push(start.elapsed().as_secs_f64() * 1000.0);
-        bytes = html.len();
+    println!("| fleet page render | hosts | rows shown | p50 | p99 | HTML |");
+    println!("|---|---|---|---|---|---|");
+    for per_page in [None, Some(1000)] {
+        let query = FleetQuery {
+            per_page,
+            ..Default::default()
+        };
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..220 {
+            let start = Instant::now();
+            let html = table(Lang::Es, &rows, &query).into_string();
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            bytes = html.len();
+        }
+        // The first runs warm the allocator and caches.
+        let mut times = times.split_off(20);
+        times.sort_by(f64::total_cmp);
+        let at = |p: f64| times[((times.len() - 1) as f64 * p / 100.0).round() as usize];
+        println!(
+            "| maud, Spanish | {hosts} | {} | {:.2} ms | {:.2} ms | {} KiB |",
+            per_page.unwrap_or(200).min(hosts),
+            at(50.0),
+            at(99.0),
+            bytes / 1024
+        );
     }
-    // The first runs warm the allocator and caches.
-    let mut times = times.split_off(20);
-    times.sort_by(f64::total_cmp);
-    let at = |p: f64| times[((times.len() - 1) as f64 * p / 100.0).round() as usize];
-    println!("| fleet table render | hosts | p50 | p99 | HTML |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| maud, Spanish | {hosts} | {:.2} ms | {:.2} ms | {} KiB |",
-        at(50.0),
-        at(99.0),
-        bytes / 1024
-    );
     println!("\nRerun: cargo bench -p axon-control-plane --bench console");
 }

@@ -27,8 +27,8 @@ pub use messages::{
     ContainerStats, EnrollRequest, EnrollResponse, EventAck, ExecResult, ExecRun, FsContent,
     FsEntry, FsKind, FsListing, FsOp, Hello, HostFacts, ImageInfo, ImagePull, LlmForward,
     LlmForwarded, LogLine, ModelServerKind, MountSpec, ParamSchema, Pong, PortInfo, PortSpec,
-    Requester, ServiceActed, ServiceEvent, ServiceInfo, ServiceLogs, ServiceOp, StreamAck, Welcome,
-    op, stream, topic,
+    Requester, SERVICE_ACTIONS, ServiceActed, ServiceEvent, ServiceInfo, ServiceLogs, ServiceOp,
+    StreamAck, Welcome, op, stream, topic,
 };
 pub use metrics::{
     CpuSample, DiskSample, GpuEvent, GpuProcess, GpuSample, MemorySample, MetricsSample,

@@ -513,7 +513,16 @@ pub struct ServiceInfo {
     /// Docker: when the container was created, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<u64>,
+    /// The actions the host's rules allow on this service (`start`, `stop`, ...); the
+    /// caller's role decides too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_actions: Vec<String>,
 }
+
+/// Every action on a service, in the order a console offers them.
+pub const SERVICE_ACTIONS: [&str; 7] = [
+    "start", "stop", "restart", "reload", "enable", "disable", "remove",
+];
 
 impl ServiceInfo {
     /// A service with its names and states; every optional field empty.
@@ -537,6 +546,7 @@ impl ServiceInfo {
             ports: Vec::new(),
             labels: Default::default(),
             created: None,
+            allowed_actions: Vec::new(),
         }
     }
 }

@@ -452,6 +452,14 @@ async fn a_services_logs_are_followed_and_it_restarts_from_the_browser() {
         )
         .await;
     assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
+    // Only what the host's rules allow is offered: nothing on a unit no rule names.
+    assert!(
+        browser
+            .find_all("tr[data-service='dbus.service'] [data-action]")
+            .await
+            .is_empty()
+    );
+    assert!(!browser.find_all("tr[data-service='dbus.service']").await.is_empty());
     // Start it from its row; the row follows the unit's state.
     browser
         .click(

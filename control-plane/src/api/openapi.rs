@@ -682,10 +682,10 @@ fn operations() -> Vec<Operation> {
         op("GET", "/app", "The staff console: its overview, or the sign-in form (HTML)")
             .query(fields::<crate::console::PageQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page.")),
-        op("GET", "/app/fleet", "The console's fleet overview, staff only (HTML)")
-            .query(fields::<crate::console::PageQuery>)
+        op("GET", "/app/fleet", "The console's fleet overview, by pages with filters, staff only (HTML)")
+            .query(fields::<crate::console::fleet::FleetQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
-            .errors(&[403]),
+            .errors(&[400, 403]),
         op("GET", "/app/orders", "The agency console's orders, staff only (HTML)")
             .query(fields::<crate::console::orders::OrdersQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
@@ -737,7 +737,7 @@ fn operations() -> Vec<Operation> {
         op("GET", "/app/audit", "The audit trail with filters; admins only (HTML)")
             .query(fields::<crate::console::admin::AuditQuery>)
             .answer(Answer::Bytes("text/html; charset=utf-8", "The page, or the sign-in form."))
-            .errors(&[403]),
+            .errors(&[400, 403]),
         op("POST", "/app/csp-report", "A browser's Content-Security-Policy violation report (logged and counted)")
             .answer(Answer::NoContent)
             .errors(&[413]),

@@ -274,10 +274,7 @@ async fn run_action(
         .await;
     let target = format!("{id} {kind}/{name}");
     // The action is the caller's text: only known names become part of the action name.
-    let known = [
-        "start", "stop", "restart", "reload", "enable", "disable", "remove",
-    ];
-    let audit_action = if known.contains(&action) {
+    let audit_action = if axon_shared::SERVICE_ACTIONS.contains(&action) {
         action
     } else {
         "unknown"

@@ -276,26 +276,18 @@ pub(super) fn login_form(
     response
 }
 
-/// `GET /app/fleet` (staff): every host at a glance.
+/// `GET /app/fleet` (staff): every host at a glance, by pages, with filters.
 pub async fn fleet(
     State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
+    query: Result<Query<super::fleet::FleetQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let lang = lang(&query, &headers);
-    let Some(signed) = session::signed_in(&state, &headers)? else {
-        return Ok(login_form(
-            lang,
-            query.lang.is_some(),
-            &headers,
-            None,
-            "",
-            StatusCode::OK,
-        ));
+    let Query(query) = query.map_err(ApiError::from)?;
+    let lang = super::pick(query.lang.as_deref(), &headers);
+    let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
+        Ok(s) => s,
+        Err(form) => return Ok(form),
     };
-    if signed.user.role == Role::Client {
-        return Err(ApiError::forbidden("the fleet pages are for staff"));
-    }
     let rows = super::fleet::rows(&state)?;
     Ok(scripted_page(
         lang,
@@ -307,7 +299,7 @@ pub async fn fleet(
         },
         html! {
             h1 { (lang.t("fleet.title")) }
-            (super::fleet::table(lang, &rows))
+            (super::fleet::table(lang, &rows, &query))
         },
     ))
 }
@@ -687,9 +679,10 @@ pub async fn enroll(
 /// `GET /app/audit` (admins), with filters.
 pub async fn audit(
     State(state): State<AppState>,
-    Query(query): Query<super::admin::AuditQuery>,
+    query: Result<Query<super::admin::AuditQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(ApiError::from)?;
     let lang = super::pick(query.lang.as_deref(), &headers);
     let signed = match staff(&state, lang, query.lang.is_some(), &headers)? {
         Ok(s) => s,

@@ -98,19 +98,100 @@ fn meter(lang: Lang, label: &str, pct: Option<f32>) -> Markup {
     }
 }
 
-/// The fleet table.
-pub fn table(lang: Lang, rows: &[HostRow]) -> Markup {
-    let online = rows.iter().filter(|r| r.online).count();
-    let alerts: usize = rows.iter().map(|r| r.open_alerts).sum();
+/// Rows per page by default, and at most.
+pub const PER_PAGE: usize = 200;
+pub const MAX_PER_PAGE: usize = 1000;
+
+/// What the fleet page shows: a name filter, online or offline only, and a page.
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
+pub struct FleetQuery {
+    /// `es` (the default) or `en`.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Part of a host's name.
+    #[serde(default)]
+    pub q: Option<String>,
+    /// `online` or `offline`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// 1 and up.
+    #[serde(default)]
+    pub page: Option<usize>,
+    /// Rows per page (default 200, at most 1,000).
+    #[serde(default)]
+    pub per_page: Option<usize>,
+}
+
+impl FleetQuery {
+    fn keeps(&self, row: &HostRow) -> bool {
+        let text = self
+            .q
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or("")
+            .to_lowercase();
+        (text.is_empty() || row.hostname.to_lowercase().contains(&text))
+            && match self.state.as_deref() {
+                Some("online") => row.online,
+                Some("offline") => !row.online,
+                _ => true,
+            }
+    }
+
+    /// The link to page `page` with the same filters.
+    fn link(&self, lang: Lang, page: usize) -> String {
+        let mut url = format!("/app/fleet?lang={}&page={page}", lang.code());
+        for (k, v) in [("q", &self.q), ("state", &self.state)] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                url.push_str(&format!("&{k}={}", super::encode(v)));
+            }
+        }
+        if let Some(n) = self.per_page {
+            url.push_str(&format!("&per_page={n}"));
+        }
+        url
+    }
+}
+
+/// The fleet table: the whole fleet's figures, then the page of rows the query keeps.
+pub fn table(lang: Lang, all: &[HostRow], query: &FleetQuery) -> Markup {
+    let online = all.iter().filter(|r| r.online).count();
+    let alerts: usize = all.iter().map(|r| r.open_alerts).sum();
+    let kept: Vec<&HostRow> = all.iter().filter(|r| query.keeps(r)).collect();
+    let per_page = query.per_page.unwrap_or(PER_PAGE).clamp(1, MAX_PER_PAGE);
+    let pages = kept.len().div_ceil(per_page).max(1);
+    let page = query.page.unwrap_or(1).clamp(1, pages);
+    let rows = &kept[(page - 1) * per_page..(page * per_page).min(kept.len())];
+    let state = query.state.as_deref().unwrap_or("");
     html! {
         p.summary #fleet-summary {
-            (online) " / " (rows.len()) " " (lang.t("fleet.online"))
+            (online) " / " (all.len()) " " (lang.t("fleet.online"))
             @if alerts > 0 {
                 " · " span.alert { (alerts) " " (lang.t("fleet.alerts")) }
             }
         }
-        @if rows.is_empty() {
+        @if !all.is_empty() {
+            form.filters method="get" action="/app/fleet" role="search" {
+                input type="hidden" name="lang" value=(lang.code());
+                div.field {
+                    label for="fleet-q" { (lang.t("fleet.filter.name")) }
+                    input #fleet-q type="search" name="q" value=(query.q.clone().unwrap_or_default());
+                }
+                div.field {
+                    label for="fleet-state" { (lang.t("fleet.state")) }
+                    select #fleet-state name="state" {
+                        option value="" { (lang.t("orders.filter.any")) }
+                        option value="online" selected[state == "online"] { (lang.t("fleet.up")) }
+                        option value="offline" selected[state == "offline"] { (lang.t("fleet.down")) }
+                    }
+                }
+                button.button.quiet type="submit" { (lang.t("orders.filter.apply")) }
+            }
+        }
+        @if all.is_empty() {
             p.empty { (lang.t("fleet.empty")) }
+        } @else if rows.is_empty() {
+            p.empty { (lang.t("fleet.none_match")) }
         } @else {
             // Scrolls sideways on a narrow screen: focusable, so a keyboard can scroll it.
             div.table-scroll tabindex="0" role="region" aria-label=(lang.t("fleet.caption")) {
@@ -163,6 +244,17 @@ pub fn table(lang: Lang, rows: &[HostRow]) -> Markup {
                 }
             }
         }
+        @if pages > 1 {
+            nav.pager aria-label=(lang.t("fleet.pages")) {
+                @if page > 1 {
+                    a href=(query.link(lang, page - 1)) rel="prev" { "← " (lang.t("fleet.prev")) }
+                }
+                span { (lang.t("fleet.page")) " " (page) " / " (pages) }
+                @if page < pages {
+                    a href=(query.link(lang, page + 1)) rel="next" { (lang.t("fleet.next")) " →" }
+                }
+            }
+        }
     }
 }
 
@@ -187,14 +279,50 @@ mod tests {
     #[test]
     fn the_table_shows_each_host_and_escapes_names() {
         let rows: Vec<HostRow> = (0..5).map(|i| row(i, i % 2 == 0)).collect();
-        let html = table(Lang::En, &rows).into_string();
+        let html = table(Lang::En, &rows, &FleetQuery::default()).into_string();
         assert_eq!(html.matches("<tr data-host=").count(), 5);
         assert!(html.contains("3 / 5 online"), "{html}");
         assert!(html.contains("&lt;b&gt;") && !html.contains("<b>"));
         assert!(html.contains("42 %") && html.contains("81 °C"));
         assert!(html.contains("fill high"), "a 91 % meter is high");
         assert!(!html.contains("style="));
-        let empty = table(Lang::Es, &[]).into_string();
+        let empty = table(Lang::Es, &[], &FleetQuery::default()).into_string();
         assert!(empty.contains("class=\"empty\""));
+    }
+
+    #[test]
+    fn pages_and_filters_keep_the_whole_fleets_figures() {
+        let rows: Vec<HostRow> = (0..450).map(|i| row(i, i % 3 != 0)).collect();
+        let first = table(Lang::En, &rows, &FleetQuery::default()).into_string();
+        assert_eq!(first.matches("<tr data-host=").count(), PER_PAGE);
+        assert!(first.contains("300 / 450 online"), "the summary counts all");
+        assert!(first.contains("Page 1 / 3") && first.contains("rel=\"next\""));
+        let last = FleetQuery {
+            page: Some(99),
+            ..Default::default()
+        };
+        let html = table(Lang::En, &rows, &last).into_string();
+        assert_eq!(
+            html.matches("<tr data-host=").count(),
+            50,
+            "past the end is the last page"
+        );
+        let offline = FleetQuery {
+            state: Some("offline".into()),
+            q: Some("GPU-00".into()),
+            ..Default::default()
+        };
+        let html = table(Lang::En, &rows, &offline).into_string();
+        // gpu-0000 .. gpu-0099 whose index is a multiple of 3: 34 hosts.
+        assert_eq!(html.matches("<tr data-host=").count(), 34);
+        let none = FleetQuery {
+            q: Some("nothing like it".into()),
+            ..Default::default()
+        };
+        assert!(
+            table(Lang::En, &rows, &none)
+                .into_string()
+                .contains("class=\"empty\"")
+        );
     }
 }
