@@ -981,6 +981,11 @@ const pages = {
   enroll: enrollPage,
   fleet: fleetPage,
 };
+// Times the server wrote in RFC 3339, shown in the reader's locale.
+for (const node of document.querySelectorAll('time[datetime]')) {
+  const at = new Date(node.getAttribute('datetime'));
+  if (!Number.isNaN(at.getTime())) node.textContent = times.format(at);
+}
 pages[body.dataset.page]?.();
 if (document.querySelector('form.api')) apiForms();
 if (document.querySelector('table[data-source]')) dataTables();

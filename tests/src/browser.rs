@@ -242,6 +242,45 @@ impl Browser {
         .map(str::to_owned)
     }
 
+    /// Presses Tab `times` times on the page (real key events, as a keyboard user would).
+    pub async fn press_tab(&self, times: usize) {
+        let mut keys = Vec::new();
+        for _ in 0..times {
+            keys.push(json!({"type": "keyDown", "value": "\u{E004}"}));
+            keys.push(json!({"type": "keyUp", "value": "\u{E004}"}));
+        }
+        self.command(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": keys}]}),
+        )
+        .await;
+    }
+
+    /// Walks the page with Tab and returns, for each stop, the focused element's tag, its text
+    /// or label, and whether its focus is visible (an outline or a box shadow is drawn).
+    pub async fn tab_walk(&self, stops: usize) -> Vec<Value> {
+        self.script(
+            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
+            json!([]),
+        )
+        .await;
+        let mut seen = Vec::new();
+        for _ in 0..stops {
+            self.press_tab(1).await;
+            seen.push(
+                self.script(
+                    "const e = document.activeElement; const s = getComputedStyle(e);
+                     return {tag: e.tagName.toLowerCase(), text: (e.innerText || e.value || e.getAttribute('aria-label') || '').trim().slice(0, 40),
+                             visible: (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0) || s.boxShadow !== 'none'};",
+                    json!([]),
+                )
+                .await,
+            );
+        }
+        seen
+    }
+
     /// Empties a field.
     pub async fn clear(&self, element: &Element) {
         self.command("POST", &format!("/element/{}/clear", element.0), json!({}))

@@ -168,6 +168,25 @@ async fn an_operator_works_a_host_from_the_browser() {
     .expect("figure");
     assert!(updates >= 5, "the charts kept updating: {updates}");
 
+    // The keyboard reaches the skip link first, then the navigation, the tabs and the range
+    // buttons, each with a visible focus.
+    let stops = browser.tab_walk(18).await;
+    assert_eq!(stops[0]["tag"], "a", "{stops:?}");
+    assert!(
+        stops[0]["text"].as_str().unwrap_or("").contains("Skip"),
+        "{stops:?}"
+    );
+    assert!(
+        stops.iter().all(|s| s["visible"] == true),
+        "a stop without a visible focus: {stops:?}"
+    );
+    for wanted in ["Fleet", "Files", "Commands", "1 hour"] {
+        assert!(
+            stops.iter().any(|s| s["text"] == wanted),
+            "{wanted} not reached: {stops:?}"
+        );
+    }
+
     // History ranges.
     let hour = browser.find("[data-range='1h']").await;
     browser.click(&hour).await;
@@ -459,7 +478,12 @@ async fn a_services_logs_are_followed_and_it_restarts_from_the_browser() {
             .await
             .is_empty()
     );
-    assert!(!browser.find_all("tr[data-service='dbus.service']").await.is_empty());
+    assert!(
+        !browser
+            .find_all("tr[data-service='dbus.service']")
+            .await
+            .is_empty()
+    );
     // Start it from its row; the row follows the unit's state.
     browser
         .click(

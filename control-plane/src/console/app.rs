@@ -692,7 +692,16 @@ pub async fn audit(
         return Err(ApiError::forbidden("the audit trail is for admins"));
     }
     let body = super::admin::audit(&state, lang, &query)?;
-    Ok(staff_page(lang, lang.t("audit.title"), &signed, body))
+    Ok(scripted_page(
+        lang,
+        lang.t("audit.title"),
+        &signed,
+        Scripted {
+            page: "audit",
+            host: None,
+        },
+        body,
+    ))
 }
 
 /// Which management page, and who may open it.
