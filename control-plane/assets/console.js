@@ -371,9 +371,29 @@ function servicesPage() {
     follow.textContent = t('js.follow');
     follow.setAttribute('aria-pressed', 'false');
   };
+  const details = $('#service-details');
+  const detail = async (s) => {
+    try {
+      const d = await getJson(`hosts/${host}/services/${s.kind}/${encodeURIComponent(s.name)}`);
+      const rows = [
+        [t('js.detail.pid'), d.main_pid],
+        [t('js.detail.memory'), d.memory_bytes === undefined ? undefined : bytes(d.memory_bytes)],
+        [t('js.detail.cpu'), d.cpu_nsec === undefined ? undefined : numbers.format(d.cpu_nsec / 1e9) + ' s'],
+        [t('js.detail.since'), d.active_since ? times.format(new Date(d.active_since * 1000)) : undefined],
+        [t('js.detail.result'), d.last_result],
+        [t('js.detail.file'), d.unit_file_state],
+        [t('js.detail.image'), d.image],
+        [t('js.detail.status'), d.status],
+      ].filter(([, v]) => v !== undefined && v !== null && v !== '');
+      details.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
+    } catch (e) {
+      details.replaceChildren(el('dt', { text: s.name }), el('dd', { text: e.message }));
+    }
+  };
   const show = async (s) => {
     stopFollowing();
     current = s;
+    detail(s);
     logsTitle.textContent = t('js.logs_of') + ' ' + s.name;
     logs.textContent = t('js.loading');
     follow.disabled = false;
@@ -883,7 +903,7 @@ function rowAction(a, item) {
     await busy(b, null, async () => {
       try {
         const path = a.path.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(item[k]));
-        await call(a.method, path);
+        await call(a.method, path, a.body === undefined ? {} : { json: a.body });
         sessionStorage.setItem('axon-toast', a.done || t('js.done'));
         location.reload();
       } catch (e) {

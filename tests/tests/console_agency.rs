@@ -154,6 +154,27 @@ async fn an_admin_runs_the_agency_and_its_people_from_the_console() {
         .cloned()
         .expect("the new product");
     assert_eq!(made["price_cents"], 4990);
+    // Taken off the catalog from its row, through PATCH.
+    let made_id = made["id"].as_str().expect("id").to_owned();
+    browser
+        .click(
+            &browser
+                .find(&format!(
+                    "#catalog-table tr[data-id='{made_id}'] [data-row-action='Deactivate']"
+                ))
+                .await,
+        )
+        .await;
+    reloaded_with(&browser, "Done").await;
+    let (_, item) = cp
+        .call(
+            Method::GET,
+            &format!("/api/catalog/{made_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(item["active"], false, "{item}");
     assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
 
     // People: a user made and disabled, a tenant, and a key shown once that works.

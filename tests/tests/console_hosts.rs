@@ -508,6 +508,13 @@ async fn a_services_logs_are_followed_and_it_restarts_from_the_browser() {
             "!document.getElementById('follow').disabled",
         )
         .await;
+    // Its details: a main process while it runs.
+    browser
+        .wait_for(
+            "the unit's details",
+            "document.getElementById('service-details').textContent.includes('Main process')",
+        )
+        .await;
     browser.click(&browser.find("#follow").await).await;
     browser
         .wait_for(

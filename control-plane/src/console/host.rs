@@ -293,6 +293,7 @@ pub fn services(lang: Lang, host: &Host) -> Markup {
                 h2 #logs-title { (lang.t("host.logs")) }
                 button.button #follow type="button" aria-pressed="false" disabled { (lang.t("js.follow")) }
             }
+            dl.facts #service-details {}
             pre.log #logs tabindex="0" role="log" aria-labelledby="logs-title" { (lang.t("host.logs.pick")) }
         }
     }

@@ -229,6 +229,10 @@ pub fn catalog(lang: Lang, role: Role) -> Markup {
     let admin = role == Role::Admin;
     let actions = admin.then(|| {
         serde_json::json!([
+            {"label": lang.t("catalog.deactivate"), "method": "PATCH", "path": "catalog/{id}",
+             "body": {"active": false}, "when": "active"},
+            {"label": lang.t("catalog.activate"), "method": "PATCH", "path": "catalog/{id}",
+             "body": {"active": true}, "when": "!active"},
             {"label": lang.t("manage.remove"), "method": "DELETE", "path": "catalog/{id}",
              "confirm": lang.t("manage.confirm"), "done": lang.t("js.done")}
         ])
