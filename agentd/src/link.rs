@@ -128,7 +128,10 @@ async fn session(
     );
     let tls = crate::tls::link_client(&ca, &cert_pem, &key_pem)?;
     let url = config.agent_url.clone().unwrap_or(identity.agent_url);
+    // Tungstenite zero-fills its read buffer up to this size (128 KiB by default) on the
+    // first read; the link's messages are small, and larger ones grow it as they come.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes));
     let connect_err = |reason: String| SessionError::Connect {

@@ -258,6 +258,34 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
         Ok(out)
     }
 
+    /// Up to `limit` values matching `keep`, in key order, after `lower` (exclusive) if given.
+    pub fn scan(
+        &self,
+        lower: Option<&str>,
+        limit: usize,
+        mut keep: impl FnMut(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        use std::ops::Bound;
+        let iter = match lower {
+            Some(l) => self
+                .inner
+                .range::<&[u8], _>((Bound::Excluded(l.as_bytes()), Bound::Unbounded)),
+            None => self.inner.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(self.io("iter"))?;
+            let value = self.decode(&k, &v)?;
+            if keep(&value) {
+                out.push(value);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Entries with keys in `from..to`, in key order.
     pub fn range(&self, from: &str, to: &str) -> Result<Vec<(String, T)>, StoreError> {
         let mut out = Vec::new();

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod failover;
 pub mod fake_channels;
+pub mod load;
 pub mod mock_llm;
 pub mod webhook_receiver;
 
@@ -31,10 +32,13 @@ pub const USER_PASSWORD: &str = "user password 1234";
 /// Path of a workspace binary next to the running test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    // Tests run from target/<profile>/deps; the harness binaries from target/<profile>.
+    let parent = exe.parent().expect("exe dir");
+    let dir = if parent.ends_with("deps") {
+        parent.parent().expect("target dir")
+    } else {
+        parent
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -197,8 +201,9 @@ impl ControlPlane {
             .args(["--api-listen", &format!("127.0.0.1:{}", self.api_port)])
             .args(["--agent-listen", &format!("127.0.0.1:{}", self.agent_port)])
             .args(&self.extra)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // The test's own environment comes last, so it may quiet the log.
             .env("AXON_LOG", "info,axon_control_plane=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -231,6 +236,11 @@ impl ControlPlane {
     }
 
     /// SIGKILL, no chance to flush or say goodbye.
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -24,6 +24,8 @@ use axum::http::Method;
 
 /// Failed enrollments allowed per source address in five minutes.
 const ENROLL_BUDGET: u32 = 20;
+/// Enrollments handled at once; more wait their turn.
+static ENROLL_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
 const MAX_CSR_LEN: usize = 16 * 1024;
 
 pub fn routes() -> Vec<Route> {
@@ -116,11 +118,19 @@ async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, ApiJson<EnrollResponse>), ApiError> {
     let ip_key = format!("enroll-ip:{}", source_ip(&info));
-    // Counted up front (parallel guesses cannot all pass); only refused tokens keep counting.
-    state.limiter.reserve(&[&ip_key], ENROLL_BUDGET)?;
+    // Only refused tokens count. A fleet rolled out from behind one address enrolls many
+    // hosts at once: they wait for a slot instead of being refused, and the failures are
+    // checked again once a slot is theirs, so guesses in parallel get at most the slots'
+    // worth past the budget (tokens carry 128 random bits; the budget guards the work).
+    state.limiter.check(&[&ip_key], ENROLL_BUDGET)?;
+    let _slot = ENROLL_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("enrollment is shutting down"))?;
+    state.limiter.check(&[&ip_key], ENROLL_BUDGET)?;
     let outcome = enroll_checked(&state, &info, &headers, req).await;
-    if !matches!(&outcome, Err(e) if e.status == StatusCode::UNAUTHORIZED) {
-        state.limiter.refund(&ip_key);
+    if matches!(&outcome, Err(e) if e.status == StatusCode::UNAUTHORIZED) {
+        state.limiter.count(&ip_key);
     }
     outcome
 }

@@ -123,18 +123,57 @@ pub(super) struct HostPatch {
     model_urls: Option<crate::model::ModelUrls>,
 }
 
+/// Paging of `GET /api/hosts`: without `limit`, every host. Other parameters are ignored
+/// (`?tenant_id=` never widens what a client sees).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub(super) struct ListQuery {
+    /// At most this many hosts (1 to 1,000); the answer's `x-axon-next` header holds the
+    /// `after` of the next page while there is one.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
+    limit: Option<usize>,
+    /// Hosts whose id sorts after this one (the previous page's last id).
+    #[serde(default)]
+    after: Option<String>,
+}
+
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<ApiJson<Vec<HostView>>, ApiError> {
-    let hosts = state.store.hosts.values()?;
-    Ok(ApiJson(
-        hosts
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let axum::extract::Query(q) = query.map_err(ApiError::from)?;
+    let visible = |h: &crate::model::Host| caller.can_see(h.tenant_id.as_deref());
+    let Some(limit) = q.limit else {
+        if q.after.is_some() {
+            return Err(ApiError::bad_request("after needs a limit"));
+        }
+        let hosts = state.store.hosts.values()?;
+        let all: Vec<HostView> = hosts
             .into_iter()
-            .filter(|h| caller.can_see(h.tenant_id.as_deref()))
+            .filter(|h| visible(h))
             .map(|h| view(&state, h))
-            .collect(),
-    ))
+            .collect();
+        return Ok(ApiJson(all).into_response());
+    };
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: 1 to 1000"));
+    }
+    // One more than asked tells whether another page follows.
+    let mut page = state
+        .store
+        .hosts
+        .scan(q.after.as_deref(), limit + 1, |h| visible(h))?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = more.then(|| page.last().map(|h| h.id.clone())).flatten();
+    let body: Vec<HostView> = page.into_iter().map(|h| view(&state, h)).collect();
+    let mut response = ApiJson(body).into_response();
+    if let Some(v) = next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert("x-axon-next", v);
+    }
+    Ok(response)
 }
 
 async fn show(

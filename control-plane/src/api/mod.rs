@@ -410,6 +410,42 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Refuses, as `reserve` would, once a key has used its budget; counts nothing.
+    pub fn check(&self, keys: &[&str], budget: u32) -> Result<(), ApiError> {
+        let map = self.lock();
+        for key in keys {
+            if let Some((start, count)) = map.get(&self.key(key))
+                && start.elapsed() < Self::WINDOW
+                && *count >= budget
+            {
+                let wait = Self::WINDOW.saturating_sub(start.elapsed()).as_secs() + 1;
+                return Err(ApiError::rate_limited(format!(
+                    "too many failed attempts; try again in {wait} s"
+                ))
+                .retry_after(wait));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one failed attempt against `key` (a full map forgets expired windows first, and
+    /// past that the attempt is not counted: `check` of new keys then relies on `reserve`'s
+    /// callers, which refuse).
+    pub fn count(&self, key: &str) {
+        let h = self.key(key);
+        let mut map = self.lock();
+        if !map.contains_key(&h) && map.len() >= Self::MAX_ENTRIES {
+            map.retain(|_, (start, _)| start.elapsed() < Self::WINDOW);
+        }
+        if map.contains_key(&h) || map.len() < Self::MAX_ENTRIES {
+            let entry = map.entry(h).or_insert((Instant::now(), 0));
+            if entry.0.elapsed() >= Self::WINDOW {
+                *entry = (Instant::now(), 0);
+            }
+            entry.1 += 1;
+        }
+    }
+
     /// Gives back one attempt counted by `reserve` (it succeeded, or was never checked).
     pub fn refund(&self, key: &str) {
         let h = self.key(key);
@@ -476,6 +512,20 @@ mod tests {
         assert!(limiter.reserve(&["k"], 3).is_err());
         limiter.clear("k");
         assert!(limiter.reserve(&["k"], 3).is_ok());
+    }
+
+    #[test]
+    fn checks_count_nothing_and_failures_count_until_refused() {
+        let limiter = RateLimiter::default();
+        for _ in 0..10 {
+            assert!(limiter.check(&["ip"], 2).is_ok(), "checking counts nothing");
+        }
+        limiter.count("ip");
+        assert!(limiter.check(&["ip"], 2).is_ok());
+        limiter.count("ip");
+        let refused = limiter.check(&["ip"], 2).expect_err("two failures");
+        assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(limiter.check(&["other"], 2).is_ok());
     }
 
     /// Parallel reservations never exceed the budget: the check and the count are one step.

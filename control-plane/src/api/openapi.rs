@@ -199,7 +199,10 @@ fn operations() -> Vec<Operation> {
         )
         .body(OptionalJson(of::<enroll::CreateToken>))
         .created(of::<enroll::CreatedToken>),
-        op("GET", "/api/hosts", "The hosts the caller may see").ok(of::<Vec<hosts::HostView>>),
+        op("GET", "/api/hosts", "The hosts the caller may see, all or by pages (limit, after; x-axon-next)")
+            .query(fields::<hosts::ListQuery>)
+            .ok(of::<Vec<hosts::HostView>>)
+            .errors(&[400]),
         op("GET", "/api/hosts/{id}", "One host")
             .ok(of::<hosts::HostView>)
             .errors(&[404]),

@@ -32,6 +32,8 @@ use crate::model::now;
 
 /// How long a peer has to finish the TLS handshake and the WebSocket upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The link's WebSocket read buffer; larger frames still arrive whole (it grows for them).
+const LINK_READ_BUFFER: usize = 8 * 1024;
 /// How long an agent has to send its hello after the upgrade.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest string accepted in host facts.
@@ -166,7 +168,10 @@ async fn connection(
         Err(e) => return Err(format!("registry read failed: {e}")),
     }
     let max = state.config.max_frame_bytes;
+    // Tungstenite zero-fills its read buffer up to this size on the first read: at the
+    // default 128 KiB that was most of an idle agent's cost here (see docs/scaling.md).
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(LINK_READ_BUFFER)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     // The callback's signature is tungstenite's; its error type is what it is.
