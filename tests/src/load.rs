@@ -260,11 +260,10 @@ async fn session(identity: &Identity, target: &Target, index: usize, stats: &Sta
     }
     let welcomed = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(message)) = ws.next().await {
-            if let Message::Text(text) = message {
-                if let Ok(Frame::Response(r)) = Frame::decode(&text, axon_shared::DEFAULT_MAX_FRAME)
-                {
-                    return r.id == hello && r.ok;
-                }
+            if let Message::Text(text) = message
+                && let Ok(Frame::Response(r)) = Frame::decode(&text, axon_shared::DEFAULT_MAX_FRAME)
+            {
+                return r.id == hello && r.ok;
             }
         }
         false
