@@ -352,7 +352,46 @@ fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-file limit to the hard one: every agent link is a descriptor, and the
+/// usual soft default (1,024) would cap the fleet near a thousand hosts. Returns the limit.
+#[allow(unsafe_code)] // getrlimit / setrlimit on a struct of ours
+fn raise_open_files() -> u64 {
+    // SAFETY: both calls only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        limit.rlim_cur
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let open_files = raise_open_files();
+    // About 150 descriptors go to the store, the listeners and API clients.
+    tracing::info!(
+        open_files,
+        agents = open_files.saturating_sub(150),
+        "open-file limit (one descriptor per agent link)"
+    );
+    if open_files < 4096 {
+        tracing::warn!(
+            open_files,
+            "the open-file limit caps the fleet near this many agents; raise LimitNOFILE"
+        );
+    }
     let mut config = ServeConfig::new(args.data_dir);
     config.insecure_http = args.insecure_http;
     config.agent_url = args.agent_url;
