@@ -41,9 +41,22 @@ use fleet::{link, telemetry};
 use identity::{audit, auth};
 use model::Store;
 
-/// Shared by every handler and by the agent sessions.
+/// Shared by every handler and by the agent sessions. One pointer: a request clones the state
+/// once per layer and extractor, and a clone of many `Arc`s was a third of a simple request's
+/// CPU (docs/benchmarks.md, API throughput).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub config: Arc<ServeConfig>,
     pub store: Arc<Store>,
     pub pki: Arc<Pki>,
@@ -142,7 +155,7 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         llm.clone(),
         store.tenants.clone(),
     )?);
-    Ok(AppState {
+    Ok(AppState(Arc::new(Shared {
         llm,
         outbox,
         agency,
@@ -159,7 +172,7 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         limiter: Arc::new(api::RateLimiter::default()),
         passwords: Arc::new(auth::PasswordWork::default()),
         user_changes: Arc::default(),
-    })
+    })))
 }
 
 /// Serves both listeners until `shutdown` resolves, then closes agent links and flushes.

@@ -158,7 +158,14 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: HashMap<String, DecodingKey>,
     validation: Validation,
+    /// Tokens whose signature was already checked, by their exact text: a client sends the
+    /// same token with every request, and an Ed25519 verification is most of a request's cost.
+    /// The time claims are checked again on every use; the keys never change while running.
+    verified: std::sync::Mutex<(std::hash::RandomState, HashMap<u64, (Box<str>, Claims)>)>,
 }
+
+/// Verified tokens remembered at most (about 1 KiB each); past that the memory starts over.
+const VERIFIED_TOKENS: usize = 10_000;
 
 /// Key setup failed.
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +235,7 @@ impl JwtKeys {
             encoding,
             decoding,
             validation,
+            verified: std::sync::Mutex::new((std::hash::RandomState::new(), HashMap::new())),
         })
     }
 
@@ -254,16 +262,39 @@ impl JwtKeys {
         })
     }
 
-    /// Verifies signature, algorithm, key id, issuer, audience and time claims.
+    /// Verifies signature, algorithm, key id, issuer, audience and time claims. A token seen
+    /// before skips the signature (same text, same keys) but not the time claims.
     pub fn verify(&self, token: &str) -> Option<Claims> {
+        use std::hash::BuildHasher;
+        let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let h = cache.0.hash_one(token);
+        if let Some((text, claims)) = cache.1.get(&h)
+            && **text == *token
+        {
+            return self.in_time(claims).then(|| claims.clone());
+        }
+        drop(cache);
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::EdDSA {
             return None;
         }
         let key = self.decoding.get(header.kid.as_deref()?)?;
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .ok()
-            .map(|d| d.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .ok()?
+            .claims;
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.1.len() >= VERIFIED_TOKENS {
+            cache.1.clear();
+        }
+        cache.1.insert(h, (token.into(), claims.clone()));
+        Some(claims)
+    }
+
+    /// `exp` and `nbf` against now, with the same leeway as the full check.
+    fn in_time(&self, claims: &Claims) -> bool {
+        let now = now().unix_timestamp();
+        let leeway = self.validation.leeway as i64;
+        claims.exp > now - leeway && claims.nbf <= now + leeway
     }
 }
 
@@ -734,6 +765,34 @@ mod tests {
         let keys = JwtKeys::load(&store, std::time::Duration::from_secs(900)).expect("load");
         assert!(!keys.decoding.contains_key(&first.kid));
         assert!(keys.decoding.contains_key(&second.kid));
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_checked_for_its_text_and_its_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let keys = JwtKeys::load(&store, std::time::Duration::from_secs(900)).expect("load");
+        let token = keys
+            .issue(&user("u1"), "s1", Duration::minutes(5))
+            .expect("token");
+        assert_eq!(keys.verify(&token).expect("valid").sub, "u1");
+        // Remembered now; a second use answers the same.
+        assert_eq!(keys.verify(&token).expect("remembered").sid, "s1");
+        // One character changed anywhere is a different text: checked in full, refused.
+        for i in [token.len() - 2, token.len() / 2, 10] {
+            let mut forged = token.clone().into_bytes();
+            forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+            let forged = String::from_utf8(forged).expect("ascii");
+            assert!(keys.verify(&forged).is_none(), "forged at {i}");
+        }
+        // The time claims are checked on every use, remembered or not.
+        let mut claims = keys.verify(&token).expect("valid");
+        assert!(keys.in_time(&claims));
+        claims.exp = now().unix_timestamp() - 31;
+        assert!(!keys.in_time(&claims));
+        claims.exp = now().unix_timestamp() + 60;
+        claims.nbf = now().unix_timestamp() + 31;
+        assert!(!keys.in_time(&claims));
     }
 
     #[test]
