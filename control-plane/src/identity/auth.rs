@@ -161,8 +161,11 @@ pub struct JwtKeys {
     /// Tokens whose signature was already checked, by their exact text: a client sends the
     /// same token with every request, and an Ed25519 verification is most of a request's cost.
     /// The time claims are checked again on every use; the keys never change while running.
-    verified: std::sync::Mutex<(std::hash::RandomState, HashMap<u64, (Box<str>, Claims)>)>,
+    verified: std::sync::Mutex<(std::hash::RandomState, VerifiedTokens)>,
 }
+
+/// Verified tokens by a seeded hash of their text: the text itself and its claims.
+type VerifiedTokens = HashMap<u64, (Box<str>, Claims)>;
 
 /// Verified tokens remembered at most (about 1 KiB each); past that the memory starts over.
 const VERIFIED_TOKENS: usize = 10_000;
