@@ -378,8 +378,8 @@ fn raise_open_files() -> u64 {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let open_files = raise_open_files();
+/// Says, once serving, how many agent links the open-file limit leaves room for.
+fn report_open_files(open_files: u64) {
     // About 150 descriptors go to the store, the listeners and API clients.
     tracing::info!(
         open_files,
@@ -392,6 +392,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "the open-file limit caps the fleet near this many agents; raise LimitNOFILE"
         );
     }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let open_files = raise_open_files();
     let mut config = ServeConfig::new(args.data_dir);
     config.insecure_http = args.insecure_http;
     config.agent_url = args.agent_url;
@@ -421,6 +425,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the agent listener on {}", args.agent_listen))?;
         run(config, Listeners { api, agent }, shutdown_signal(), || {
+            report_open_files(open_files);
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         })
         .await?;
