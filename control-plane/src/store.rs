@@ -244,8 +244,18 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
             Some(u) => self.inner.range(..u.as_bytes()),
             None => self.inner.iter(),
         };
+        self.take_matching(iter.rev(), limit, &mut keep)
+    }
+
+    /// The first `limit` values of `items` that `keep` accepts.
+    fn take_matching(
+        &self,
+        items: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        limit: usize,
+        keep: &mut impl FnMut(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        for item in iter.rev() {
+        for item in items {
             let (k, v) = item.map_err(self.io("iter"))?;
             let value = self.decode(&k, &v)?;
             if keep(&value) {
@@ -272,18 +282,7 @@ impl<T: Serialize + DeserializeOwned> Tree<T> {
                 .range::<&[u8], _>((Bound::Excluded(l.as_bytes()), Bound::Unbounded)),
             None => self.inner.iter(),
         };
-        let mut out = Vec::new();
-        for item in iter {
-            let (k, v) = item.map_err(self.io("iter"))?;
-            let value = self.decode(&k, &v)?;
-            if keep(&value) {
-                out.push(value);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        self.take_matching(iter, limit, &mut keep)
     }
 
     /// Entries with keys in `from..to`, in key order.

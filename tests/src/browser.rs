@@ -351,6 +351,14 @@ impl Browser {
         .await
     }
 
+    /// A 1280 × 900 browser signed in to `cp`'s console (in English) as `email`.
+    pub async fn signed_in(cp: &crate::ControlPlane, email: &str, password: &str) -> Self {
+        let browser = Self::start(1280, 900).await;
+        browser.goto(&cp.url("/app?lang=en")).await;
+        browser.sign_in(email, password).await;
+        browser
+    }
+
     /// Signs in through the console's form on the current page.
     pub async fn sign_in(&self, email: &str, password: &str) {
         let field = self.find("#email").await;

@@ -56,9 +56,7 @@ async fn an_admin_runs_the_agency_and_its_people_from_the_console() {
     };
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
-    let browser = Browser::start(1280, 900).await;
-    browser.goto(&cp.url("/app?lang=en")).await;
-    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let browser = Browser::signed_in(&cp, ADMIN_EMAIL, ADMIN_PASSWORD).await;
 
     // The factory: empty, then seeded from its button; the clients' sign-ins shown once.
     browser.goto(&cp.url("/app/factory?lang=en")).await;
@@ -286,9 +284,7 @@ async fn an_admin_runs_the_agency_and_its_people_from_the_console() {
     // A viewer: no seeder, no order actions, no admin pages.
     cp.create_user(&admin, "viewer@axon.test", "viewer", None)
         .await;
-    let viewer = Browser::start(1280, 900).await;
-    viewer.goto(&cp.url("/app?lang=en")).await;
-    viewer.sign_in("viewer@axon.test", USER_PASSWORD).await;
+    let viewer = Browser::signed_in(&cp, "viewer@axon.test", USER_PASSWORD).await;
     viewer.goto(&cp.url("/app/factory?lang=en")).await;
     assert!(viewer.find_all("#seed").await.is_empty());
     viewer

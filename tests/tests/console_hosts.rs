@@ -95,9 +95,7 @@ async fn an_operator_works_a_host_from_the_browser() {
     .await;
     assert!(online.is_some(), "agent log:\n{}", agent.log());
 
-    let browser = Browser::start(1280, 900).await;
-    browser.goto(&cp.url("/app?lang=en")).await;
-    browser.sign_in("ops@axon.test", USER_PASSWORD).await;
+    let browser = Browser::signed_in(&cp, "ops@axon.test", USER_PASSWORD).await;
 
     // From the fleet to the host: online, and its charts move with each live sample.
     browser.goto(&cp.url("/app/fleet?lang=en")).await;
@@ -458,9 +456,7 @@ async fn a_services_logs_are_followed_and_it_restarts_from_the_browser() {
     .await
     .expect("online");
 
-    let browser = Browser::start(1280, 900).await;
-    browser.goto(&cp.url("/app?lang=en")).await;
-    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let browser = Browser::signed_in(&cp, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     browser
         .goto(&cp.url(&format!("/app/hosts/{host}/services?lang=en")))
         .await;
@@ -585,9 +581,7 @@ async fn an_admin_enrolls_a_host_from_the_console_and_finds_it_in_the_audit() {
     };
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
-    let browser = Browser::start(1280, 900).await;
-    browser.goto(&cp.url("/app?lang=en")).await;
-    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let browser = Browser::signed_in(&cp, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     browser.goto(&cp.url("/app/enroll?lang=en")).await;
     assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     let label = browser.find("#label").await;

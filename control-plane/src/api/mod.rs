@@ -379,16 +379,7 @@ impl RateLimiter {
         let hashed: Vec<u64> = keys.iter().map(|k| self.key(k)).collect();
         let mut map = self.lock();
         for h in &hashed {
-            if let Some((start, count)) = map.get(h)
-                && start.elapsed() < Self::WINDOW
-                && *count >= budget
-            {
-                let wait = Self::WINDOW.saturating_sub(start.elapsed()).as_secs() + 1;
-                return Err(ApiError::rate_limited(format!(
-                    "too many failed attempts; try again in {wait} s"
-                ))
-                .retry_after(wait));
-            }
+            Self::within(&map, *h, budget)?;
         }
         let missing = hashed.iter().filter(|h| !map.contains_key(h)).count();
         if map.len() + missing > Self::MAX_ENTRIES {
@@ -414,18 +405,23 @@ impl RateLimiter {
     pub fn check(&self, keys: &[&str], budget: u32) -> Result<(), ApiError> {
         let map = self.lock();
         for key in keys {
-            if let Some((start, count)) = map.get(&self.key(key))
-                && start.elapsed() < Self::WINDOW
-                && *count >= budget
-            {
-                let wait = Self::WINDOW.saturating_sub(start.elapsed()).as_secs() + 1;
-                return Err(ApiError::rate_limited(format!(
-                    "too many failed attempts; try again in {wait} s"
-                ))
-                .retry_after(wait));
-            }
+            Self::within(&map, self.key(key), budget)?;
         }
         Ok(())
+    }
+
+    /// The refusal when the key `h` has used its budget in the current window.
+    fn within(map: &HashMap<u64, (Instant, u32)>, h: u64, budget: u32) -> Result<(), ApiError> {
+        match map.get(&h) {
+            Some((start, count)) if start.elapsed() < Self::WINDOW && *count >= budget => {
+                let wait = Self::WINDOW.saturating_sub(start.elapsed()).as_secs() + 1;
+                Err(ApiError::rate_limited(format!(
+                    "too many failed attempts; try again in {wait} s"
+                ))
+                .retry_after(wait))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Counts one failed attempt against `key` (a full map forgets expired windows first, and
