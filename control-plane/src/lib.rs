@@ -82,6 +82,33 @@ pub struct Shared {
     pub agency: Arc<agency::Agency>,
 }
 
+/// Raises the soft open-file limit to the hard one: every agent link is a descriptor, and the
+/// usual soft default (1,024) would cap the fleet near a thousand hosts. Returns the limit now
+/// in force (0 if it cannot be read).
+#[allow(unsafe_code)] // getrlimit / setrlimit on a struct of ours
+pub fn raise_open_files() -> u64 {
+    // SAFETY: both calls only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        limit.rlim_cur
+    }
+}
+
 /// Starting or running the server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

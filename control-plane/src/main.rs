@@ -352,32 +352,6 @@ fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the soft open-file limit to the hard one: every agent link is a descriptor, and the
-/// usual soft default (1,024) would cap the fleet near a thousand hosts. Returns the limit.
-#[allow(unsafe_code)] // getrlimit / setrlimit on a struct of ours
-fn raise_open_files() -> u64 {
-    // SAFETY: both calls only read and write the struct passed.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-        limit.rlim_cur
-    }
-}
-
 /// Says, once serving, how many agent links the open-file limit leaves room for.
 fn report_open_files(open_files: u64) {
     // About 150 descriptors go to the store, the listeners and API clients.
@@ -395,7 +369,7 @@ fn report_open_files(open_files: u64) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let open_files = raise_open_files();
+    let open_files = axon_control_plane::raise_open_files();
     let mut config = ServeConfig::new(args.data_dir);
     config.insecure_http = args.insecure_http;
     config.agent_url = args.agent_url;

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use axon_e2e::fake_channels::{FakeChannels, FakeSetup, Service};
-use axon_e2e::{ControlPlane, StatusCode, env_count, percentile};
+use axon_e2e::{StatusCode, env_count, percentile};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -35,33 +35,10 @@ async fn main() {
         n8n_header: None,
     })
     .await;
-    let env = fakes.env();
-    let refs = axon_e2e::env_refs(&env);
-    let cp = ControlPlane::start_with_env(&[], &refs).await;
+    let cp = fakes.control_plane(&[]).await;
     let admin = cp.admin_token().await;
-    let (status, body) = cp
-        .call(Method::POST, "/api/admin/seed-demo", Some(&admin), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, orders) = cp
-        .call(
-            Method::GET,
-            "/api/orders?estado=listo&limit=100",
-            Some(&admin),
-            None,
-        )
-        .await;
-    let ready = |product: &str| -> String {
-        orders["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .find(|o| o["product_type"] == product)
-            .expect("a ready order")["id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
-    };
+    let orders = axon_e2e::seed_demo(&cp, &admin).await;
+    let ready = |product: &str| -> String { orders[product].clone() };
     println!("| deploy ({n} per channel, sequential) | n | p50 | p99 |");
     println!("|---|---|---|---|");
     for (channel, product, service) in [

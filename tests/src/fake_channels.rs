@@ -156,6 +156,16 @@ impl FakeChannels {
         format!("http://{}", self.addr)
     }
 
+    /// A control plane pointed at these fakes, with `more` settings on top (they win).
+    pub async fn control_plane(&self, more: &[(&str, &str)]) -> crate::ControlPlane {
+        let mut env = self.env();
+        for (k, v) in more {
+            env.retain(|(name, _)| name != k);
+            env.push(((*k).into(), (*v).into()));
+        }
+        crate::ControlPlane::start_with_env(&[], &crate::env_refs(&env)).await
+    }
+
     /// The environment that points axon-cp at these fakes, all three channels on.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![

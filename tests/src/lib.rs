@@ -813,6 +813,43 @@ pub async fn next_live(live: &mut LiveSocket, wanted: impl Fn(&Value) -> bool) -
     .expect("a live event in time")
 }
 
+/// Loads the demo data through the API; returns, by product type, the id of a ready order
+/// (`listo`, QA `ok`) where the demo has one.
+pub async fn seed_demo(
+    cp: &ControlPlane,
+    admin: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let (status, body) = cp
+        .call(
+            reqwest::Method::POST,
+            "/api/admin/seed-demo",
+            Some(admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, orders) = cp
+        .call(
+            reqwest::Method::GET,
+            "/api/orders?estado=listo&limit=100",
+            Some(admin),
+            None,
+        )
+        .await;
+    orders["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|o| o["qa_status"] == "ok")
+        .filter_map(|o| {
+            Some((
+                o["product_type"].as_str()?.to_owned(),
+                o["id"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// `"<action> <outcome>"` of the newest audit records whose action starts with `prefix`.
 pub async fn audit_outcomes(cp: &ControlPlane, admin: &str, prefix: &str) -> Vec<String> {
     let (_, records) = cp

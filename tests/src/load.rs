@@ -57,22 +57,10 @@ pub struct Stats {
     pub requests: AtomicU64,
 }
 
-/// Raises this process's open-file limit to its hard limit; returns the limit now in force.
-#[allow(unsafe_code)] // two libc calls with a struct of ours
+/// Raises this process's open-file limit to its hard limit (the control plane's own routine);
+/// returns the limit now in force.
 pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit and setrlimit read and write the struct passed; no other memory.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        limit.rlim_cur
-    }
+    axon_control_plane::raise_open_files()
 }
 
 /// An HTTPS client that trusts the control plane's CA, with room for `connections` at once.

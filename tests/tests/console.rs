@@ -301,10 +301,7 @@ async fn a_client_orders_from_its_portal_and_sees_only_its_tenant() {
     };
     let cp = ControlPlane::start(&[]).await;
     let admin = cp.admin_token().await;
-    let (status, body) = cp
-        .call(Method::POST, "/api/admin/seed-demo", Some(&admin), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    axon_e2e::seed_demo(&cp, &admin).await;
     let (_, tenants) = cp
         .call(Method::GET, "/api/tenants", Some(&admin), None)
         .await;
@@ -496,26 +493,9 @@ async fn an_admin_deploys_a_ready_order_from_its_page() {
         n8n_header: None,
     })
     .await;
-    let env = fakes.env();
-    let refs = axon_e2e::env_refs(&env);
-    let cp = ControlPlane::start_with_env(&[], &refs).await;
+    let cp = fakes.control_plane(&[]).await;
     let admin = cp.admin_token().await;
-    let (status, body) = cp
-        .call(Method::POST, "/api/admin/seed-demo", Some(&admin), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, ready) = cp
-        .call(Method::GET, "/api/orders?estado=listo", Some(&admin), None)
-        .await;
-    let social = ready["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .find(|o| o["product_type"] == "social_autopilot")
-        .expect("a ready social order")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let social = axon_e2e::seed_demo(&cp, &admin).await["social_autopilot"].clone();
     cp.create_user(&admin, "viewer@axon.test", "viewer", None)
         .await;
 

@@ -30,46 +30,23 @@ async fn fakes() -> FakeChannels {
 
 /// A control plane pointed at the fakes, with short call limits so retries show quickly.
 async fn control_plane(fakes: &FakeChannels, more: &[(&str, &str)]) -> ControlPlane {
-    let mut env: Vec<(String, String)> = fakes.env();
-    for (k, v) in [
+    let mut env = vec![
         ("AXON_DEPLOY_TIMEOUT", "2s"),
         ("AXON_DEPLOY_RETRY_DELAY", "300ms"),
         ("AXON_DEPLOY_ATTEMPTS", "4"),
-    ] {
-        env.push((k.into(), v.into()));
-    }
-    for (k, v) in more {
-        env.retain(|(name, _)| name != k);
-        env.push(((*k).into(), (*v).into()));
-    }
-    let refs = axon_e2e::env_refs(&env);
-    ControlPlane::start_with_env(&[], &refs).await
+    ];
+    env.extend_from_slice(more);
+    fakes.control_plane(&env).await
 }
 
 /// Seeds the demo; returns the ready orders' ids by product type.
 async fn ready_orders(cp: &ControlPlane, admin: &str) -> (String, String, String) {
-    let (status, body) = cp
-        .call(Method::POST, "/api/admin/seed-demo", Some(admin), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, orders) = cp
-        .call(
-            Method::GET,
-            "/api/orders?estado=listo&limit=100",
-            Some(admin),
-            None,
-        )
-        .await;
+    let ready = axon_e2e::seed_demo(cp, admin).await;
     let find = |product: &str| {
-        orders["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .find(|o| o["product_type"] == product && o["qa_status"] == "ok")
-            .unwrap_or_else(|| panic!("no ready {product} order: {orders}"))["id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
+        ready
+            .get(product)
+            .unwrap_or_else(|| panic!("no ready {product} order: {ready:?}"))
+            .clone()
     };
     (
         find("whatsapp_autopilot"),

@@ -598,27 +598,8 @@ async fn host_tab(
     ))
 }
 
-/// `GET /app/hosts/{id}` (staff).
-pub async fn host(
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    host_tab(state, id, query, headers, super::host::Tab::Overview).await
-}
-
-/// `GET /app/hosts/{id}/services` (staff).
-pub async fn host_services(
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    host_tab(state, id, query, headers, super::host::Tab::Services).await
-}
-
-/// `?path=` of the files page (read by the script) and `?lang=`.
+/// `?path=` of the files page (read by the script) and `?lang=`; documents the files tab's
+/// query (the page itself reads only `lang`).
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct FilesQuery {
     /// `es` (the default) or `en`.
@@ -629,25 +610,14 @@ pub struct FilesQuery {
     pub path: Option<String>,
 }
 
-/// `GET /app/hosts/{id}/files` (staff).
-pub async fn host_files(
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-    Query(query): Query<FilesQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let query = PageQuery { lang: query.lang };
-    host_tab(state, id, query, headers, super::host::Tab::Files).await
-}
-
-/// `GET /app/hosts/{id}/commands` (staff).
-pub async fn host_commands(
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    host_tab(state, id, query, headers, super::host::Tab::Commands).await
+/// The handler of one of a host's tabs (staff).
+pub fn host_page(tab: super::host::Tab) -> axum::routing::MethodRouter<AppState> {
+    axum::routing::get(
+        move |State(state): State<AppState>,
+              ApiPath(id): ApiPath<String>,
+              Query(query): Query<PageQuery>,
+              headers: HeaderMap| host_tab(state, id, query, headers, tab),
+    )
 }
 
 /// `GET /app/enroll` (admins): make an enrollment token and copy the command that uses it.
@@ -706,7 +676,7 @@ pub async fn audit(
 
 /// Which management page, and who may open it.
 #[derive(Clone, Copy)]
-enum Manage {
+pub enum Manage {
     Factory,
     Catalog,
     Llm,
@@ -766,47 +736,11 @@ async fn manage_page(
     ))
 }
 
-/// `GET /app/factory` (staff).
-pub async fn factory(
-    State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    manage_page(state, query, headers, Manage::Factory).await
-}
-
-/// `GET /app/catalog` (staff; admins change it).
-pub async fn catalog(
-    State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    manage_page(state, query, headers, Manage::Catalog).await
-}
-
-/// `GET /app/llm` (staff).
-pub async fn llm(
-    State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    manage_page(state, query, headers, Manage::Llm).await
-}
-
-/// `GET /app/integrations` (staff; webhooks for admins).
-pub async fn integrations(
-    State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    manage_page(state, query, headers, Manage::Integrations).await
-}
-
-/// `GET /app/access` (admins).
-pub async fn access(
-    State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    manage_page(state, query, headers, Manage::Access).await
+/// The handler of a management page (staff; `/app/access` admins only).
+pub fn manage(which: Manage) -> axum::routing::MethodRouter<AppState> {
+    axum::routing::get(
+        move |State(state): State<AppState>, Query(query): Query<PageQuery>, headers: HeaderMap| {
+            manage_page(state, query, headers, which)
+        },
+    )
 }

@@ -123,14 +123,9 @@ pub struct FleetQuery {
 }
 
 impl FleetQuery {
-    fn keeps(&self, row: &HostRow) -> bool {
-        let text = self
-            .q
-            .as_deref()
-            .map(str::trim)
-            .unwrap_or("")
-            .to_lowercase();
-        (text.is_empty() || row.hostname.to_lowercase().contains(&text))
+    /// Whether the filters keep `row` (`text`: the name filter, lower-cased once per page).
+    fn keeps(&self, text: &str, row: &HostRow) -> bool {
+        (text.is_empty() || row.hostname.to_lowercase().contains(text))
             && match self.state.as_deref() {
                 Some("online") => row.online,
                 Some("offline") => !row.online,
@@ -157,7 +152,13 @@ impl FleetQuery {
 pub fn table(lang: Lang, all: &[HostRow], query: &FleetQuery) -> Markup {
     let online = all.iter().filter(|r| r.online).count();
     let alerts: usize = all.iter().map(|r| r.open_alerts).sum();
-    let kept: Vec<&HostRow> = all.iter().filter(|r| query.keeps(r)).collect();
+    let text = query
+        .q
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or("")
+        .to_lowercase();
+    let kept: Vec<&HostRow> = all.iter().filter(|r| query.keeps(&text, r)).collect();
     let per_page = query.per_page.unwrap_or(PER_PAGE).clamp(1, MAX_PER_PAGE);
     let pages = kept.len().div_ceil(per_page).max(1);
     let page = query.page.unwrap_or(1).clamp(1, pages);

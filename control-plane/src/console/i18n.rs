@@ -55,8 +55,14 @@ impl Lang {
 
 /// key, Spanish, English.
 /// The `js.` messages as a JSON object, for the console's script (written into the page in a
-/// `<script type="application/json">`, so `</` is escaped).
-pub fn script_words(lang: Lang) -> String {
+/// `<script type="application/json">`, so `</` is escaped). Built once per language.
+pub fn script_words(lang: Lang) -> &'static str {
+    static WORDS: std::sync::LazyLock<[String; 2]> =
+        std::sync::LazyLock::new(|| Lang::ALL.map(words_of));
+    &WORDS[usize::from(lang == Lang::En)]
+}
+
+fn words_of(lang: Lang) -> String {
     let words: serde_json::Map<String, serde_json::Value> = CATALOG
         .iter()
         .filter(|(k, _, _)| k.starts_with("js."))

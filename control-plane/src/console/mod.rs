@@ -69,6 +69,8 @@ impl ConsoleConfig {
 }
 
 pub fn routes() -> Vec<Route> {
+    use app::Manage;
+    use host::Tab;
     vec![
         Route::new(Method::GET, "/", get(landing)),
         Route::new(Method::GET, "/privacy", get(privacy)),
@@ -78,24 +80,36 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/app", get(app::app)),
         Route::new(Method::GET, "/app/fleet", get(app::fleet)),
         Route::new(Method::GET, "/app/orders", get(app::orders)),
-        Route::new(Method::GET, "/app/hosts/{id}", get(app::host)),
+        Route::new(
+            Method::GET,
+            "/app/hosts/{id}",
+            app::host_page(Tab::Overview),
+        ),
         Route::new(
             Method::GET,
             "/app/hosts/{id}/services",
-            get(app::host_services),
+            app::host_page(Tab::Services),
         ),
-        Route::new(Method::GET, "/app/hosts/{id}/files", get(app::host_files)),
+        Route::new(
+            Method::GET,
+            "/app/hosts/{id}/files",
+            app::host_page(Tab::Files),
+        ),
         Route::new(
             Method::GET,
             "/app/hosts/{id}/commands",
-            get(app::host_commands),
+            app::host_page(Tab::Commands),
         ),
         Route::new(Method::GET, "/app/enroll", get(app::enroll)),
-        Route::new(Method::GET, "/app/factory", get(app::factory)),
-        Route::new(Method::GET, "/app/catalog", get(app::catalog)),
-        Route::new(Method::GET, "/app/llm", get(app::llm)),
-        Route::new(Method::GET, "/app/integrations", get(app::integrations)),
-        Route::new(Method::GET, "/app/access", get(app::access)),
+        Route::new(Method::GET, "/app/factory", app::manage(Manage::Factory)),
+        Route::new(Method::GET, "/app/catalog", app::manage(Manage::Catalog)),
+        Route::new(Method::GET, "/app/llm", app::manage(Manage::Llm)),
+        Route::new(
+            Method::GET,
+            "/app/integrations",
+            app::manage(Manage::Integrations),
+        ),
+        Route::new(Method::GET, "/app/access", app::manage(Manage::Access)),
         Route::new(Method::GET, "/app/audit", get(app::audit)),
         Route::new(
             Method::POST,
