@@ -241,6 +241,59 @@ async fn an_admin_runs_the_agency_and_its_people_from_the_console() {
         )
         .await;
     std::fs::write(shots().join("access-1280.png"), browser.screenshot().await).expect("shot");
+    // Revoked from its row, after the confirmation: the key stops working.
+    browser.goto(&cp.url("/app/access?lang=en")).await;
+    loaded(&browser).await;
+    let (_, keys) = cp
+        .call(Method::GET, "/api/api-keys", Some(&admin), None)
+        .await;
+    let key_id = keys
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["name"] == "n8n reader")
+        .expect("the key")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    browser
+        .click(
+            &browser
+                .find(&format!(
+                    "#keys-table tr[data-id='{key_id}'] [data-row-action='Revoke']"
+                ))
+                .await,
+        )
+        .await;
+    browser.accept_dialog().await;
+    reloaded_with(&browser, "Done").await;
+    let (status, _) = cp.call(Method::GET, "/api/hosts", Some(&key), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the revoked key is refused"
+    );
+    // And the disabled user enabled again.
+    loaded(&browser).await;
+    browser
+        .click(
+            &browser
+                .find(&format!(
+                    "#users-table tr[data-id='{viewer_id}'] [data-row-action='Enable']"
+                ))
+                .await,
+        )
+        .await;
+    reloaded_with(&browser, "Done").await;
+    let (_, user) = cp
+        .call(
+            Method::GET,
+            &format!("/api/users/{viewer_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(user["disabled"], false, "{user}");
 
     // The LLM gateway's page and the integrations page load without errors.
     browser.goto(&cp.url("/app/llm?lang=en")).await;
@@ -266,6 +319,25 @@ async fn an_admin_runs_the_agency_and_its_people_from_the_console() {
             .text(&browser.find("#webhook-secret .secret").await)
             .await
             .is_empty()
+    );
+    // A ping from the subscription's row shows among the deliveries.
+    browser.goto(&cp.url("/app/integrations?lang=en")).await;
+    loaded(&browser).await;
+    browser
+        .click(
+            &browser
+                .find("#webhooks-table [data-row-action='Ping']")
+                .await,
+        )
+        .await;
+    reloaded_with(&browser, "Ping sent").await;
+    loaded(&browser).await;
+    assert!(
+        browser
+            .text(&browser.find("#deliveries-table tbody").await)
+            .await
+            .contains("ping"),
+        "the ping is listed"
     );
     assert_eq!(browser.accessibility(&axe).await, Vec::<Value>::new());
     // The refused key above is the one failed load Chromium may log.
