@@ -400,6 +400,27 @@ async fn an_operator_works_a_host_from_the_browser() {
         std::fs::read_to_string(www.path().join("notes.txt")).expect("uploaded"),
         "uploaded from a browser\n"
     );
+    // A download hands the browser the file's bytes (the blob it saves is read back here).
+    browser
+        .script(
+            "window.__downloads = []; const make = URL.createObjectURL;
+             URL.createObjectURL = (blob) => { window.__downloads.push(blob); return make(blob); };",
+            json!([]),
+        )
+        .await;
+    browser
+        .click(&browser.find("tr[data-path='www/notes.txt'] button").await)
+        .await;
+    browser
+        .wait_for("the download", "window.__downloads.length === 1")
+        .await;
+    let downloaded = browser
+        .script_async(
+            "const done = arguments[arguments.length - 1]; window.__downloads[0].text().then(done);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(downloaded, json!("uploaded from a browser\n"));
 
     // No page broke its policy...
     assert!(
