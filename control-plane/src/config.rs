@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub agent_port: u16,
     /// How long per-minute metrics history is kept.
     pub metrics_retention: Duration,
+    /// Below this many free bytes on the data dir, changes are refused (503).
+    pub min_free_bytes: u64,
     /// The LLM gateway's providers and seeds.
     pub llm: crate::llm::LlmConfig,
     /// Plans, the builder's webhook.
@@ -52,6 +54,7 @@ impl ServeConfig {
             agent_timeout: Duration::from_secs(10),
             agent_port: 7443,
             metrics_retention: Duration::from_secs(7 * 86_400),
+            min_free_bytes: 64 << 20,
             llm: crate::llm::LlmConfig::default(),
             agency: crate::agency::AgencyConfig::default(),
             console: crate::console::ConsoleConfig::default(),

@@ -91,7 +91,13 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
-        Self::internal("the control plane's store failed; see its log")
+        match e {
+            // The disk refused (full, failing): nothing about the request is wrong.
+            StoreError::Io { .. } | StoreError::File { .. } => {
+                Self::unavailable("the control plane's store cannot write now; see its log")
+            }
+            _ => Self::internal("the control plane's store failed; see its log"),
+        }
     }
 }
 

@@ -27,6 +27,7 @@ pub mod config;
 pub mod init;
 pub mod offline;
 mod server;
+pub mod space;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct Shared {
     pub outbox: Arc<agency::outbox::Outbox>,
     /// Orders, catalog, plans.
     pub agency: Arc<agency::Agency>,
+    /// Free space on the data dir; changes stop before the disk is full.
+    pub space: Arc<space::Space>,
 }
 
 /// Raises the soft open-file limit to the hard one: every agent link is a descriptor, and the
@@ -182,7 +185,17 @@ pub fn open_state(config: ServeConfig) -> Result<AppState, ServeError> {
         llm.clone(),
         store.tenants.clone(),
     )?);
+    let space = Arc::new(space::Space::new(
+        &config.data_dir,
+        config.min_free_bytes,
+        vec![
+            config.data_dir.join("db").join("db"),
+            config.data_dir.join(audit::AUDIT_FILE),
+        ],
+    ));
+    space.tick();
     Ok(AppState(Arc::new(Shared {
+        space,
         llm,
         outbox,
         agency,
@@ -247,6 +260,7 @@ pub async fn run(
     prune_metrics(&state);
     clean_expired(&state).await;
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let space = tokio::spawn(state.space.clone().watch());
     let outbox = state
         .outbox
         .clone()
@@ -260,6 +274,7 @@ pub async fn run(
     let _ = api.await;
     let _ = outbox.await;
     housekeeping.abort();
+    space.abort();
     state.audit.flush_refusals(true);
     state.audit.settled().await;
     state.llm.usage.shutdown().await;

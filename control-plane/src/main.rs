@@ -176,6 +176,10 @@ struct ServeArgs {
     /// How long the per-minute metrics history is kept (at least 1h).
     #[arg(long, env = "AXON_METRICS_RETENTION", default_value = "7d", value_parser = parse_duration)]
     metrics_retention: Duration,
+    /// Free space (MiB) kept on the data dir's filesystem: below it, changes are refused
+    /// with 503 while reads go on.
+    #[arg(long, env = "AXON_MIN_FREE_MB", default_value_t = 64)]
+    min_free_mb: u64,
     /// Lifetime of agent certificates.
     #[arg(long, env = "AXON_CERT_LIFETIME", default_value = "30d", value_parser = parse_duration)]
     cert_lifetime: Duration,
@@ -376,6 +380,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.ping_interval = args.ping_interval;
     config.max_frame_bytes = args.max_frame_bytes;
     config.metrics_retention = args.metrics_retention;
+    config.min_free_bytes = args.min_free_mb.saturating_mul(1 << 20);
     config.cert_lifetime = args.cert_lifetime;
     config.access_ttl = args.access_ttl;
     config.llm = axon_control_plane::llm::LlmConfig::load(args.llm_config.as_deref(), &|name| {

@@ -351,7 +351,7 @@ impl Store {
             sessions: db.tree("sessions")?,
             api_keys: db.tree("api_keys")?,
             api_key_ids: db.tree("api_key_ids")?,
-            agent_audit_seq: db.tree("agent_audit_seq")?,
+            agent_audit_seq: db.tree(crate::identity::audit::AGENT_AUDIT_SEQ)?,
             gpu_alerts: db.tree("gpu_alerts")?,
             browser_sessions: db.tree("browser_sessions")?,
             db,

@@ -141,7 +141,18 @@ impl ControlPlane {
 
     /// As `start`, with environment variables for the server (e.g. provider keys).
     pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_prepared(extra, env, |_| {}).await
+    }
+
+    /// As `start_with_env`; `prepare` gets the data dir's path before `init` (to mount a
+    /// filesystem there, say).
+    pub async fn start_prepared(
+        extra: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        prepare(&dir.path().join("data"));
         let out = Command::new(bin("axon-cp"))
             .args(["init", "--data-dir"])
             .arg(dir.path().join("data"))

@@ -323,40 +323,69 @@ impl TrailFile {
     }
 
     /// Links, hashes and appends `records`, syncs once per file touched and signs the new
-    /// head. On failure the head stays where it was.
+    /// head. On failure (a full disk) the file is cut back to its last whole record and the
+    /// chain goes on from the last record written, so a later append succeeds where this one
+    /// failed. Records before a rotation in the same group may have been written: they are
+    /// in the file and the head, and the error is returned for the group.
     pub fn append<R: Chained>(&mut self, records: &mut [R]) -> Result<(), TrailError> {
-        let mut head = self.head.clone();
+        let mut sealed = self.head.clone();
         let mut pending: Vec<u8> = Vec::new();
+        let mut outcome = Ok(());
         for record in records.iter_mut() {
-            seal(record, head.as_ref().map(|(s, h)| (*s, h.as_str())));
+            seal(record, sealed.as_ref().map(|(s, h)| (*s, h.as_str())));
             let mut line = serde_json::to_vec(&*record).unwrap_or_default();
             line.push(b'\n');
-            let len = line.len() as u64;
-            if self.size > 0 && self.size + len > self.config.max_file_bytes {
-                self.flush(&pending)?;
+            let would_be = self.size + (pending.len() + line.len()) as u64;
+            if self.size + pending.len() as u64 > 0 && would_be > self.config.max_file_bytes {
+                outcome = self.commit(&pending).and_then(|()| {
+                    self.head = sealed.clone();
+                    self.rotate()
+                });
                 pending.clear();
-                self.rotate()?;
+                if outcome.is_err() {
+                    break;
+                }
             }
             pending.extend_from_slice(&line);
-            self.size += len;
-            head = Some((record.seq(), record.hash().to_owned()));
+            sealed = Some((record.seq(), record.hash().to_owned()));
         }
-        if let Err(e) = self.flush(&pending) {
-            // What was counted was not written.
-            self.size = self.file.metadata().map(|m| m.len()).unwrap_or(self.size);
-            return Err(e);
+        if outcome.is_ok() {
+            outcome = self.commit(&pending);
+            if outcome.is_ok() {
+                self.head = sealed;
+            }
         }
-        self.head = head;
-        self.sign_head()
+        // The head is a checkpoint against records cut off the end; one that cannot be
+        // written now (a full disk) is written with the next group, and the records stand.
+        if let Err(e) = self.sign_head() {
+            tracing::warn!(error = %e, "the audit trail's head was not signed this time");
+        }
+        outcome
     }
 
-    fn flush(&mut self, bytes: &[u8]) -> Result<(), TrailError> {
+    /// Appends and syncs whole lines; on failure cuts the file back to where it was, so no
+    /// torn line is left for the next group to follow.
+    fn commit(&mut self, bytes: &[u8]) -> Result<(), TrailError> {
         if bytes.is_empty() {
             return Ok(());
         }
         let path = self.config.current();
-        self.file.write_all(bytes).map_err(io(&path))?;
-        self.file.sync_data().map_err(io(&path))
+        let written = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.size += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self.file.set_len(self.size) {
+                    tracing::error!(error = %cut, path = %path.display(), "a failed audit write could not be cut back");
+                }
+                Err(io(&path)(e))
+            }
+        }
     }
 
     fn rotate(&mut self) -> Result<(), TrailError> {
@@ -497,6 +526,14 @@ pub struct Writer<R> {
     /// Records queued so far, and records handled so far (written or failed).
     queued: std::sync::atomic::AtomicU64,
     handled: tokio::sync::watch::Receiver<u64>,
+    /// Records that could not be written, so far.
+    failed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Where a writer stood at one moment: see [`Writer::mark`].
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    failed: u64,
 }
 
 impl<R: Chained + Send + 'static> Writer<R> {
@@ -504,9 +541,11 @@ impl<R: Chained + Send + 'static> Writer<R> {
     pub fn start(trail: TrailFile, capacity: usize, after: AfterWrite<R>) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
         let (handled_tx, handled) = tokio::sync::watch::channel(0u64);
+        let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = failed.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(trail, rx, after, handled_tx))
+            .spawn(move || write_loop(trail, rx, after, handled_tx, failures))
             .ok();
         Self {
             tx: Some(tx),
@@ -514,7 +553,27 @@ impl<R: Chained + Send + 'static> Writer<R> {
             thread,
             queued: std::sync::atomic::AtomicU64::new(0),
             handled,
+            failed,
         }
+    }
+
+    /// Marks this moment, for [`Writer::written_since`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            failed: self.failed.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// Waits until every record queued so far has been handled (up to `limit`); true when
+    /// they were, and no write failed since `mark`. A caller that queued records without
+    /// waiting learns here whether they (and everyone's since) reached the disk.
+    pub async fn written_since(&self, mark: Mark, limit: std::time::Duration) -> bool {
+        let target = self.queued.load(std::sync::atomic::Ordering::SeqCst);
+        let mut handled = self.handled.clone();
+        let settled = tokio::time::timeout(limit, handled.wait_for(|n| *n >= target))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        settled && self.failed.load(std::sync::atomic::Ordering::SeqCst) == mark.failed
     }
 
     /// Waits until every record queued before this call has been handled, so a reader sees
@@ -585,6 +644,7 @@ fn write_loop<R: Chained>(
     rx: Receiver<Job<R>>,
     mut after: AfterWrite<R>,
     handled: tokio::sync::watch::Sender<u64>,
+    failed: Arc<std::sync::atomic::AtomicU64>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -601,6 +661,7 @@ fn write_loop<R: Chained>(
             .and_then(|()| after(&records));
         if let Err(e) = &outcome {
             tracing::error!(error = %e, records = records.len(), "AUDIT RECORDS NOT WRITTEN");
+            failed.fetch_add(records.len() as u64, std::sync::atomic::Ordering::SeqCst);
         }
         let count = jobs.len() as u64;
         for (job, record) in jobs.into_iter().zip(records) {

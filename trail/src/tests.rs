@@ -152,3 +152,68 @@ async fn the_writer_commits_concurrent_records_as_one_chain() {
     assert_eq!(*seen.lock().expect("lock"), (1..=201).collect::<Vec<u64>>());
     assert_eq!(verify::<Rec>(&cfg).expect("verifies").records, 201);
 }
+
+#[test]
+fn a_failed_append_leaves_the_chain_where_it_was() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = config(dir.path(), 1 << 20);
+    let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+    append(&mut trail, 3);
+    // The disk refuses the next group (`/dev/full` answers every write with ENOSPC).
+    let real = std::mem::replace(
+        &mut trail.file,
+        OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full"),
+    );
+    let mut refused = vec![rec("lost-1"), rec("lost-2")];
+    assert!(trail.append(&mut refused).is_err());
+    assert_eq!(trail.head().map(|(seq, _)| seq), Some(3), "head unchanged");
+    // Space back: the chain goes on from record 3, with no gap and no duplicate number.
+    trail.file = real;
+    append(&mut trail, 2);
+    assert_eq!(trail.head().map(|(seq, _)| seq), Some(5));
+    drop(trail);
+    assert_eq!(verify::<Rec>(&cfg).expect("verifies").records, 5);
+}
+
+#[tokio::test]
+async fn a_caller_learns_whether_records_queued_since_its_mark_were_written() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = config(dir.path(), 1 << 20);
+    let (trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = refuse.clone();
+    let writer = Writer::start(
+        trail,
+        16,
+        Box::new(move |_: &[Rec]| {
+            if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("index refused".into())
+            } else {
+                Ok(())
+            }
+        }),
+    );
+    let limit = std::time::Duration::from_secs(5);
+    let mark = writer.mark();
+    assert!(writer.submit(rec("fine")));
+    assert!(writer.written_since(mark, limit).await, "written");
+
+    refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mark = writer.mark();
+    assert!(writer.submit(rec("refused")));
+    assert!(
+        !writer.written_since(mark, limit).await,
+        "a failure is reported"
+    );
+
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mark = writer.mark();
+    assert!(writer.submit(rec("fine again")));
+    assert!(
+        writer.written_since(mark, limit).await,
+        "a new mark starts clean"
+    );
+}

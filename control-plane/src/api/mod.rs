@@ -120,6 +120,11 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, handler);
     }
     let router = router
+        // Inside the policy layer: a caller learns of a full disk only once allowed.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard_changes,
+        ))
         // Applies to matched routes only; unknown paths fall through to the 404 below.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -155,6 +160,40 @@ pub fn router(state: AppState) -> Router {
             state,
             crate::console::bridge::bridge,
         ))
+}
+
+/// A change through the API (not a sign-in, not the LLM gateway) is refused while the data dir
+/// is nearly full, and acknowledged only once its audit records are on disk: a change whose
+/// record could not be written is answered 503, not 2xx.
+async fn guard_changes(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let path = request.uri().path();
+    let change = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) && path.starts_with("/api/")
+        && !path.starts_with("/api/auth/");
+    if !change {
+        return next.run(request).await;
+    }
+    if let Err(low) = state.space.check() {
+        return ApiError::unavailable(low.to_string())
+            .retry_after(30)
+            .into_response();
+    }
+    let mark = state.audit.mark();
+    let response = next.run(request).await;
+    if response.status().is_success() && !state.audit.written_since(mark).await {
+        return ApiError::unavailable(
+            "the change was made but its audit record could not be written (see the log); it is not acknowledged",
+        )
+        .into_response();
+    }
+    response
 }
 
 /// A request body read to its end sets `read`.

@@ -672,12 +672,9 @@ impl Session {
                         .host(&self.host_id, record.seq),
                 )
                 .await;
+            // Written with its index entry and the host's sequence number (see
+            // `audit::note_host_seq`); if not, not acknowledged: the agent sends it again.
             if !stored {
-                // Not acknowledged: the agent keeps it and sends it again.
-                return;
-            }
-            if let Err(e) = store.agent_audit_seq.put(&self.host_id, &record.seq) {
-                tracing::error!(host = %self.host_id, error = %e, "cannot record the audit sequence");
                 return;
             }
             if let Err(e) = store.db.flush().await {

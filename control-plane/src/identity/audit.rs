@@ -165,6 +165,22 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 const MAX_REFUSAL_SOURCES: usize = 10_000;
 /// How long a reader waits for records queued before it.
 const SETTLE: Duration = Duration::from_secs(2);
+/// How long a change waits for its audit record to be written before it is refused.
+const CONFIRM: Duration = Duration::from_secs(10);
+/// Per host, the sequence number of the last record of its own trail kept here.
+pub const AGENT_AUDIT_SEQ: &str = "agent_audit_seq";
+
+/// Notes an agent's record as kept, with its index entry, so a record whose acknowledgement
+/// was lost (a crash, a full disk after the write) is recognised when the agent sends it
+/// again, and is kept once.
+fn note_host_seq(seqs: &Tree<u64>, record: &Record) -> Result<(), StoreError> {
+    if let (Some(host), Some(seq)) = (&record.host_id, record.host_seq)
+        && seqs.get(host)?.is_none_or(|last| last < seq)
+    {
+        seqs.put(host, &seq)?;
+    }
+    Ok(())
+}
 
 /// The trail's layout in a data dir.
 pub fn trail_config(data_dir: &std::path::Path) -> TrailConfig {
@@ -199,6 +215,7 @@ impl Audit {
         live: crate::live::Live,
     ) -> Result<Self, StoreError> {
         let tree: Tree<Record> = db.tree("audit")?;
+        let host_seqs: Tree<u64> = db.tree(AGENT_AUDIT_SEQ)?;
         let file_error = |e: axon_trail::TrailError| StoreError::File {
             path: data_dir.join(AUDIT_FILE),
             source: std::io::Error::other(e.to_string()),
@@ -216,6 +233,7 @@ impl Audit {
             );
             for record in &missing {
                 tree.put(&key(record.seq), record)?;
+                note_host_seq(&host_seqs, record)?;
             }
         } else if let Some(last) = indexed.filter(|r| r.seq > file_seq) {
             // An index from before the file existed (or a file that was lost): numbers go on
@@ -231,6 +249,7 @@ impl Audit {
                     index
                         .put(&key(record.seq), record)
                         .map_err(|e| e.to_string())?;
+                    note_host_seq(&host_seqs, record).map_err(|e| e.to_string())?;
                     tracing::info!(target: "audit", seq = record.seq, action = %record.action, outcome = %record.outcome, actor = %record.actor, object = %record.target, "audit");
                     live.publish(crate::live::LiveEvent::Audit {
                         record: Box::new(record.clone()),
@@ -372,6 +391,17 @@ impl Audit {
     /// Waits until records queued before the call are indexed (read-your-writes).
     pub async fn settled(&self) {
         self.writer.settled(SETTLE).await;
+    }
+
+    /// Marks this moment, for [`Audit::written_since`].
+    pub fn mark(&self) -> axon_trail::Mark {
+        self.writer.mark()
+    }
+
+    /// Waits for the records queued so far; true when they are on disk and none failed
+    /// since `mark`. A change is acknowledged only once its record is.
+    pub async fn written_since(&self, mark: axon_trail::Mark) -> bool {
+        self.writer.written_since(mark, CONFIRM).await
     }
 
     /// Records matching `filter`, newest first.
