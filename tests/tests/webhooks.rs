@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axon_e2e::webhook_receiver::{Reply, WebhookReceiver};
 use axon_e2e::{ControlPlane, wait_until};
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -480,4 +481,49 @@ async fn only_admins_reach_webhooks_and_the_secret_stays_hidden() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_bounded_in_number_and_room_comes_back_with_a_removal() {
+    // Every event is matched against every subscription: 500 at most.
+    const LIMIT: usize = 500;
+    let cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let made: Vec<String> = futures_util::stream::iter(0..LIMIT)
+        .map(|i| {
+            let (cp, admin) = (&cp, &admin);
+            async move {
+                subscribe(cp, admin, &format!("http://127.0.0.1:9/hook/{i}"))
+                    .await
+                    .0
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/api/webhooks",
+            Some(&admin),
+            Some(json!({"url": "http://127.0.0.1:9/one-more", "events": ["ping"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 500")),
+        "{body}"
+    );
+    let (status, _) = cp
+        .call(
+            Method::DELETE,
+            &format!("/api/webhooks/{}", made[0]),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    subscribe(&cp, &admin, "http://127.0.0.1:9/one-more").await;
 }

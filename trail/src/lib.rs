@@ -134,20 +134,39 @@ fn read_records<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>, TrailError> 
 /// Records are short (their text fields are capped): the last whole one lies in the tail.
 const TAIL_BYTES: u64 = 1 << 20;
 
-/// The last readable record of a file, and whether the file ends with a newline. Reads only
-/// the tail, unless no whole record lies there.
-fn last_record<R: DeserializeOwned>(path: &Path) -> Result<(Option<R>, bool), TrailError> {
+/// How a file ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// With a newline (or empty).
+    Whole,
+    /// With a line torn by a crash mid-append, starting at this offset.
+    TornAt(u64),
+    /// With a torn line longer than the tail read.
+    TornLong,
+}
+
+/// The last readable record of a file, and how the file ends. Reads only the tail, unless no
+/// whole record lies there.
+fn last_record<R: DeserializeOwned>(path: &Path) -> Result<(Option<R>, Ending), TrailError> {
     use std::os::unix::fs::FileExt;
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Ending::Whole)),
         Err(e) => return Err(io(path)(e)),
     };
     let size = file.metadata().map_err(io(path))?.len();
     let start = size.saturating_sub(TAIL_BYTES);
     let mut tail = vec![0u8; usize::try_from(size - start).unwrap_or(0)];
     file.read_exact_at(&mut tail, start).map_err(io(path))?;
-    let ends_with_newline = tail.last().is_none_or(|b| *b == b'\n');
+    let ending = if tail.last().is_none_or(|b| *b == b'\n') {
+        Ending::Whole
+    } else {
+        match tail.iter().rposition(|b| *b == b'\n') {
+            Some(i) => Ending::TornAt(start + i as u64 + 1),
+            None if start == 0 => Ending::TornAt(0),
+            None => Ending::TornLong,
+        }
+    };
     // A line torn by a crash mid-append, or cut by the window's start, is passed over.
     let mut lines = tail
         .split(|b| *b == b'\n')
@@ -159,9 +178,9 @@ fn last_record<R: DeserializeOwned>(path: &Path) -> Result<(Option<R>, bool), Tr
     }
     let found = lines.find_map(|l| serde_json::from_slice(l).ok());
     match found {
-        Some(record) => Ok((Some(record), ends_with_newline)),
-        None if start > 0 => Ok((read_records(path)?.pop(), ends_with_newline)),
-        None => Ok((None, ends_with_newline)),
+        Some(record) => Ok((Some(record), ending)),
+        None if start > 0 => Ok((read_records(path)?.pop(), ending)),
+        None => Ok((None, ending)),
     }
 }
 
@@ -261,7 +280,7 @@ impl TrailFile {
         config: TrailConfig,
     ) -> Result<(Self, Opened), TrailError> {
         let path = config.current();
-        let (mut last, ends_with_newline) = last_record::<R>(&path)?;
+        let (mut last, ending) = last_record::<R>(&path)?;
         if last.is_none() {
             last = last_record::<R>(&config.rotated(1))?.0;
         }
@@ -270,12 +289,20 @@ impl TrailFile {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        let mut size = file.metadata().map_err(io(&path))?.len();
-        // Never glue a new record onto a torn last line.
-        if size > 0 && !ends_with_newline {
-            (&file).write_all(b"\n").map_err(io(&path))?;
-            size += 1;
+        match ending {
+            Ending::Whole => {}
+            // A group is acknowledged only once synced whole, so a torn last line was never
+            // acknowledged to anyone: it is cut off, and the chain goes on from the last
+            // whole record.
+            Ending::TornAt(at) => {
+                tracing::warn!(path = %path.display(), at, "a record torn by a crash mid-write was cut off the end");
+                file.set_len(at).map_err(io(&path))?;
+                file.sync_data().map_err(io(&path))?;
+            }
+            // Never glue a new record onto a torn line.
+            Ending::TornLong => (&file).write_all(b"\n").map_err(io(&path))?,
         }
+        let size = file.metadata().map_err(io(&path))?.len();
         let (key, new_key) = load_key(&config)?;
         let mut head = last.map(|r| (r.seq(), r.hash().to_owned()));
         let mut opened = Opened::default();

@@ -103,7 +103,7 @@ fn a_removed_or_forged_head_is_detected() {
 }
 
 #[test]
-fn a_torn_last_line_is_skipped_on_open_and_named_by_verify() {
+fn a_torn_last_line_is_cut_off_on_open_and_a_damaged_line_is_named_by_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = written(dir.path(), 1);
     let mut f = OpenOptions::new()
@@ -115,6 +115,15 @@ fn a_torn_last_line_is_skipped_on_open_and_named_by_verify() {
     let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("reopens");
     append(&mut trail, 1);
     assert_eq!(trail.head().map(|h| h.0), Some(2));
+    drop(trail);
+    assert_eq!(verify::<Rec>(&cfg).expect("verifies").records, 2);
+    let text = std::fs::read_to_string(cfg.current()).expect("read");
+    assert_eq!(text.lines().count(), 2, "the torn fragment is gone: {text}");
+
+    // A line damaged in the middle is not a crash's doing: verify names it.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(1, "{\"seq\":2,\"wh");
+    std::fs::write(cfg.current(), lines.join("\n") + "\n").expect("write");
     assert!(matches!(
         verify::<Rec>(&cfg),
         Err(TrailError::Unreadable { line: 2, .. })

@@ -1001,8 +1001,8 @@ const ERRORS: &[(u16, &str, &str)] = &[
     (
         503,
         "Unavailable",
-        "Something needed does not answer: the host is offline, the store failed, or the \
-         server is busy (`Retry-After`).",
+        "Something needed does not answer: the host is offline, the store failed, the data \
+         directory is nearly full, or the server is busy (`Retry-After`).",
     ),
     (504, "Timeout", "The agent did not answer in time."),
 ];
@@ -1093,6 +1093,14 @@ pub fn build() -> Value {
                 op.insert("x-axon-roles".into(), json!(names));
                 op.insert("x-axon-scope".into(), json!(scope));
             }
+        }
+        // A change is refused while the data dir is nearly full, and not acknowledged when
+        // its audit record cannot be written (`guard_changes`).
+        if rule.method != "GET"
+            && rule.path.starts_with("/api/")
+            && !rule.path.starts_with("/api/auth/")
+        {
+            statuses.push(503);
         }
         statuses.sort_unstable();
         statuses.dedup();

@@ -210,6 +210,9 @@ fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no webhook subscription with id {id}")))
 }
 
+/// Subscriptions kept at most.
+pub const MAX_SUBSCRIPTIONS: usize = 500;
+
 async fn list(State(state): State<AppState>) -> Result<ApiJson<Vec<SubscriptionView>>, ApiError> {
     let subs = state.outbox.subscriptions.values()?;
     Ok(ApiJson(subs.into_iter().map(Into::into).collect()))
@@ -223,6 +226,12 @@ async fn create(
     check_url(&req.url)?;
     let events = check_events(&req.events)?;
     let description = check_description(&req.description)?;
+    // Every event is matched against every subscription: their number is bounded.
+    if state.outbox.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+        return Err(ApiError::conflict(format!(
+            "at most {MAX_SUBSCRIPTIONS} webhook subscriptions; remove one first"
+        )));
+    }
     let stamp = now();
     let sub = Subscription {
         id: new_id(),

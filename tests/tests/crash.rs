@@ -1,0 +1,429 @@
+//! Nothing acknowledged is lost: axon-cp killed with SIGKILL at random moments while a writer
+//! creates users, tenants, API keys, orders and webhook subscriptions, and agentd killed while
+//! it writes audit records. Rounds: `AXON_CRASH_ROUNDS` (default 20); the random moments come
+//! from a seed printed at the start (`AXON_CRASH_SEED` replays one).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axon_e2e::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A small xorshift: the kill moments need to vary, not to be unpredictable.
+struct Dice(u64);
+
+impl Dice {
+    fn from_env() -> Self {
+        let seed = std::env::var("AXON_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+            | 1;
+        eprintln!("AXON_CRASH_SEED={seed}");
+        Self(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tenant,
+    User,
+    Key,
+    Order,
+    Webhook,
+}
+
+/// A change the control plane acknowledged with 2xx, and a field it must still hold.
+#[derive(Debug, Clone)]
+struct Acked {
+    kind: Kind,
+    id: String,
+    field: &'static str,
+    value: String,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::Tenant,
+    Kind::User,
+    Kind::Key,
+    Kind::Order,
+    Kind::Webhook,
+];
+
+/// One change of `kind`, numbered `n`: its path, body and the field checked afterwards.
+fn change(kind: Kind, n: u64, tenant: &str) -> (&'static str, Value, &'static str, String) {
+    match kind {
+        Kind::Tenant => {
+            let slug = format!("crash-{n}");
+            (
+                "/api/tenants",
+                json!({"slug": slug, "name": format!("Crash {n}")}),
+                "slug",
+                slug,
+            )
+        }
+        Kind::User => {
+            let email = format!("crash-{n}@example.test");
+            (
+                "/api/users",
+                json!({"email": email, "name": "crash", "password": USER_PASSWORD,
+                    "role": "viewer"}),
+                "email",
+                email,
+            )
+        }
+        Kind::Key => {
+            let name = format!("crash key {n}");
+            (
+                "/api/api-keys",
+                json!({"name": name, "role": "viewer", "scopes": ["hosts:read"]}),
+                "name",
+                name,
+            )
+        }
+        Kind::Order => {
+            let title = format!("crash order {n}");
+            (
+                "/api/orders",
+                json!({"tenant_id": tenant, "product_type": "custom_agent", "title": title,
+                    "brief": "kept through kill -9"}),
+                "title",
+                title,
+            )
+        }
+        Kind::Webhook => {
+            let url = format!("http://127.0.0.1:9/crash/{n}");
+            (
+                "/api/webhooks",
+                json!({"url": url, "events": ["deploy.finished"]}),
+                "url",
+                url,
+            )
+        }
+    }
+}
+
+/// Writes changes until told to stop; every 2xx is recorded. Failures (the server is down or
+/// was killed mid-request) are not acknowledged and so not expected.
+async fn writer(
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    tenant: String,
+    first: u64,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut n = first;
+    // Paced: the point is a kill in the middle of writes, not a store grown past what the
+    // checks after each round can read back quickly.
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    while !*stop.borrow() {
+        pace.tick().await;
+        n += 1;
+        // Webhooks are bounded in number (and each event is matched against all of them), so
+        // fewer of those.
+        let kind = match KINDS[(n % KINDS.len() as u64) as usize] {
+            Kind::Webhook if n % 20 != 4 => Kind::Tenant,
+            kind => kind,
+        };
+        let (path, body, field, value) = change(kind, n, &tenant);
+        let sent = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await;
+        let Ok(response) = sent else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let status = response.status();
+        let Ok(answer) = response.json::<Value>().await else {
+            continue;
+        };
+        if status.is_success() {
+            let id = answer["id"]
+                .as_str()
+                .expect("an acknowledged change has an id");
+            acked.lock().expect("acked").push(Acked {
+                kind,
+                id: id.to_owned(),
+                field,
+                value,
+            });
+        } else {
+            // 503 while starting is fine; anything else is a fault of the test's requests.
+            assert!(
+                status == StatusCode::SERVICE_UNAVAILABLE,
+                "{path}: {status} {answer}"
+            );
+        }
+    }
+}
+
+/// Every acknowledged change is there, holding what was sent.
+async fn check_all(cp: &ControlPlane, admin: &str, acked: &[Acked]) {
+    let (status, keys) = cp
+        .call(Method::GET, "/api/api-keys", Some(admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{keys}");
+    let keys = keys.as_array().expect("keys").clone();
+    for record in acked {
+        let found = match record.kind {
+            Kind::Key => keys.iter().find(|k| k["id"] == record.id.as_str()).cloned(),
+            kind => {
+                let path = match kind {
+                    Kind::Tenant => "/api/tenants",
+                    Kind::User => "/api/users",
+                    Kind::Order => "/api/orders",
+                    _ => "/api/webhooks",
+                };
+                let (status, body) = cp
+                    .call(
+                        Method::GET,
+                        &format!("{path}/{}", record.id),
+                        Some(admin),
+                        None,
+                    )
+                    .await;
+                (status == StatusCode::OK).then_some(body)
+            }
+        };
+        let found = found.unwrap_or_else(|| panic!("acknowledged but lost: {record:?}"));
+        assert_eq!(
+            found[record.field].as_str(),
+            Some(record.value.as_str()),
+            "changed after acknowledgement: {record:?} now {found}"
+        );
+    }
+}
+
+fn verify_cp_trail(cp: &ControlPlane) -> String {
+    let out = std::process::Command::new(bin("axon-cp"))
+        .args(["audit-verify", "--data-dir"])
+        .arg(cp.data_dir())
+        .output()
+        .expect("audit-verify");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the control plane's trail does not verify: {}{said}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+fn verify_agent_trail(agent: &Agent) -> usize {
+    let out = std::process::Command::new(bin("agentd"))
+        .args(["audit", "verify"])
+        .arg(agent.state_dir().join("audit.jsonl"))
+        .output()
+        .expect("agentd audit verify");
+    assert!(
+        out.status.success(),
+        "the agent's trail does not verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent_seqs(agent).len()
+}
+
+/// Sequence numbers in the agent's own trail, in file order.
+fn agent_seqs(agent: &Agent) -> Vec<u64> {
+    std::fs::read_to_string(agent.state_dir().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| r["seq"].as_u64())
+        .collect()
+}
+
+/// The agent's records as the control plane keeps them, oldest first.
+async fn kept_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
+    let (_, records) = cp
+        .call(
+            Method::GET,
+            &format!("/api/audit?host={host}&limit=1000"),
+            Some(admin),
+            None,
+        )
+        .await;
+    let mut seqs: Vec<u64> = records
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
+        .unwrap_or_default();
+    seqs.reverse();
+    seqs
+}
+
+fn rounds() -> usize {
+    env_count("AXON_CRASH_ROUNDS", 20)
+}
+
+const AGENT_FLAGS: [&str; 4] = ["--backoff-initial", "50ms", "--backoff-max", "500ms"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axon_cp_killed_under_writes_keeps_every_acknowledged_change() {
+    let mut dice = Dice::from_env();
+    let mut cp = ControlPlane::start_with_env(&[], &[("AXON_LOG", "warn")]).await;
+    let admin = cp.admin_token().await;
+    let tenant = cp.create_tenant(&admin, "crash-home").await;
+    // An agent stays linked throughout, so the control plane's trail also takes its records.
+    let mut agent = Agent::enroll(&cp).await;
+    agent.start(&AGENT_FLAGS);
+
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            tokio::spawn(writer(
+                cp.client.clone(),
+                cp.server(),
+                admin.clone(),
+                tenant.clone(),
+                w * 1_000_000,
+                acked.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let count = || acked.lock().expect("acked").len();
+    for round in 0..rounds() {
+        // Some changes acknowledged since the restart, then a kill at a random moment.
+        let before = count();
+        let moving = wait_until(Duration::from_secs(30), || async { count() >= before + 5 }).await;
+        assert!(
+            moving.is_some(),
+            "round {round}: no change acknowledged\n{}",
+            cp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(dice.below(300))).await;
+        cp.kill9();
+        verify_cp_trail(&cp);
+        cp.spawn().await;
+        let snapshot = acked.lock().expect("acked").clone();
+        check_all(&cp, &admin, &snapshot).await;
+    }
+    let _ = stop_tx.send(true);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let all = acked.lock().expect("acked").clone();
+    check_all(&cp, &admin, &all).await;
+    for kind in KINDS {
+        assert!(
+            all.iter().any(|a| a.kind == kind),
+            "no {kind:?} was ever acknowledged"
+        );
+    }
+    // The agent's records reached the trail once each, and both trails verify.
+    let host = agent.host_id.clone();
+    let caught_up = wait_until(Duration::from_secs(20), || async {
+        kept_seqs(&cp, &admin, &host).await == agent_seqs(&agent)
+    })
+    .await;
+    assert!(
+        caught_up.is_some(),
+        "agent {:?} vs kept {:?}",
+        agent_seqs(&agent),
+        kept_seqs(&cp, &admin, &host).await
+    );
+    agent.stop();
+    verify_agent_trail(&agent);
+    assert!(cp.terminate().is_some_and(|s| s.success()));
+    let said = verify_cp_trail(&cp);
+    eprintln!(
+        "{} rounds, {} changes acknowledged and found intact; {said}",
+        rounds(),
+        all.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agentd_killed_while_writing_audit_records_delivers_each_once_in_order() {
+    let mut dice = Dice::from_env();
+    let cp = ControlPlane::start_with_env(&[], &[("AXON_LOG", "warn")]).await;
+    let admin = cp.admin_token().await;
+    let mut agent = Agent::enroll(&cp).await;
+    let host = agent.host_id.clone();
+    for round in 0..rounds() {
+        agent.start(&AGENT_FLAGS);
+        let online = wait_until(Duration::from_secs(10), || async {
+            cp.host(&admin, &host).await["status"] == "online"
+        })
+        .await;
+        assert!(
+            online.is_some(),
+            "round {round}: not online\n{}",
+            agent.log()
+        );
+        // Commands run (each one an audit record on the agent) while it is killed.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let drivers: Vec<_> = (0..2)
+            .map(|_| {
+                let client = cp.client.clone();
+                let url = cp.url(&format!("/api/hosts/{host}/exec"));
+                let token = admin.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    while !*stop.borrow() {
+                        let _ = client
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .json(&json!({"command": "uptime"}))
+                            .timeout(Duration::from_secs(3))
+                            .send()
+                            .await;
+                    }
+                })
+            })
+            .collect();
+        let before = agent_seqs(&agent).len();
+        let writing = wait_until(Duration::from_secs(10), || async {
+            agent_seqs(&agent).len() >= before + 3
+        })
+        .await;
+        assert!(
+            writing.is_some(),
+            "round {round}: no records\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(dice.below(150))).await;
+        agent.stop();
+        let _ = stop_tx.send(true);
+        for d in drivers {
+            d.await.expect("driver");
+        }
+    }
+    // Back once more: everything it wrote reaches the control plane, once, in order.
+    agent.start(&AGENT_FLAGS);
+    let caught_up = wait_until(Duration::from_secs(30), || async {
+        let mine = agent_seqs(&agent);
+        !mine.is_empty() && kept_seqs(&cp, &admin, &host).await == mine
+    })
+    .await;
+    let mine = agent_seqs(&agent);
+    let kept = kept_seqs(&cp, &admin, &host).await;
+    assert!(caught_up.is_some(), "agent {mine:?}\nkept {kept:?}");
+    let expected: Vec<u64> = (1..=mine.len() as u64).collect();
+    assert_eq!(mine, expected, "the agent's own trail is gap-free");
+    assert!(kept.len() < 1000, "more records than one page reads");
+    agent.stop();
+    let records = verify_agent_trail(&agent);
+    eprintln!(
+        "{} kills, {records} agent records, each kept once and in order",
+        rounds()
+    );
+}
