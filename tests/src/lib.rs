@@ -10,6 +10,7 @@ pub mod failover;
 pub mod fake_channels;
 pub mod load;
 pub mod mock_llm;
+pub mod relay;
 pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
@@ -594,12 +595,26 @@ impl Agent {
 
     /// Starts `agentd run` with extra flags and environment variables.
     pub fn start_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        self.start_wrapped(&[], extra, env);
+    }
+
+    /// Starts `agentd run` under `wrapper` (a command that execs the rest, such as
+    /// `ip netns exec NAME`), so the process keeps the child's pid.
+    pub fn start_wrapped(&mut self, wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("agentd.log"))
             .expect("log");
-        let child = Command::new(bin("agentd"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("agentd"));
+                c
+            }
+            None => Command::new(bin("agentd")),
+        };
+        let child = command
             .arg("run")
             .arg("--state-dir")
             .arg(self.state_dir())
