@@ -142,8 +142,10 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        // Usually gone with the namespace (a veth pair goes with either end).
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
@@ -278,6 +280,7 @@ async fn an_agent_behind_a_partition_a_lossy_a_slow_and_a_silent_link_comes_back
         LINK_DEAD,
         "a command into the partition",
     );
+    eprintln!("partition: ping {status} after {took:?}, command {exec_status} after {exec_took:?}");
     // Three missed pings: offline, and then requests fail at once.
     until_status(&cp, &admin, &host, "offline", Duration::from_secs(25)).await;
     let (status, took) = exec(&cp, &admin, &host).await;
@@ -297,7 +300,12 @@ async fn an_agent_behind_a_partition_a_lossy_a_slow_and_a_silent_link_comes_back
     assert!(recorded.is_some(), "{}", agent.log());
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed())).await;
     ns.clear();
+    let healed = Instant::now();
     until_status(&cp, &admin, &host, "online", Duration::from_secs(20)).await;
+    eprintln!(
+        "partition: online again {:?} after it ended",
+        healed.elapsed()
+    );
     exactly_once(&cp, &admin, &agent, "the partition").await;
 
     // One packet in ten lost: commands mostly succeed; none hangs.
@@ -316,6 +324,7 @@ async fn an_agent_behind_a_partition_a_lossy_a_slow_and_a_silent_link_comes_back
         ok >= 10,
         "only {ok} of 20 commands succeeded over a lossy link"
     );
+    eprintln!("10 % loss: {ok} of 20 commands succeeded");
     until_status(&cp, &admin, &host, "online", Duration::from_secs(20)).await;
     exactly_once(&cp, &admin, &agent, "10 % loss").await;
 
@@ -328,6 +337,7 @@ async fn an_agent_behind_a_partition_a_lossy_a_slow_and_a_silent_link_comes_back
         "round trip through the slow link: {took:?}"
     );
     assert_eq!(status_of(&cp, &admin, &host).await, "online");
+    eprintln!("2 s each way: a command took {took:?}");
     relay.set(Mode::Pass);
 
     // A link that takes TCP and never answers TLS: the agent gives up on each attempt and
@@ -348,8 +358,18 @@ async fn an_agent_behind_a_partition_a_lossy_a_slow_and_a_silent_link_comes_back
     );
     let (status, took) = ping(&cp, &admin, &host).await;
     assert_failed_in_time(status, took, Duration::ZERO, "silent link, host offline");
+    eprintln!(
+        "silent link: {} attempts in {:?}",
+        relay.accepted() - tried,
+        retried.unwrap_or_default()
+    );
     relay.set(Mode::Pass);
+    let answered = Instant::now();
     until_status(&cp, &admin, &host, "online", Duration::from_secs(30)).await;
+    eprintln!(
+        "silent link: online {:?} after it answered",
+        answered.elapsed()
+    );
     let (status, _) = exec(&cp, &admin, &host).await;
     assert_eq!(status, StatusCode::OK);
     exactly_once(&cp, &admin, &agent, "the silent link").await;
