@@ -14,6 +14,7 @@
 // offline) wires them together; rooms see it only through the shared `AppState` handle.
 pub mod agency;
 pub mod api;
+pub mod backup;
 pub mod console;
 pub mod error;
 pub mod fleet;
@@ -259,6 +260,9 @@ pub async fn run(
     // The first pass runs before serving, so nothing expired is honoured after a restart.
     prune_metrics(&state);
     clean_expired(&state).await;
+    if let Err(e) = backup::serve_socket(state.config.data_dir.clone(), state.store.db.clone()) {
+        tracing::error!(error = %e, "the admin socket for backups could not be opened; `axon-cp backup` needs a stopped server");
+    }
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let space = tokio::spawn(state.space.clone().watch());
     let outbox = state
@@ -281,6 +285,7 @@ pub async fn run(
     // Give sessions a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     state.store.db.flush().await?;
+    let _ = std::fs::remove_file(state.config.data_dir.join(backup::SOCKET));
     Ok(())
 }
 

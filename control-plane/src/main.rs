@@ -42,6 +42,30 @@ enum Command {
     /// Load the demo tenants, users, catalog and orders into a stopped server's data dir
     /// (idempotent), or remove them with --remove.
     SeedDemo(SeedDemoArgs),
+    /// Back up a data dir (store, CA, signing keys, audit trail) into one file, while its
+    /// server runs or not. The file holds every secret of the control plane; it is written 0600.
+    Backup(BackupArgs),
+    /// Restore a backup into an empty (or new) data dir.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// The backup file to write (replaced if it exists).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// A file written by `axon-cp backup`.
+    #[arg(long)]
+    from: PathBuf,
+    /// The data dir to make; it must be empty or absent.
+    #[arg(long, env = "AXON_DATA_DIR")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -242,6 +266,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::Backup(args) => backup(&args.dir.data_dir, &args.out),
+        Command::Restore(args) => {
+            let s = axon_control_plane::backup::restore(&args.from, &args.data_dir)?;
+            println!(
+                "restored into {}: {} store entries in {} trees, {} files; start it with `axon-cp serve --data-dir {}`",
+                args.data_dir.display(),
+                s.entries,
+                s.trees,
+                s.files,
+                args.data_dir.display()
+            );
+            Ok(())
+        }
         Command::User(cmd) => user_command(cmd),
         Command::AuditVerify(a) => {
             let check = axon_control_plane::offline::verify_audit(&a.data_dir)?;
@@ -370,6 +407,61 @@ fn report_open_files(open_files: u64) {
             "the open-file limit caps the fleet near this many agents; raise LimitNOFILE"
         );
     }
+}
+
+/// Writes the backup beside `out` and renames it into place once whole and checked, so a
+/// failed run never leaves a truncated file under the name of a good one.
+fn backup(data_dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    use axon_control_plane::backup;
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = out.with_extension("partial");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", partial.display()))?;
+    // A socket left by a server that was killed answers nothing: the dir is then read directly.
+    let taken = match backup::backup_from_server(data_dir, &file) {
+        Err(backup::BackupError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            backup::backup_offline(data_dir, &file).map(|_| ())
+        }
+        other => other.map(|_| ()),
+    };
+    let checked = taken
+        .and_then(|()| {
+            file.sync_all().map_err(|e| backup::BackupError::Io {
+                path: partial.clone(),
+                source: e,
+            })
+        })
+        .and_then(|()| backup::check(&partial));
+    let summary = match checked {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    };
+    std::fs::rename(&partial, out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    eprintln!(
+        "axon-cp: warning: {} holds the CA key, the token signing keys and every secret of the control plane; keep it as you keep them (it is written 0600)",
+        out.display()
+    );
+    println!(
+        "backup written to {}: {} store entries in {} trees, {} files",
+        out.display(),
+        summary.entries,
+        summary.trees,
+        summary.files
+    );
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

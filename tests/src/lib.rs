@@ -12,6 +12,7 @@ pub mod load;
 pub mod mock_llm;
 pub mod relay;
 pub mod webhook_receiver;
+pub mod writes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -166,6 +167,29 @@ impl ControlPlane {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Self::serve_dir(dir, extra, env).await
+    }
+
+    /// Restores `archive` (made by `axon-cp backup`) into a new data dir and serves it.
+    pub async fn start_restored(archive: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(bin("axon-cp"))
+            .args(["restore", "--from"])
+            .arg(archive)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run axon-cp restore");
+        assert!(
+            out.status.success(),
+            "restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::serve_dir(dir, extra, env).await
+    }
+
+    /// Serves the data dir `<dir>/data` on fresh ports.
+    async fn serve_dir(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let ca = std::fs::read_to_string(dir.path().join("data/pki/ca.pem")).expect("ca.pem");
         let tls = api_tls(&ca);
         let client = reqwest::Client::builder()
