@@ -6,6 +6,7 @@
 //! them first (`cargo build --bins`).
 
 pub mod browser;
+pub mod dashboard;
 pub mod failover;
 pub mod fake_channels;
 pub mod load;

@@ -164,7 +164,8 @@ async fn requests_go_to_the_gpu_that_has_the_model_and_move_when_it_cannot() {
         &config,
         format!(
             "[[providers]]\nname = \"cloud\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
-             [[aliases]]\nname = \"local\"\ntargets = [{{ model = \"ollama/llama3.2\" }}, {{ model = \"cloud/gpt-4o-mini\" }}]\n",
+             [[aliases]]\nname = \"local\"\ntargets = [{{ model = \"ollama/llama3.2\" }}, {{ model = \"cloud/gpt-4o-mini\" }}]\n\
+             [[prices]]\nmodel = \"ollama/*\"\ninput_per_mtok = 0.5\noutput_per_mtok = 1.5\n",
             cloud.base_url()
         ),
     )
@@ -271,6 +272,38 @@ async fn requests_go_to_the_gpu_that_has_the_model_and_move_when_it_cannot() {
         .await;
     assert_eq!(records[0]["host_id"], a.host_id.as_str(), "{records}");
     assert_eq!(records[0]["outcome"], "ok");
+
+    // The packaged Grafana dashboard reads only series (and labels) this page has: hosts and
+    // GPUs reporting, LLM calls made, plain and streamed.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/grafana/axon-dashboard.json"),
+        )
+        .expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let metrics = || async {
+        cp.client
+            .get(cp.url("/metrics"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    };
+    // Disk rates need two samples of a host.
+    let rates = wait_until(LIMIT, || async {
+        metrics()
+            .await
+            .contains("axon_host_disk_read_bytes_per_second{")
+    })
+    .await;
+    assert!(rates.is_some(), "no disk rates:\n{}", metrics().await);
+    let page = metrics().await;
+    let problems = axon_e2e::dashboard::missing(&dashboard, &page);
+    assert!(problems.is_empty(), "{problems:#?}\n{page}");
 
     // A's GPU saturates: B, which has the model on disk and VRAM to spare, takes the request.
     set_util(&gpu_a, 97);
