@@ -43,6 +43,11 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
+    /// The data dir was written by a newer build.
+    #[error(
+        "the store was written by a newer axon-cp (store format {found}; this build reads up to {supported}): run that version, or restore a backup this version made"
+    )]
+    Newer { found: u32, supported: u32 },
     /// A value could not be encoded (nothing was written).
     #[error("a record for {tree}/{key} could not be encoded: {source}")]
     Encode {
@@ -615,6 +620,42 @@ fn replay_journal(db: &sled::Db) -> Result<usize, StoreError> {
     Ok(replayed)
 }
 
+/// The store's format, kept under [`FORMAT_KEY`] in the default tree. It goes up when stored
+/// records change in a way an older build cannot read; each step up has a migration, run once
+/// on the first start of the newer build.
+pub const FORMAT: u32 = 1;
+const FORMAT_KEY: &[u8] = b"__format";
+
+/// Refuses a store from a newer build, and brings an older one up to [`FORMAT`].
+fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+    let io = |op: &'static str| {
+        move |source| StoreError::Io {
+            op,
+            tree: "default",
+            source,
+        }
+    };
+    let found = match db.get(FORMAT_KEY).map_err(io("get"))? {
+        Some(bytes) => u32::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0xff; 4])),
+        // Stores from before the format was kept are format 1.
+        None => 1,
+    };
+    if found > FORMAT {
+        return Err(StoreError::Newer {
+            found,
+            supported: FORMAT,
+        });
+    }
+    // Migrations from `found` up to `FORMAT` go here, one step each, before the new number
+    // is written. Format 1 is the first.
+    if db.get(FORMAT_KEY).map_err(io("get"))?.is_none() || found < FORMAT {
+        db.insert(FORMAT_KEY, &FORMAT.to_be_bytes())
+            .map_err(io("insert"))?;
+        db.flush().map_err(io("flush"))?;
+    }
+    Ok(())
+}
+
 /// The opened sled database; clones share it.
 #[derive(Clone)]
 pub struct Db {
@@ -643,6 +684,7 @@ impl Db {
         loop {
             match sled::Config::new().path(dir).open() {
                 Ok(db) => {
+                    check_format(&db)?;
                     replay_journal(&db)?;
                     return Ok(Self {
                         db,

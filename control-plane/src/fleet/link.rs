@@ -214,9 +214,14 @@ struct Session {
 }
 
 fn close(code: CloseCode, reason: &str) -> Message {
+    // A close frame's reason holds at most 123 bytes; a longer one is not sent at all.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     Message::Close(Some(CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason[..end].into(),
     }))
 }
 
@@ -382,7 +387,20 @@ impl Session {
                     return Err((None, ErrorCode::BadRequest, format!("read failed: {e}")));
                 }
             };
-            let frame = Frame::decode(&text, max).map_err(|e| (None, e.code(), e.to_string()))?;
+            let frame = Frame::decode(&text, max).map_err(|e| match e {
+                // Said so that whoever reads the agent's log knows which side to upgrade (the
+                // close reason reaches an agent that cannot read our frames).
+                axon_shared::ProtocolError::Version { got, min, max } => (
+                    lenient_id(&text),
+                    ErrorCode::UnsupportedVersion,
+                    if got > max {
+                        format!("agent protocol {got} is newer than this control plane ({min} to {max}): upgrade axon-cp")
+                    } else {
+                        format!("agent protocol {got} is too old for this control plane ({min} to {max}): upgrade agentd")
+                    },
+                ),
+                e => (None, e.code(), e.to_string()),
+            })?;
             let Frame::Request(Request { id, op, body, .. }) = frame else {
                 return Err((
                     None,
@@ -746,4 +764,12 @@ impl Session {
             h.last_seen = Some(now());
         });
     }
+}
+
+/// The id of a frame this build cannot decode (a newer protocol), when it has a usable one, so
+/// the refusal can answer it.
+fn lenient_id(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let id = value.get("id")?.as_str()?;
+    (!id.is_empty() && id.len() <= axon_shared::MAX_ID_LEN).then(|| id.to_owned())
 }
