@@ -194,3 +194,126 @@ async fn a_damaged_backup_or_an_occupied_dir_is_refused_with_one_line() {
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
     assert!(!target.exists());
 }
+
+/// An agent's records, as the control plane keeps them, oldest first.
+async fn kept_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
+    let (_, records) = cp
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/audit?host={host}&limit=1000"),
+            Some(admin),
+            None,
+        )
+        .await;
+    let mut seqs: Vec<u64> = records
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
+        .unwrap_or_default();
+    seqs.reverse();
+    seqs
+}
+
+async fn run_command(cp: &ControlPlane, admin: &str, host: &str) {
+    let (status, body) = cp
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/hosts/{host}/exec"),
+            Some(admin),
+            Some(serde_json::json!({"command": "uptime"})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_carry_on_after_a_restore_and_the_records_the_backup_missed_are_named() {
+    let mut cp = ControlPlane::start(&[]).await;
+    let admin = cp.admin_token().await;
+    let mut agent = Agent::enroll(&cp).await;
+    let host = agent.host_id.clone();
+    let flags = ["--backoff-initial", "100ms", "--backoff-max", "1s"];
+    agent.start(&flags);
+    let online = wait_until(Duration::from_secs(10), || async {
+        cp.host(&admin, &host).await["status"] == "online"
+    })
+    .await;
+    assert!(online.is_some(), "{}", agent.log());
+    run_command(&cp, &admin, &host).await;
+    let kept = |n: usize| {
+        let (cp, admin, host) = (&cp, &admin, &host);
+        async move {
+            wait_until(Duration::from_secs(10), || async {
+                kept_seqs(cp, admin, host).await.len() >= n
+            })
+            .await
+        }
+    };
+    assert!(kept(2).await.is_some(), "start and one command");
+    let work = tempfile::tempdir().expect("dir");
+    let archive = work.path().join("a.bak");
+    let out = backup(&cp.data_dir(), &archive);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at_backup = kept_seqs(&cp, &admin, &host).await;
+    // Acknowledged after the backup: the restored store will not have these, and the agent
+    // drops them from its spool (the last ones may still be there when it stops).
+    for _ in 0..4 {
+        run_command(&cp, &admin, &host).await;
+    }
+    assert!(kept(at_backup.len() + 4).await.is_some());
+    let missed = kept_seqs(&cp, &admin, &host).await[at_backup.len()..].to_vec();
+    agent.stop();
+    cp.terminate();
+
+    let restored = ControlPlane::start_restored(&archive, &[], &[]).await;
+    let admin = restored.admin_token().await;
+    agent.start(&[
+        "--backoff-initial",
+        "100ms",
+        "--backoff-max",
+        "1s",
+        "--agent-url",
+        &format!("wss://localhost:{}/agent/v1", restored.agent_port),
+    ]);
+    let online = wait_until(Duration::from_secs(10), || async {
+        restored.host(&admin, &host).await["status"] == "online"
+    })
+    .await;
+    assert!(online.is_some(), "{}", agent.log());
+    run_command(&restored, &admin, &host).await;
+    // The restart and the command arrive; the records the backup missed and the agent no
+    // longer holds are named, once, and everything from the oldest it still held is kept.
+    let last_missed = *missed.last().expect("missed");
+    let carried_on = wait_until(Duration::from_secs(10), || async {
+        kept_seqs(&restored, &admin, &host)
+            .await
+            .last()
+            .is_some_and(|s| *s >= last_missed + 2)
+    })
+    .await;
+    let seqs = kept_seqs(&restored, &admin, &host).await;
+    assert!(carried_on.is_some(), "{seqs:?}\n{}", restored.log());
+    assert_eq!(seqs[..at_backup.len()], at_backup[..]);
+    let resumed = seqs[at_backup.len()];
+    let gap_from = at_backup.last().expect("kept") + 1;
+    assert!(
+        resumed > gap_from,
+        "the first missed record was dropped by the agent: {seqs:?}"
+    );
+    let expected: Vec<u64> = (resumed..=*seqs.last().expect("last")).collect();
+    assert_eq!(seqs[at_backup.len()..], expected[..], "in order from there");
+    let gaps = audit_outcomes(&restored, &admin, "audit.gap").await;
+    assert_eq!(gaps, ["audit.gap alert"], "one gap, recorded once");
+    let (_, records) = restored
+        .call(
+            reqwest::Method::GET,
+            "/api/audit?action=audit.gap",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let reason = records[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("records {gap_from} to {}", resumed - 1)),
+        "{reason}"
+    );
+}

@@ -198,6 +198,7 @@ async fn connection(
         host_id,
         cert,
         addr,
+        first_audit: std::sync::atomic::AtomicBool::new(true),
     }
     .run(ws, shutdown)
     .await;
@@ -211,6 +212,9 @@ struct Session {
     host_id: String,
     cert: CertInfo,
     addr: SocketAddr,
+    /// No audit record has come on this connection yet (the agent replays its spool from
+    /// the oldest unacknowledged record first).
+    first_audit: std::sync::atomic::AtomicBool,
 }
 
 fn close(code: CloseCode, reason: &str) -> Message {
@@ -658,9 +662,39 @@ impl Session {
         // In order only: after a record that could not be stored, later ones wait (no ack)
         // until the agent replays from the missing one. The first record ever seen from a host
         // sets the starting point.
+        let first = self
+            .first_audit
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         if record.seq > last + 1 && last != 0 {
-            tracing::warn!(host = %self.host_id, seq = record.seq, last, "audit record out of order; waiting for replay");
-            return;
+            if !first {
+                tracing::warn!(host = %self.host_id, seq = record.seq, last, "audit record out of order; waiting for replay");
+                return;
+            }
+            // The oldest record the agent still holds is past what this store has: the ones in
+            // between were acknowledged to a store that was since replaced (a restore from a
+            // backup). Waiting would stall the host's trail for good; the gap is recorded.
+            let gap = self
+                .state
+                .audit
+                .write(
+                    self.state
+                        .audit
+                        .event("audit.gap", "alert")
+                        .actor_id(&self.host_id)
+                        .target(&self.host_id)
+                        .reason(&format!(
+                            "records {} to {} of this host's trail are not here: they were acknowledged to a store that was replaced since (a restore from a backup); the agent's own trail holds them",
+                            last + 1,
+                            record.seq - 1
+                        )),
+                )
+                .await;
+            if !gap {
+                self.first_audit
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            tracing::warn!(host = %self.host_id, from = last + 1, to = record.seq - 1, "agent audit records missing from this store (restored?); gap recorded");
         }
         if record.seq > last {
             // A GPU fault is kept as an alert first: if that fails, nothing is acknowledged
