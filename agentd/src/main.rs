@@ -29,6 +29,17 @@ enum Command {
     /// Work with the local audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write manual pages or a shell completion script (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(value_enum)]
+    what: axon_shared::cli::Generated,
+    /// Directory for the manual pages (default: the current one).
+    dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +172,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("  agent link: {}", enrolled.agent_url);
             Ok(())
         }
+        Command::Generate(args) => Ok(axon_shared::cli::generate(
+            <Cli as clap::CommandFactory>::command(),
+            args.what,
+            args.dir.as_deref(),
+        )?),
         Command::Audit(AuditCommand::Verify(args)) => {
             match args.file {
                 Some(file) => {

@@ -10,6 +10,7 @@
 
 mod cert;
 pub mod chain;
+pub mod cli;
 mod duration;
 mod frame;
 mod id;

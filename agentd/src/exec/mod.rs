@@ -224,10 +224,11 @@ impl Command {
                             "parameter {name}: max_len must be 1 to {MAX_STRING_PARAM}"
                         )));
                     }
-                    Some(
-                        Regex::new(&format!("^(?:{pattern})$"))
-                            .map_err(|e| err(format!("parameter {name}: bad pattern: {e}")))?,
-                    )
+                    // Checked alone first: a pattern such as `[a-z]+)|(.*` is only valid once
+                    // wrapped, and would then match anything.
+                    let bad = |e: regex::Error| err(format!("parameter {name}: bad pattern: {e}"));
+                    Regex::new(pattern).map_err(bad)?;
+                    Some(Regex::new(&format!("^(?:{pattern})$")).map_err(bad)?)
                 }
                 ParamSchema::Enum { values } if values.is_empty() => {
                     return Err(err(format!("parameter {name}: an enum needs values")));

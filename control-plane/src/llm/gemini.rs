@@ -362,7 +362,8 @@ impl Translate {
         if let Some(u) = &response.usage_metadata {
             self.usage = Some(Usage::new(
                 u.prompt_token_count,
-                u.candidates_token_count + u.thoughts_token_count,
+                u.candidates_token_count
+                    .saturating_add(u.thoughts_token_count),
                 u.cached_content_token_count,
             ));
         }

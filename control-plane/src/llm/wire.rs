@@ -489,7 +489,7 @@ impl Usage {
         Self {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: prompt + completion,
+            total_tokens: prompt.saturating_add(completion),
             cached_tokens: cached,
         }
     }
