@@ -215,17 +215,42 @@ pub fn backup_from_server(data_dir: &Path, mut out: impl Write) -> Result<u64, B
     Ok(copied)
 }
 
+/// The admin socket's thread; [`BackupSocket::close`] stops it and lets go of the store.
+pub struct BackupSocket {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackupSocket {
+    /// Stops serving: wakes the thread, waits for it (and a backup under way) and removes the
+    /// socket, so the store's lock goes with the server.
+    pub fn close(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Serves backups on `<data-dir>/admin.sock` from a thread of its own (a backup pauses store
-/// writes, so it must not wait on the async runtime). Returns when the listener fails.
-pub fn serve_socket(data_dir: PathBuf, db: crate::store::Db) -> std::io::Result<()> {
+/// writes, so it must not wait on the async runtime) until closed.
+pub fn serve_socket(data_dir: PathBuf, db: crate::store::Db) -> std::io::Result<BackupSocket> {
     let path = data_dir.join(SOCKET);
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::Builder::new()
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("backups".into())
         .spawn(move || {
             for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
                 let mut ask = [0u8; ASK.len()];
@@ -246,7 +271,11 @@ pub fn serve_socket(data_dir: PathBuf, db: crate::store::Db) -> std::io::Result<
                 }
             }
         })?;
-    Ok(())
+    Ok(BackupSocket {
+        path,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// Reads a whole archive, checking its structure and hash; calls `each` per entry only when

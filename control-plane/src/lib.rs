@@ -260,9 +260,14 @@ pub async fn run(
     // The first pass runs before serving, so nothing expired is honoured after a restart.
     prune_metrics(&state);
     clean_expired(&state).await;
-    if let Err(e) = backup::serve_socket(state.config.data_dir.clone(), state.store.db.clone()) {
-        tracing::error!(error = %e, "the admin socket for backups could not be opened; `axon-cp backup` needs a stopped server");
-    }
+    let backups = match backup::serve_socket(state.config.data_dir.clone(), state.store.db.clone())
+    {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            tracing::error!(error = %e, "the admin socket for backups could not be opened; `axon-cp backup` needs a stopped server");
+            None
+        }
+    };
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let space = tokio::spawn(state.space.clone().watch());
     let outbox = state
@@ -284,8 +289,10 @@ pub async fn run(
     state.llm.usage.shutdown().await;
     // Give sessions a moment to send their close frames.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    if let Some(socket) = backups {
+        let _ = tokio::task::spawn_blocking(move || socket.close()).await;
+    }
     state.store.db.flush().await?;
-    let _ = std::fs::remove_file(state.config.data_dir.join(backup::SOCKET));
     Ok(())
 }
 
