@@ -428,11 +428,15 @@ async fn list_prices(State(state): State<AppState>) -> ApiJson<Vec<Price>> {
     ApiJson(state.llm.routes.prices().values().cloned().collect())
 }
 
+/// Rows in the price table at most.
+const MAX_PRICES: usize = 2_000;
+
 /// The whole price table.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PricesBody {
-    #[schemars(length(max = 10000))]
+    /// At most 2,000 rows: a table of that size fits the 1 MiB body limit.
+    #[schemars(length(max = 2000))]
     prices: Vec<Price>,
 }
 
@@ -441,8 +445,10 @@ async fn put_prices(
     caller: Caller,
     ApiJson(body): ApiJson<PricesBody>,
 ) -> Result<ApiJson<Vec<Price>>, ApiError> {
-    if body.prices.len() > 10_000 {
-        return Err(ApiError::bad_request("at most 10000 prices"));
+    if body.prices.len() > MAX_PRICES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_PRICES} prices"
+        )));
     }
     for p in &body.prices {
         p.check().map_err(ApiError::bad_request)?;
