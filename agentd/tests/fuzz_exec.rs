@@ -387,11 +387,12 @@ proptest! {
         let Ok(command) = Command::from_spec(spec.clone(), etc()) else {
             return Ok(());
         };
-        if Regex::new(&pattern).is_err() {
-            // Accepted although it is no regular expression on its own, so the anchors
-            // around it do not hold: pinned by `a_pattern_cannot_break_out_of_its_anchors`.
-            return Ok(());
-        }
+        // Only a pattern that is a regular expression on its own keeps its meaning inside
+        // the anchors (see `a_pattern_cannot_break_out_of_its_anchors`).
+        prop_assert!(
+            Regex::new(&pattern).is_ok(),
+            "pattern {pattern:?} is no regular expression on its own, yet it was accepted"
+        );
         let values = BTreeMap::from([("p0".to_owned(), Value::from(value.clone()))]);
         if let Ok(argv) = command.render(&values) {
             prop_assert_eq!(argv.len(), spec.args.len());

@@ -271,9 +271,8 @@ struct Answer {
 }
 
 fn answer() -> impl Strategy<Value = Answer> {
-    // Counts stay far below u64::MAX: the sum of huge counts is pinned separately, by
-    // `huge_token_counts_do_not_overflow`.
-    let count = 0u64..(1 << 53);
+    // Up to u64::MAX: totals saturate (see `huge_token_counts_do_not_overflow`).
+    let count = prop_oneof![0u64..(1 << 53), any::<u64>(), Just(u64::MAX)];
     (
         prop::collection::vec(any::<String>(), 0..6),
         select(&["stop", "length"][..]),

@@ -927,6 +927,36 @@ pub async fn audit_outcomes(cp: &ControlPlane, admin: &str, prefix: &str) -> Vec
         .unwrap_or_default()
 }
 
+/// An agent's records as the control plane keeps them (`host_seq`), oldest first.
+pub async fn kept_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
+    let (_, records) = cp
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/audit?host={host}&limit=1000"),
+            Some(admin),
+            None,
+        )
+        .await;
+    let mut seqs: Vec<u64> = records
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
+        .unwrap_or_default();
+    seqs.reverse();
+    seqs
+}
+
+impl Agent {
+    /// Sequence numbers in the agent's own trail, in file order.
+    pub fn trail_seqs(&self) -> Vec<u64> {
+        std::fs::read_to_string(self.state_dir().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|r| r["seq"].as_u64())
+            .collect()
+    }
+}
+
 /// A hello request frame as agentd would send it.
 pub fn hello_frame(id: &str) -> String {
     let hello = axon_shared::Hello {

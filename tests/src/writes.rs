@@ -183,3 +183,27 @@ pub async fn check_all(cp: &ControlPlane, admin: &str, acked: &[Acked]) {
         );
     }
 }
+
+/// Starts `n` writers (each numbering its changes from its own block) until `stop` says so.
+pub fn spawn_writers(
+    cp: &ControlPlane,
+    token: &str,
+    tenant: &str,
+    n: u64,
+    acked: &Arc<Mutex<Vec<Acked>>>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|w| {
+            tokio::spawn(writer(
+                cp.client.clone(),
+                cp.server(),
+                token.to_owned(),
+                tenant.to_owned(),
+                w * 1_000_000,
+                acked.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect()
+}

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axon_e2e::writes::{Acked, check_all, writer};
+use axon_e2e::writes::{Acked, check_all, spawn_writers};
 use axon_e2e::*;
 
 fn axon_cp(args: &[&str], paths: &[&Path]) -> Output {
@@ -46,19 +46,7 @@ async fn a_backup_taken_under_writes_restores_every_acknowledged_change() {
     let tenant = cp.create_tenant(&admin, "backup-home").await;
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let writers: Vec<_> = (0..3u64)
-        .map(|w| {
-            tokio::spawn(writer(
-                cp.client.clone(),
-                cp.server(),
-                admin.clone(),
-                tenant.clone(),
-                w * 1_000_000,
-                acked.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let writers = spawn_writers(&cp, &admin, &tenant, 3, &acked, &stop);
     let count = || acked.lock().expect("acked").len();
     let moving = wait_until(Duration::from_secs(30), || async { count() >= 30 }).await;
     assert!(moving.is_some(), "no writes acknowledged");
@@ -193,24 +181,6 @@ async fn a_damaged_backup_or_an_occupied_dir_is_refused_with_one_line() {
     );
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
     assert!(!target.exists());
-}
-
-/// An agent's records, as the control plane keeps them, oldest first.
-async fn kept_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
-    let (_, records) = cp
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/audit?host={host}&limit=1000"),
-            Some(admin),
-            None,
-        )
-        .await;
-    let mut seqs: Vec<u64> = records
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
-        .unwrap_or_default();
-    seqs.reverse();
-    seqs
 }
 
 async fn run_command(cp: &ControlPlane, admin: &str, host: &str) {

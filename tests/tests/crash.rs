@@ -6,10 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axon_e2e::writes::{Acked, KINDS, check_all, writer};
+use axon_e2e::writes::{Acked, KINDS, check_all, spawn_writers};
 use axon_e2e::*;
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A small xorshift: the kill moments need to vary, not to be unpredictable.
 struct Dice(u64);
@@ -63,35 +62,7 @@ fn verify_agent_trail(agent: &Agent) -> usize {
         "the agent's trail does not verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    agent_seqs(agent).len()
-}
-
-/// Sequence numbers in the agent's own trail, in file order.
-fn agent_seqs(agent: &Agent) -> Vec<u64> {
-    std::fs::read_to_string(agent.state_dir().join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|r| r["seq"].as_u64())
-        .collect()
-}
-
-/// The agent's records as the control plane keeps them, oldest first.
-async fn kept_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
-    let (_, records) = cp
-        .call(
-            Method::GET,
-            &format!("/api/audit?host={host}&limit=1000"),
-            Some(admin),
-            None,
-        )
-        .await;
-    let mut seqs: Vec<u64> = records
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
-        .unwrap_or_default();
-    seqs.reverse();
-    seqs
+    agent.trail_seqs().len()
 }
 
 fn rounds() -> usize {
@@ -112,19 +83,7 @@ async fn axon_cp_killed_under_writes_keeps_every_acknowledged_change() {
 
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let writers: Vec<_> = (0..4u64)
-        .map(|w| {
-            tokio::spawn(writer(
-                cp.client.clone(),
-                cp.server(),
-                admin.clone(),
-                tenant.clone(),
-                w * 1_000_000,
-                acked.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let writers = spawn_writers(&cp, &admin, &tenant, 4, &acked, &stop);
     let count = || acked.lock().expect("acked").len();
     for round in 0..rounds() {
         // Some changes acknowledged since the restart, then a kill at a random moment.
@@ -157,13 +116,13 @@ async fn axon_cp_killed_under_writes_keeps_every_acknowledged_change() {
     // The agent's records reached the trail once each, and both trails verify.
     let host = agent.host_id.clone();
     let caught_up = wait_until(Duration::from_secs(20), || async {
-        kept_seqs(&cp, &admin, &host).await == agent_seqs(&agent)
+        kept_seqs(&cp, &admin, &host).await == agent.trail_seqs()
     })
     .await;
     assert!(
         caught_up.is_some(),
         "agent {:?} vs kept {:?}",
-        agent_seqs(&agent),
+        agent.trail_seqs(),
         kept_seqs(&cp, &admin, &host).await
     );
     agent.stop();
@@ -216,9 +175,9 @@ async fn agentd_killed_while_writing_audit_records_delivers_each_once_in_order()
                 })
             })
             .collect();
-        let before = agent_seqs(&agent).len();
+        let before = agent.trail_seqs().len();
         let writing = wait_until(Duration::from_secs(10), || async {
-            agent_seqs(&agent).len() >= before + 3
+            agent.trail_seqs().len() >= before + 3
         })
         .await;
         assert!(
@@ -236,11 +195,11 @@ async fn agentd_killed_while_writing_audit_records_delivers_each_once_in_order()
     // Back once more: everything it wrote reaches the control plane, once, in order.
     agent.start(&AGENT_FLAGS);
     let caught_up = wait_until(Duration::from_secs(30), || async {
-        let mine = agent_seqs(&agent);
+        let mine = agent.trail_seqs();
         !mine.is_empty() && kept_seqs(&cp, &admin, &host).await == mine
     })
     .await;
-    let mine = agent_seqs(&agent);
+    let mine = agent.trail_seqs();
     let kept = kept_seqs(&cp, &admin, &host).await;
     assert!(caught_up.is_some(), "agent {mine:?}\nkept {kept:?}");
     let expected: Vec<u64> = (1..=mine.len() as u64).collect();

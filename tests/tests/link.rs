@@ -530,23 +530,6 @@ async fn revoked_agent_says_so_and_stops_hammering() {
     assert!(line.contains("ceiling_ms=20000"), "{line}");
 }
 
-async fn host_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
-    let (_, records) = cp
-        .call(
-            Method::GET,
-            &format!("/api/audit?host={host}&limit=1000"),
-            Some(admin),
-            None,
-        )
-        .await;
-    let mut seqs: Vec<u64> = records
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
-        .unwrap_or_default();
-    seqs.reverse();
-    seqs
-}
-
 #[tokio::test]
 async fn audit_records_made_while_the_control_plane_is_down_arrive_once_in_order() {
     let mut cp = ControlPlane::start(&[]).await;
@@ -564,13 +547,13 @@ async fn audit_records_made_while_the_control_plane_is_down_arrive_once_in_order
     );
     let host = agent.host_id.clone();
     let first = wait_until(Duration::from_secs(5), || async {
-        host_seqs(&cp, &admin, &host).await == [1]
+        kept_seqs(&cp, &admin, &host).await == [1]
     })
     .await;
     assert!(
         first.is_some(),
         "the start record did not arrive: {:?}",
-        host_seqs(&cp, &admin, &host).await
+        kept_seqs(&cp, &admin, &host).await
     );
 
     // The control plane goes away; the agent restarts twice, recording each start.
@@ -595,13 +578,13 @@ async fn audit_records_made_while_the_control_plane_is_down_arrive_once_in_order
     cp.spawn().await;
     let admin = cp.admin_token().await;
     let all = wait_until(Duration::from_secs(10), || async {
-        host_seqs(&cp, &admin, &host).await.len() >= 3
+        kept_seqs(&cp, &admin, &host).await.len() >= 3
     })
     .await;
     assert!(
         all.is_some(),
         "records missing: {:?}\n{}",
-        host_seqs(&cp, &admin, &host).await,
+        kept_seqs(&cp, &admin, &host).await,
         agent.log()
     );
     // Nothing arrives twice: a ping's answer comes after every event the agent sent before
@@ -616,7 +599,7 @@ async fn audit_records_made_while_the_control_plane_is_down_arrive_once_in_order
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        host_seqs(&cp, &admin, &host).await,
+        kept_seqs(&cp, &admin, &host).await,
         [1, 2, 3],
         "exactly once, in order"
     );

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axon_e2e::relay::{Mode, Relay};
 use axon_e2e::*;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// How long the control plane waits for an agent's answer (its default).
@@ -203,40 +203,14 @@ fn assert_failed_in_time(status: StatusCode, took: Duration, deadline: Duration,
     assert!(took <= deadline + SLACK, "{during}: took {took:?}");
 }
 
-fn agent_seqs(agent: &Agent) -> Vec<u64> {
-    std::fs::read_to_string(agent.state_dir().join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|r| r["seq"].as_u64())
-        .collect()
-}
-
-async fn kept_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
-    let (_, records) = cp
-        .call(
-            Method::GET,
-            &format!("/api/audit?host={host}&limit=1000"),
-            Some(admin),
-            None,
-        )
-        .await;
-    let mut seqs: Vec<u64> = records
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
-        .unwrap_or_default();
-    seqs.reverse();
-    seqs
-}
-
 /// Every record of the agent's trail is kept by the control plane once, in order.
 async fn exactly_once(cp: &ControlPlane, admin: &str, agent: &Agent, after: &str) {
     let host = &agent.host_id;
     let same = wait_until(Duration::from_secs(30), || async {
-        kept_seqs(cp, admin, host).await == agent_seqs(agent)
+        kept_seqs(cp, admin, host).await == agent.trail_seqs()
     })
     .await;
-    let mine = agent_seqs(agent);
+    let mine = agent.trail_seqs();
     assert!(
         same.is_some(),
         "after {after}: agent {mine:?}, kept {:?}",
@@ -290,11 +264,11 @@ async fn an_agent_behind_a_partition_a_lossy_a_slow_and_a_silent_link_comes_back
         "offline answered in {took:?}"
     );
     // The agent restarts behind the partition: its start is a record made there.
-    let before = agent_seqs(&agent).len();
+    let before = agent.trail_seqs().len();
     agent.stop();
     agent.start_wrapped(&ns.wrapper(), &AGENT_FLAGS, &[]);
     let recorded = wait_until(Duration::from_secs(10), || async {
-        agent_seqs(&agent).len() > before
+        agent.trail_seqs().len() > before
     })
     .await;
     assert!(recorded.is_some(), "{}", agent.log());
