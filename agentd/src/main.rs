@@ -31,15 +31,7 @@ enum Command {
     Audit(AuditCommand),
     /// Write manual pages or a shell completion script (for packaging).
     #[command(hide = true)]
-    Generate(GenerateArgs),
-}
-
-#[derive(Args)]
-struct GenerateArgs {
-    #[arg(value_enum)]
-    what: axon_shared::cli::Generated,
-    /// Directory for the manual pages (default: the current one).
-    dir: Option<PathBuf>,
+    Generate(axon_shared::cli::GenerateArgs),
 }
 
 #[derive(Subcommand)]
@@ -172,11 +164,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("  agent link: {}", enrolled.agent_url);
             Ok(())
         }
-        Command::Generate(args) => Ok(axon_shared::cli::generate(
-            <Cli as clap::CommandFactory>::command(),
-            args.what,
-            args.dir.as_deref(),
-        )?),
+        Command::Generate(args) => Ok(args.run(<Cli as clap::CommandFactory>::command())?),
         Command::Audit(AuditCommand::Verify(args)) => {
             match args.file {
                 Some(file) => {

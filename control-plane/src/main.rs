@@ -49,15 +49,7 @@ enum Command {
     Restore(RestoreArgs),
     /// Write manual pages or a shell completion script (for packaging).
     #[command(hide = true)]
-    Generate(GenerateArgs),
-}
-
-#[derive(Args)]
-struct GenerateArgs {
-    #[arg(value_enum)]
-    what: axon_shared::cli::Generated,
-    /// Directory for the manual pages (default: the current one).
-    dir: Option<PathBuf>,
+    Generate(axon_shared::cli::GenerateArgs),
 }
 
 #[derive(Args)]
@@ -276,11 +268,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Generate(args) => Ok(axon_shared::cli::generate(
-            <Cli as clap::CommandFactory>::command(),
-            args.what,
-            args.dir.as_deref(),
-        )?),
+        Command::Generate(args) => Ok(args.run(<Cli as clap::CommandFactory>::command())?),
         Command::Serve(args) => serve(args),
         Command::Backup(args) => backup(&args.dir.data_dir, &args.out),
         Command::Restore(args) => {

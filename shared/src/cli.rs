@@ -13,6 +13,22 @@ pub enum Generated {
     Fish,
 }
 
+/// The hidden `generate` subcommand of both binaries.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    #[arg(value_enum)]
+    pub what: Generated,
+    /// Directory for the manual pages (default: the current one).
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl GenerateArgs {
+    /// Writes what was asked for `cmd`.
+    pub fn run(&self, cmd: clap::Command) -> std::io::Result<()> {
+        generate(cmd, self.what, self.dir.as_deref())
+    }
+}
+
 /// Writes manual pages into `dir` (default: the current one), or a completion script to
 /// stdout.
 pub fn generate(
