@@ -347,6 +347,19 @@ impl ControlPlane {
         (status, json)
     }
 
+    /// The `/metrics` page, read with `token`.
+    pub async fn metrics(&self, token: &str) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Logs in as the admin; returns the whole token response.
     pub async fn login(&self) -> Value {
         self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await

@@ -140,16 +140,7 @@ async fn health(cp: &ControlPlane, token: &str, channel: &str) -> Value {
 }
 
 async fn deploy_counter(cp: &ControlPlane, channel: &str, outcome: &str) -> f64 {
-    let text = cp
-        .client
-        .get(cp.url("/metrics"))
-        .bearer_auth(cp.admin_token().await)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = cp.metrics(&cp.admin_token().await).await;
     let needle = format!("axon_deploys_total{{channel=\"{channel}\",outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
@@ -877,16 +868,7 @@ async fn assert_nothing_shows(cp: &ControlPlane, admin: &str, orders: &[&str], s
         assert_eq!(status, StatusCode::OK, "{path}");
         exposed.push((path.to_owned(), body.to_string()));
     }
-    let metrics = cp
-        .client
-        .get(cp.url("/metrics"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = cp.metrics(admin).await;
     exposed.push(("/metrics".into(), metrics));
     let mut trail_files = 0;
     for entry in std::fs::read_dir(cp.data_dir())

@@ -282,17 +282,7 @@ async fn requests_go_to_the_gpu_that_has_the_model_and_move_when_it_cannot() {
         .expect("dashboard"),
     )
     .expect("dashboard JSON");
-    let metrics = || async {
-        cp.client
-            .get(cp.url("/metrics"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    };
+    let metrics = || cp.metrics(&admin);
     // Disk rates need two samples of a host.
     let rates = wait_until(LIMIT, || async {
         metrics()

@@ -216,16 +216,7 @@ async fn a_503_is_retried_and_the_delivery_lands_once() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let metrics = cp
-        .client
-        .get(cp.url("/metrics"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = cp.metrics(&admin).await;
     assert!(
         metrics.contains(r#"axon_outbox_deliveries_total{target="webhook",outcome="delivered"} 1"#),
         "{metrics}"
