@@ -138,18 +138,22 @@ pub fn write_archive(
         // least what the index does.
         for path in files_of(data_dir)? {
             let rel = path.strip_prefix(data_dir).unwrap_or(&path);
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
-            let mode = std::fs::metadata(&path)
-                .map_err(io(&path))?
-                .permissions()
-                .mode()
-                & 0o777;
+            // Streamed, not read whole: rotated trail files are up to 64 MiB each.
+            let file = std::fs::File::open(&path).map_err(io(&path))?;
+            let meta = file.metadata().map_err(io(&path))?;
+            let len = meta.len();
             w.write_all(b"F").map_err(io(stream))?;
             put_bytes32(&mut w, rel.as_os_str().as_encoded_bytes()).map_err(io(stream))?;
-            w.write_all(&mode.to_be_bytes()).map_err(io(stream))?;
-            w.write_all(&(bytes.len() as u64).to_be_bytes())
+            w.write_all(&(meta.permissions().mode() & 0o777).to_be_bytes())
                 .map_err(io(stream))?;
-            w.write_all(&bytes).map_err(io(stream))?;
+            w.write_all(&len.to_be_bytes()).map_err(io(stream))?;
+            let copied = std::io::copy(&mut file.take(len), &mut w).map_err(io(&path))?;
+            if copied != len {
+                return Err(BackupError::Damaged(format!(
+                    "{} shrank while it was copied",
+                    path.display()
+                )));
+            }
             summary.files += 1;
         }
     }

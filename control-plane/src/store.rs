@@ -635,7 +635,8 @@ fn check_format(db: &sled::Db) -> Result<(), StoreError> {
             source,
         }
     };
-    let found = match db.get(FORMAT_KEY).map_err(io("get"))? {
+    let stored = db.get(FORMAT_KEY).map_err(io("get"))?;
+    let found = match &stored {
         Some(bytes) => u32::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0xff; 4])),
         // Stores from before the format was kept are format 1.
         None => 1,
@@ -648,7 +649,7 @@ fn check_format(db: &sled::Db) -> Result<(), StoreError> {
     }
     // Migrations from `found` up to `FORMAT` go here, one step each, before the new number
     // is written. Format 1 is the first.
-    if db.get(FORMAT_KEY).map_err(io("get"))?.is_none() || found < FORMAT {
+    if stored.is_none() || found < FORMAT {
         db.insert(FORMAT_KEY, &FORMAT.to_be_bytes())
             .map_err(io("insert"))?;
         db.flush().map_err(io("flush"))?;
