@@ -5,14 +5,16 @@
 //! chain continues across files. The files are written by a thread of their own that commits
 //! records in groups, so no async thread waits on a disk sync.
 //!
-//! Each record is also put in a sled spool and sent to the control plane as a sequenced event;
-//! it leaves the spool only when the control plane acknowledges it, so records survive
-//! disconnects and restarts and are replayed in order. The file is written first: on open,
-//! records in the file that neither reached the spool nor were acknowledged are spooled again,
-//! so a crash between the two never leaves a gap the control plane would wait on.
+//! The trail is also the spool: each record is sent to the control plane as a sequenced event
+//! and counts as delivered only when the control plane acknowledges it. The highest
+//! acknowledged number is kept in `audit.acked`; on every connection the agent sends what
+//! follows it, newest records from memory and older ones read back from the files, so records
+//! survive disconnects and restarts and are replayed in order without a second store.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use axon_shared::{AuditRecord, Requester};
 use axon_trail::{TrailConfig, TrailError, TrailFile, Writer};
@@ -20,22 +22,28 @@ use tokio::sync::Notify;
 
 /// Name of the current audit file in the state dir.
 pub const AUDIT_FILE: &str = "audit.jsonl";
+/// The highest sequence number the control plane acknowledged (decimal text).
+pub const ACKED_FILE: &str = "audit.acked";
+/// Held (flock) by the agentd that uses the state dir.
+pub const LOCK_FILE: &str = "agentd.lock";
 /// Rotate the current file past this size.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 10 << 20;
 /// Rotated files kept (`audit.jsonl.1` is the newest).
 const KEEP_ROTATED: u32 = 5;
 /// Records queued for the writer; more wait for room.
 const QUEUE: usize = 1024;
-/// Key of the highest acknowledged sequence number in the spool's meta tree.
-const ACKED: &[u8] = b"acked";
+/// Unacknowledged records kept in memory; older ones are read back from the files.
+const CACHED: usize = 256;
+/// Where earlier releases kept unacknowledged records (a sled database); removed on open.
+const OLD_SPOOL: &str = "spool";
 
 /// The trail could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(transparent)]
     Trail(#[from] TrailError),
-    #[error("audit spool: {0}")]
-    Spool(#[from] sled::Error),
+    #[error("{0}")]
+    Spool(String),
 }
 
 /// The trail's layout in a state dir.
@@ -52,101 +60,118 @@ fn now_rfc3339() -> String {
 /// The trail of one agent.
 pub struct Auditor {
     writer: Writer<AuditRecord>,
-    spool: sled::Tree,
-    meta: sled::Tree,
-    _db: sled::Db,
+    config: TrailConfig,
+    spool: Arc<Mutex<Spool>>,
+    acked_path: PathBuf,
+    _lock: File,
     /// Wakes the link when records are spooled.
     pub spooled: Arc<Notify>,
 }
 
-/// Opens the spool, waiting briefly for a previous holder in this process to let go of sled's
-/// file lock (it is released by a background thread after the last handle drops).
-fn open_spool(path: &Path) -> Result<sled::Db, AuditError> {
-    let mut attempt = 0;
-    loop {
-        // Writes are flushed by the audit writer, once per group; sled's own periodic
-        // flusher would wake (and fsync) twice a second on an idle host.
-        let config = sled::Config::new()
-            .path(path)
-            .flush_every_ms(None)
-            .cache_capacity(4 << 20);
-        match config.open() {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if attempt < 40
-                    && (e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.to_string().contains("could not acquire lock")) =>
-            {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => return Err(e.into()),
+/// What the control plane has not acknowledged yet.
+#[derive(Debug, Default)]
+struct Spool {
+    acked: u64,
+    /// The newest record written.
+    head: u64,
+    /// The newest unacknowledged records, in order, at most [`CACHED`].
+    recent: VecDeque<AuditRecord>,
+}
+
+/// Takes the state dir's lock: two agents on one trail would fork its chain.
+fn lock(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AuditError::Spool(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Spool(format!(
+            "{} is in use by another agentd",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(AuditError::Spool(format!("{}: {e}", path.display())))
         }
     }
 }
 
-fn seq_of(key: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+fn read_acked(path: &Path) -> Result<Option<u64>, AuditError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            text.trim().parse().map(Some).map_err(|_| {
+                AuditError::Spool(format!("{}: not a sequence number", path.display()))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AuditError::Spool(format!("{}: {e}", path.display()))),
+    }
 }
 
-fn spool_insert(spool: &sled::Tree, record: &AuditRecord) -> Result<(), sled::Error> {
-    spool.insert(
-        record.seq.to_be_bytes(),
-        serde_json::to_vec(record).unwrap_or_default(),
-    )?;
-    Ok(())
+/// Replaces the mark atomically. Not synced: a mark lost in a crash only means records are
+/// sent again, and the control plane keeps each number once.
+fn write_acked(path: &Path, seq: u64) -> std::io::Result<()> {
+    let tmp = path.with_extension("acked.tmp");
+    std::fs::write(&tmp, format!("{seq}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Auditor {
     /// Opens the trail in `dir` (the state dir), continuing its chain, and starts its writer.
     pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Self, AuditError> {
-        let (trail, opened) = TrailFile::open::<AuditRecord>(trail_config(dir, max_file_bytes))?;
-        let db = open_spool(&dir.join("spool"))?;
-        let spool = db.open_tree("audit")?;
-        let meta = db.open_tree("audit_meta")?;
+        let lock = lock(dir)?;
+        let config = trail_config(dir, max_file_bytes);
+        let (trail, opened) = TrailFile::open::<AuditRecord>(config.clone())?;
         let head = trail.head().map_or(0, |(seq, _)| seq);
-        let spooled_last = spool.last()?.and_then(|(k, _)| seq_of(&k)).unwrap_or(0);
-        let acked = match meta.get(ACKED)?.and_then(|v| seq_of(&v)) {
-            Some(seq) => seq,
-            // Spools from before the mark: what is spooled was not acknowledged, and with an
-            // empty spool everything was.
-            None => match spool.first()?.and_then(|(k, _)| seq_of(&k)) {
-                Some(first) => first - 1,
-                None => head,
-            },
-        };
-        let from = acked.max(spooled_last);
-        if head > from {
-            let missing: Vec<AuditRecord> = trail.records_after(from)?;
-            tracing::warn!(
-                records = missing.len(),
-                after = from,
-                "audit records in the file but not in the spool: spooled again"
-            );
-            for record in &missing {
-                spool_insert(&spool, record)?;
+        let acked_path = dir.join(ACKED_FILE);
+        let acked = match read_acked(&acked_path)? {
+            // A mark past the head belongs to a trail that was since cut or replaced.
+            Some(seq) => seq.min(head),
+            None => {
+                // No mark: everything kept is sent (the control plane keeps each number once).
+                let old = dir.join(OLD_SPOOL);
+                if old.is_dir() {
+                    tracing::info!(path = %old.display(), "the spool of an earlier release is no longer used: the trail is sent again from its start and the spool removed");
+                    if let Err(e) = std::fs::remove_dir_all(&old) {
+                        tracing::warn!(path = %old.display(), error = %e, "cannot remove the old spool");
+                    }
+                }
+                0
             }
-            spool.flush()?;
-        }
+        };
+        let spool = Arc::new(Mutex::new(Spool {
+            acked,
+            head,
+            recent: VecDeque::new(),
+        }));
         let spooled = Arc::new(Notify::new());
         let (sink, wake) = (spool.clone(), spooled.clone());
         let writer = Writer::start(
             trail,
             QUEUE,
             Box::new(move |records: &[AuditRecord]| {
+                let mut spool = sink.lock().unwrap_or_else(|p| p.into_inner());
                 for record in records {
-                    spool_insert(&sink, record).map_err(|e| e.to_string())?;
+                    spool.head = record.seq;
+                    if spool.recent.len() == CACHED {
+                        spool.recent.pop_front();
+                    }
+                    spool.recent.push_back(record.clone());
                 }
-                sink.flush().map_err(|e| e.to_string())?;
+                drop(spool);
                 wake.notify_one();
                 Ok(())
             }),
         );
         let auditor = Self {
             writer,
+            config,
             spool,
-            meta,
-            _db: db,
+            acked_path,
+            _lock: lock,
             spooled,
         };
         if let Some((last, head)) = opened.cut {
@@ -214,40 +239,77 @@ impl Auditor {
         }
     }
 
-    /// Spooled records after `after`, in order, at most `limit`.
+    /// Unacknowledged records after `after`, in order, at most `limit`: from memory when
+    /// it holds them, else read back from the files.
     pub fn pending(&self, after: u64, limit: usize) -> Vec<AuditRecord> {
-        self.spool
-            .range((after + 1).to_be_bytes()..)
-            .take(limit)
-            .filter_map(|item| item.ok())
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect()
+        let (from, head) = {
+            let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+            let from = after.max(spool.acked);
+            if from >= spool.head {
+                return Vec::new();
+            }
+            if spool.recent.front().is_some_and(|r| r.seq <= from + 1) {
+                return spool
+                    .recent
+                    .iter()
+                    .filter(|r| r.seq > from)
+                    .take(limit)
+                    .cloned()
+                    .collect();
+            }
+            (from, spool.head)
+        };
+        // A rotation between listing the files and reading them can skip a file: read again.
+        for _ in 0..3 {
+            let records: Vec<AuditRecord> = match axon_trail::read_after(&self.config, from, limit)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read unacknowledged audit records back");
+                    return Vec::new();
+                }
+            };
+            let Some(first) = records.first().map(|r| r.seq) else {
+                return records;
+            };
+            if first == from + 1 || first > head {
+                return records;
+            }
+            let oldest = axon_trail::oldest_seq::<AuditRecord>(&self.config);
+            if oldest == Some(first) {
+                tracing::warn!(
+                    from = from + 1,
+                    to = first - 1,
+                    "audit records were rotated away before the control plane acknowledged them"
+                );
+                return records;
+            }
+        }
+        Vec::new()
     }
 
-    /// The control plane stored everything up to `seq`: drop it from the spool. Not synced
-    /// here: the writer's next group sync covers it, and a record acknowledged but spooled
-    /// again after a crash is only sent twice (the control plane keeps each number once).
+    /// The control plane stored everything up to `seq`. Returns how many records that
+    /// acknowledged.
     pub fn ack(&self, seq: u64) -> Result<usize, AuditError> {
-        let mut removed = 0;
-        for key in self
-            .spool
-            .range(..=seq.to_be_bytes())
-            .keys()
-            .filter_map(Result::ok)
-        {
-            self.spool.remove(key)?;
-            removed += 1;
+        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = seq.min(spool.head);
+        if seq <= spool.acked {
+            return Ok(0);
         }
-        let acked = self.meta.get(ACKED)?.and_then(|v| seq_of(&v)).unwrap_or(0);
-        if seq > acked {
-            self.meta.insert(ACKED, &seq.to_be_bytes())?;
+        let removed = (seq - spool.acked) as usize;
+        spool.acked = seq;
+        while spool.recent.front().is_some_and(|r| r.seq <= seq) {
+            spool.recent.pop_front();
         }
+        write_acked(&self.acked_path, seq)
+            .map_err(|e| AuditError::Spool(format!("{}: {e}", self.acked_path.display())))?;
         Ok(removed)
     }
 
     /// Number of records waiting for the control plane.
     pub fn spooled_len(&self) -> usize {
-        self.spool.len()
+        let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        spool.head.saturating_sub(spool.acked) as usize
     }
 }
 
@@ -327,33 +389,81 @@ mod tests {
         assert_eq!(audit.spooled_len(), 0);
     }
 
-    /// A crash after the file sync and before the spool insert: the spool lacks the newest
-    /// records. Reopening spools them from the file, so the control plane sees no gap.
+    /// More unacknowledged records than memory holds: the older ones are read back from the
+    /// files, in order, without a gap, across a reopen.
     #[tokio::test]
-    async fn records_missing_from_the_spool_are_rebuilt_from_the_file() {
+    async fn records_beyond_memory_are_read_back_from_the_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = CACHED + 40;
+        {
+            let audit = Auditor::open(dir.path(), 64 << 10).expect("open");
+            write(&audit, n).await;
+            assert!(
+                dir.path().join(format!("{AUDIT_FILE}.1")).exists(),
+                "rotated"
+            );
+            audit.ack(3).expect("ack");
+            let mut after = 3;
+            let mut seen = Vec::new();
+            loop {
+                let batch = audit.pending(after, 64);
+                let Some(last) = batch.last() else { break };
+                after = last.seq;
+                seen.extend(batch.iter().map(|r| r.seq));
+            }
+            assert_eq!(seen, (4..=n as u64).collect::<Vec<_>>());
+            assert_eq!(audit.spooled_len(), n - 3);
+        }
+        let audit = Auditor::open(dir.path(), 64 << 10).expect("reopen");
+        let first = audit.pending(0, 2);
+        assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(first[1].prev_hash, first[0].hash);
+        assert_eq!(audit.ack(n as u64).expect("ack"), n - 3);
+        assert!(audit.pending(0, 64).is_empty());
+    }
+
+    /// Unacknowledged records rotated out of the files: sending starts at the oldest record
+    /// kept (the control plane records the gap) instead of waiting for records that are gone.
+    #[tokio::test]
+    async fn records_rotated_away_unacknowledged_leave_a_gap_not_a_stall() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = Auditor::open(dir.path(), 2 << 10).expect("open");
+        write(&audit, CACHED + 100).await;
+        let oldest = axon_trail::oldest_seq::<AuditRecord>(&audit.config).expect("oldest");
+        assert!(oldest > 1, "rotation dropped the first records");
+        let pending = audit.pending(0, 3);
+        assert_eq!(pending[0].seq, oldest);
+    }
+
+    /// Two agents on one state dir would fork the chain: the second is refused, and the dir
+    /// is free again once the first closes.
+    #[tokio::test]
+    async fn a_state_dir_is_used_by_one_agent_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
+        let refused = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES)
+            .err()
+            .expect("refused");
+        assert!(refused.to_string().contains("in use"), "{refused}");
+        drop(first);
+        Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("free again");
+    }
+
+    /// The sled spool of an earlier release: removed, and the trail is sent from its start.
+    #[tokio::test]
+    async fn the_spool_of_an_earlier_release_is_replaced_by_the_trail() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("open");
-            write(&audit, 5).await;
-            audit.ack(2).expect("ack");
-            // Cut the spool after record 3, as a crash between the two writes would.
-            for seq in [4u64, 5] {
-                audit.spool.remove(seq.to_be_bytes()).expect("cut");
-            }
-            audit.spool.flush().expect("flush");
-            assert_eq!(seqs(&audit), [3]);
+            write(&audit, 3).await;
         }
+        let old = dir.path().join(OLD_SPOOL);
+        std::fs::create_dir(&old).expect("mkdir");
+        std::fs::write(old.join("db"), b"sled").expect("write");
+        std::fs::remove_file(dir.path().join(ACKED_FILE)).ok();
         let audit = Auditor::open(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("reopen");
-        assert_eq!(seqs(&audit), [3, 4, 5]);
-        let rebuilt = audit.pending(3, 10);
-        assert_eq!(rebuilt[0].target, "cmd3");
-        assert_eq!(rebuilt[1].prev_hash, rebuilt[0].hash);
-        // The next record follows on.
-        let next = audit
-            .record("agent.start", "ok", "", &who(), "")
-            .await
-            .expect("record");
-        assert_eq!(next.seq, 6);
+        assert!(!old.exists());
+        assert_eq!(seqs(&audit), [1, 2, 3]);
     }
 
     /// Lines cut off the end of the file: reopening records the cut (so it reaches the control

@@ -28,7 +28,7 @@ pub mod names;
 pub mod ops;
 pub mod services;
 pub mod state;
-mod sys;
+pub mod sys;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
@@ -133,6 +133,7 @@ pub async fn run(
     ops.services.spawn_followers();
     ops.capabilities.send_replace(capabilities);
     spawn_capability_watch(ops.clone(), probes, config.capabilities_interval);
+    spawn_code_release();
     let hello = link::hello(facts, capabilities);
     link::run_until(&config, hello, ops, shutdown, || {
         // systemd Type=notify: ready once the first connection attempt starts.
@@ -141,6 +142,22 @@ pub async fn run(
     .await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())
+}
+
+/// Once the agent has started, connected and run each periodic task once, the code only
+/// starting needed is handed back (see `sys::release_code_pages`), and the heap trimmed.
+const CODE_RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(90);
+
+fn spawn_code_release() {
+    tokio::spawn(async {
+        tokio::time::sleep(CODE_RELEASE_AFTER).await;
+        sys::trim_heap();
+        match tokio::task::spawn_blocking(sys::release_code_pages).await {
+            Ok(Ok(bytes)) => tracing::debug!(bytes, "start-up code pages handed back"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "code pages not handed back"),
+            Err(_) => {}
+        }
+    });
 }
 
 /// Detects capabilities again every `interval`; a change reaches the control plane at once.

@@ -119,6 +119,7 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    agentd::sys::one_malloc_arena();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -137,9 +138,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// One thread runs the agent's tasks; blocking work (files, probes, the audit writer) has
+/// threads of its own. A second scheduler thread cost a thread's stack and arena, and the
+/// multi-threaded scheduler pulled in libm, for no gain at an agent's load.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")

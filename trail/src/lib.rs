@@ -131,6 +131,60 @@ fn read_records<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>, TrailError> 
     Ok(out)
 }
 
+/// The sequence number of a file's first readable record.
+fn first_seq<R: Chained + DeserializeOwned>(path: &Path) -> Option<u64> {
+    let file = File::open(path).ok()?;
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .find_map(|l| serde_json::from_str::<R>(&l).ok())
+        .map(|r| r.seq())
+}
+
+/// The sequence number of the oldest record kept in the files.
+pub fn oldest_seq<R: Chained + DeserializeOwned>(config: &TrailConfig) -> Option<u64> {
+    config.files().first().and_then(|p| first_seq::<R>(p))
+}
+
+/// At most `limit` records after `seq`, in order, read from the files without opening the
+/// trail for writing (a writer may be appending meanwhile). Only the files that can hold them
+/// are read, line by line, so memory stays bounded by `limit`. Where the oldest kept file
+/// starts past `seq + 1` (older files were rotated away) the records start there.
+pub fn read_after<R: Chained + DeserializeOwned>(
+    config: &TrailConfig,
+    seq: u64,
+    limit: usize,
+) -> Result<Vec<R>, TrailError> {
+    let files = config.files();
+    // The newest file that starts at or before the wanted record: reading starts there.
+    let start = files
+        .iter()
+        .rposition(|p| first_seq::<R>(p).is_some_and(|first| first <= seq + 1))
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for path in &files[start..] {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(path)(e)),
+        };
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io(path))?;
+            let Ok(record) = serde_json::from_str::<R>(&line) else {
+                continue;
+            };
+            if record.seq() > seq {
+                out.push(record);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Records are short (their text fields are capped): the last whole one lies in the tail.
 const TAIL_BYTES: u64 = 1 << 20;
 

@@ -226,3 +226,36 @@ async fn a_caller_learns_whether_records_queued_since_its_mark_were_written() {
         "a new mark starts clean"
     );
 }
+
+/// A reader beside the writer gets exactly the records after a number, across rotated files,
+/// at most as many as asked; past rotation's end it starts at the oldest record kept.
+#[test]
+fn read_after_pages_through_rotated_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 300);
+    let (mut trail, _) = TrailFile::open::<Rec>(cfg.clone()).expect("open");
+    for _ in 0..6 {
+        append(&mut trail, 2);
+    }
+    assert!(cfg.rotated(2).exists(), "spans several files");
+    let seqs = |after: u64, limit: usize| -> Vec<u64> {
+        read_after::<Rec>(&cfg, after, limit)
+            .expect("read")
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    };
+    let all: Vec<u64> = trail
+        .records_after::<Rec>(0)
+        .expect("all")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    let oldest = all[0];
+    assert_eq!(seqs(oldest, 3), [oldest + 1, oldest + 2, oldest + 3]);
+    assert_eq!(seqs(10, 100), [11, 12]);
+    assert_eq!(seqs(12, 100), Vec::<u64>::new());
+    // Everything after a number older than the oldest kept file: from the oldest on.
+    assert_eq!(seqs(0, 100), all);
+    assert!(oldest > 1, "rotation dropped the first records");
+}
