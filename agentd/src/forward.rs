@@ -124,7 +124,10 @@ impl Forwarder {
     ) -> Result<Self, String> {
         // Loopback only: no proxy, no redirect elsewhere; no overall timeout, as a generation
         // may stream for long, but bounded waits for headers and between pieces.
+        // Plain HTTP on loopback: no CA store (loading the system's costs some 200 KiB of
+        // memory for as long as the client lives), so the client can speak to nothing else.
         let client = reqwest::Client::builder()
+            .tls_certs_only([])
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)

@@ -30,10 +30,13 @@ pub struct RootWatcher {
 impl RootWatcher {
     /// Starts watching `(name, path)` roots; a root that cannot be watched is logged, not fatal.
     pub fn start(roots: &[(String, PathBuf)]) -> Self {
-        let (tx, _) = broadcast::channel(BUFFER);
+        // A broadcast channel allocates its slots up front (some 70 KiB for 1,024 changes):
+        // with nothing to watch, nothing will be sent.
         if roots.is_empty() {
+            let (tx, _) = broadcast::channel(1);
             return Self { _watcher: None, tx };
         }
+        let (tx, _) = broadcast::channel(BUFFER);
         let sender = tx.clone();
         let names: Vec<(String, PathBuf)> = roots
             .iter()

@@ -72,6 +72,11 @@ impl Telemetry {
         });
         let tx = samples.clone();
         let interval = config.interval;
+        // A host without GPUs skips the probe's thread hop on every sample.
+        let has_gpus = !matches!(
+            *gpus.lock().unwrap_or_else(|p| p.into_inner()),
+            gpu::GpuProbe::None
+        );
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -79,6 +84,10 @@ impl Telemetry {
             loop {
                 ticker.tick().await;
                 let mut sample = host.sample().await;
+                if !has_gpus {
+                    let _ = tx.send(Arc::new(sample));
+                    continue;
+                }
                 match sample_gpus(&gpus).await {
                     Ok((list, events)) => {
                         sample.gpus = list;
