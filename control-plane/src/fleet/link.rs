@@ -807,3 +807,28 @@ fn lenient_id(text: &str) -> Option<String> {
     let id = value.get("id")?.as_str()?;
     (!id.is_empty() && id.len() <= axon_shared::MAX_ID_LEN).then(|| id.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason_of(message: Message) -> String {
+        match message {
+            Message::Close(Some(frame)) => frame.reason.as_str().to_owned(),
+            other => format!("not a close frame: {other:?}"),
+        }
+    }
+
+    /// A close frame holds at most 123 bytes of reason, and a longer one would not be sent at
+    /// all: the reason is cut to fit, on a character boundary.
+    #[test]
+    fn a_long_close_reason_is_cut_to_fit_on_a_character_boundary() {
+        let long = "é".repeat(100);
+        let cut = reason_of(close(CloseCode::Policy, &long));
+        assert_eq!(cut.len(), 122, "{cut}");
+        assert!(long.starts_with(&cut));
+        let ascii = "x".repeat(200);
+        assert_eq!(reason_of(close(CloseCode::Policy, &ascii)).len(), 123);
+        assert_eq!(reason_of(close(CloseCode::Normal, "bye")), "bye");
+    }
+}
