@@ -914,46 +914,41 @@ pub async fn seed_demo(
         .collect()
 }
 
-/// `"<action> <outcome>"` of the newest audit records whose action starts with `prefix`.
-pub async fn audit_outcomes(cp: &ControlPlane, admin: &str, prefix: &str) -> Vec<String> {
+/// The control plane's audit records for `GET /api/audit?<query>`, newest first.
+async fn audit_records(cp: &ControlPlane, admin: &str, query: &str) -> Vec<serde_json::Value> {
     let (_, records) = cp
         .call(
             reqwest::Method::GET,
-            &format!("/api/audit?action={prefix}&limit=100"),
+            &format!("/api/audit?{query}"),
             Some(admin),
             None,
         )
         .await;
-    records
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    format!(
-                        "{} {}",
-                        r["action"].as_str().unwrap_or(""),
-                        r["outcome"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
+    records.as_array().cloned().unwrap_or_default()
+}
+
+/// `"<action> <outcome>"` of the newest audit records whose action starts with `prefix`.
+pub async fn audit_outcomes(cp: &ControlPlane, admin: &str, prefix: &str) -> Vec<String> {
+    audit_records(cp, admin, &format!("action={prefix}&limit=100"))
+        .await
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["action"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or("")
+            )
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// An agent's records as the control plane keeps them (`host_seq`), oldest first.
 pub async fn kept_seqs(cp: &ControlPlane, admin: &str, host: &str) -> Vec<u64> {
-    let (_, records) = cp
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/audit?host={host}&limit=1000"),
-            Some(admin),
-            None,
-        )
-        .await;
-    let mut seqs: Vec<u64> = records
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r["host_seq"].as_u64()).collect())
-        .unwrap_or_default();
+    let mut seqs: Vec<u64> = audit_records(cp, admin, &format!("host={host}&limit=1000"))
+        .await
+        .iter()
+        .filter_map(|r| r["host_seq"].as_u64())
+        .collect();
     seqs.reverse();
     seqs
 }

@@ -494,19 +494,7 @@ impl TrailFile {
         &self,
         seq: u64,
     ) -> Result<Vec<R>, TrailError> {
-        let mut out: Vec<R> = Vec::new();
-        let mut files = self.config.files();
-        while let Some(path) = files.pop() {
-            let mut records: Vec<R> = read_records(&path)?;
-            let reaches_back = records.first().is_none_or(|r| r.seq() <= seq + 1);
-            records.retain(|r| r.seq() > seq);
-            records.append(&mut out);
-            out = records;
-            if reaches_back {
-                break;
-            }
-        }
-        Ok(out)
+        read_after(&self.config, seq, usize::MAX)
     }
 }
 
