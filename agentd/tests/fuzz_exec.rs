@@ -48,6 +48,9 @@ const PATTERNS: &[&str] = &[
     "[a-z]+/[a-z]+",
 ];
 
+/// Values an owner might list for an enum slot, awkward ones included.
+const ENUM_VALUES: &[&str] = &["start", "stop", "-rf", "a b", "x;y", "", "é", "{p0}"];
+
 const FIXED: &[&str] = &["--", "-v", "status", "--no-pager", "", "a b"];
 
 const UNIT_SUFFIXES: &[&str] = &[
@@ -65,7 +68,7 @@ const UNIT_SUFFIXES: &[&str] = &[
 ];
 
 fn schema() -> impl Strategy<Value = ParamSchema> {
-    let enum_value = select(&["start", "stop", "-rf", "a b", "x;y", "", "é", "{p0}"][..]);
+    let enum_value = select(ENUM_VALUES);
     prop_oneof![
         prop::collection::vec(enum_value, 1..4).prop_map(|v| ParamSchema::Enum {
             values: v.into_iter().map(str::to_owned).collect()
@@ -118,24 +121,31 @@ struct Case {
 fn case() -> impl Strategy<Value = Case> {
     prop::collection::vec(schema(), 1..4).prop_flat_map(|schemas| {
         let n = schemas.len();
-        let pre = select(&["", "", "--lines=", "x", "-"][..]);
-        let post = select(&["", "", "y", "/"][..]);
+        let pre = select(PRE);
+        let post = select(POST);
         let uses = (pre, 0..n, post, prop::option::of(0..n))
             .prop_map(|(a, p, b, q)| Arg::Uses(a, p, b, q));
         let arg = prop_oneof![select(FIXED).prop_map(Arg::Fixed), uses];
-        (Just(schemas), prop::collection::vec(arg, 0..5)).prop_map(move |(schemas, mut args)| {
-            // Every parameter must be used by some argument, or the entry is refused.
-            for p in 0..n {
-                if !args
-                    .iter()
-                    .any(|a| matches!(a, Arg::Uses(_, q, _, r) if *q == p || *r == Some(p)))
-                {
-                    args.push(Arg::Uses("", p, "", None));
-                }
-            }
-            Case { schemas, args }
-        })
+        (Just(schemas), prop::collection::vec(arg, 0..5))
+            .prop_map(move |(schemas, args)| every_parameter_used(schemas, args))
     })
+}
+
+/// Text before and after a parameter in an argument.
+const PRE: &[&str] = &["", "", "--lines=", "x", "-"];
+const POST: &[&str] = &["", "", "y", "/"];
+
+/// Every parameter must be used by some argument, or the entry is refused.
+fn every_parameter_used(schemas: Vec<ParamSchema>, mut args: Vec<Arg>) -> Case {
+    for p in 0..schemas.len() {
+        if !args
+            .iter()
+            .any(|a| matches!(a, Arg::Uses(_, q, _, r) if *q == p || *r == Some(p)))
+        {
+            args.push(Arg::Uses("", p, "", None));
+        }
+    }
+    Case { schemas, args }
 }
 
 fn spec(case: &Case) -> CommandSpec {
@@ -315,92 +325,180 @@ fn etc() -> &'static Path {
     Path::new("/etc")
 }
 
+fn check_render((case, values): (Case, BTreeMap<String, Value>)) -> Result<(), TestCaseError> {
+    let command = Command::from_spec(spec(&case), etc())
+        .map_err(|e| TestCaseError::fail(format!("valid spec refused: {e}")))?;
+    let result = command.render(&values);
+    let names: Vec<String> = (0..case.schemas.len()).map(|i| format!("p{i}")).collect();
+    let only_params = values.keys().all(|k| names.contains(k));
+    let texts: Option<Vec<String>> = case
+        .schemas
+        .iter()
+        .zip(&names)
+        .map(|(s, n)| values.get(n).and_then(|v| accepted_text(s, v)))
+        .collect();
+    match (result, texts) {
+        (Ok(argv), Some(texts)) if only_params => {
+            prop_assert_eq!(argv.len(), case.args.len());
+            prop_assert_eq!(&argv, &expected_argv(&case, &texts));
+            // Only a negative integer or an enum value the owner listed may start an
+            // argument with '-' where the template does not.
+            for (arg, rendered) in case.args.iter().zip(&argv) {
+                if let Arg::Uses("", p, _, _) = arg
+                    && rendered.starts_with('-')
+                {
+                    let allowed = matches!(
+                        &case.schemas[*p],
+                        ParamSchema::Integer { .. } | ParamSchema::Enum { .. }
+                    );
+                    prop_assert!(allowed, "{rendered:?} starts an option");
+                }
+            }
+        }
+        (Err(_), None) => {}
+        (Err(_), Some(_)) if !only_params => {}
+        (Ok(argv), _) => prop_assert!(false, "accepted {values:?} as {argv:?}"),
+        (Err(e), Some(_)) => prop_assert!(false, "refused {values:?}: {e}"),
+    }
+    Ok(())
+}
+
+fn specs() -> impl Strategy<Value = (Vec<String>, String, usize, String)> {
+    (
+        prop::collection::vec("[a-z{}0-9=-]{0,8}|.{0,6}", 0..4),
+        prop_oneof![
+            select(PATTERNS).prop_map(str::to_owned),
+            "[a-z.*+?()|\\[\\]^$\\\\-]{0,10}",
+        ],
+        0usize..5000,
+        "[a-z.()|-]{0,10}",
+    )
+}
+
+/// Any template and pattern text: loading never panics, and a pattern is used only as a
+/// whole, anchored regular expression.
+fn check_specs(
+    (args, pattern, max_len, value): (Vec<String>, String, usize, String),
+) -> Result<(), TestCaseError> {
+    let mut spec = CommandSpec {
+        name: "fuzz".into(),
+        description: String::new(),
+        binary: PathBuf::from("/bin/true"),
+        args,
+        params: BTreeMap::from([(
+            "p0".to_owned(),
+            ParamSchema::String {
+                pattern: pattern.clone(),
+                max_len,
+            },
+        )]),
+        timeout: None,
+        output_cap: None,
+        run_as: None,
+        working_dir: None,
+        env: Vec::new(),
+    };
+    spec.args.push("{p0}".into());
+    let Ok(command) = Command::from_spec(spec.clone(), etc()) else {
+        return Ok(());
+    };
+    // Only a pattern that is a regular expression on its own keeps its meaning inside
+    // the anchors (see `a_pattern_cannot_break_out_of_its_anchors`).
+    prop_assert!(
+        Regex::new(&pattern).is_ok(),
+        "pattern {pattern:?} is no regular expression on its own, yet it was accepted"
+    );
+    let values = BTreeMap::from([("p0".to_owned(), Value::from(value.clone()))]);
+    if let Ok(argv) = command.render(&values) {
+        prop_assert_eq!(argv.len(), spec.args.len());
+        let schema = ParamSchema::String { pattern, max_len };
+        let text = accepted_text(&schema, &Value::from(value.clone()));
+        prop_assert_eq!(text, Some(value));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config(1024))]
 
     #[test]
-    fn fuzz_render((case, values) in case_and_values()) {
-        let command = Command::from_spec(spec(&case), etc())
-            .map_err(|e| TestCaseError::fail(format!("valid spec refused: {e}")))?;
-        let result = command.render(&values);
-        let names: Vec<String> = (0..case.schemas.len()).map(|i| format!("p{i}")).collect();
-        let only_params = values.keys().all(|k| names.contains(k));
-        let texts: Option<Vec<String>> = case
-            .schemas
-            .iter()
-            .zip(&names)
-            .map(|(s, n)| values.get(n).and_then(|v| accepted_text(s, v)))
-            .collect();
-        match (result, texts) {
-            (Ok(argv), Some(texts)) if only_params => {
-                prop_assert_eq!(argv.len(), case.args.len());
-                prop_assert_eq!(&argv, &expected_argv(&case, &texts));
-                // Only a negative integer or an enum value the owner listed may start an
-                // argument with '-' where the template does not.
-                for (arg, rendered) in case.args.iter().zip(&argv) {
-                    if let Arg::Uses("", p, _, _) = arg
-                        && rendered.starts_with('-')
-                    {
-                        let allowed = matches!(
-                            &case.schemas[*p],
-                            ParamSchema::Integer { .. } | ParamSchema::Enum { .. }
-                        );
-                        prop_assert!(allowed, "{rendered:?} starts an option");
-                    }
-                }
-            }
-            (Err(_), None) => {}
-            (Err(_), Some(_)) if !only_params => {}
-            (Ok(argv), _) => prop_assert!(false, "accepted {values:?} as {argv:?}"),
-            (Err(e), Some(_)) => prop_assert!(false, "refused {values:?}: {e}"),
-        }
+    fn fuzz_render(case in case_and_values()) {
+        check_render(case)?;
     }
 
-    /// Any template and pattern text: loading never panics, and a pattern is used only as a
-    /// whole, anchored regular expression.
     #[test]
-    fn fuzz_specs(
-        args in prop::collection::vec("[a-z{}0-9=-]{0,8}|.{0,6}", 0..4),
-        pattern in prop_oneof![
-            select(PATTERNS).prop_map(str::to_owned),
-            "[a-z.*+?()|\\[\\]^$\\\\-]{0,10}",
-        ],
-        max_len in 0usize..5000,
-        value in "[a-z.()|-]{0,10}",
-    ) {
-        let mut spec = CommandSpec {
-            name: "fuzz".into(),
-            description: String::new(),
-            binary: PathBuf::from("/bin/true"),
-            args,
-            params: BTreeMap::from([(
-                "p0".to_owned(),
-                ParamSchema::String { pattern: pattern.clone(), max_len },
-            )]),
-            timeout: None,
-            output_cap: None,
-            run_as: None,
-            working_dir: None,
-            env: Vec::new(),
-        };
-        spec.args.push("{p0}".into());
-        let Ok(command) = Command::from_spec(spec.clone(), etc()) else {
-            return Ok(());
-        };
-        // Only a pattern that is a regular expression on its own keeps its meaning inside
-        // the anchors (see `a_pattern_cannot_break_out_of_its_anchors`).
-        prop_assert!(
-            Regex::new(&pattern).is_ok(),
-            "pattern {pattern:?} is no regular expression on its own, yet it was accepted"
-        );
-        let values = BTreeMap::from([("p0".to_owned(), Value::from(value.clone()))]);
-        if let Ok(argv) = command.render(&values) {
-            prop_assert_eq!(argv.len(), spec.args.len());
-            let schema = ParamSchema::String { pattern, max_len };
-            let text = accepted_text(&schema, &Value::from(value.clone()));
-            prop_assert_eq!(text, Some(value));
-        }
+    fn fuzz_specs(case in specs()) {
+        check_specs(case)?;
     }
+}
+
+/// Coverage-guided entry (`fuzz/`). A first byte below 128: a command entry read from the
+/// bytes (parameter slots, argument templates), then the parameters' values as a JSON object
+/// (or, where the rest is no JSON, one string per line). Otherwise: template arguments, the
+/// pattern and the value, one per line, and two bytes of length limit.
+pub fn fuzz_bytes(data: &[u8]) {
+    let mut b = axon_fuzzkit::Bytes::new(data);
+    if b.u8() >= 128 {
+        let args: Vec<String> = (0..b.u8() % 4)
+            .map(|_| String::from_utf8_lossy(b.until(b'\n')).into_owned())
+            .collect();
+        let pattern = String::from_utf8_lossy(b.until(b'\n')).into_owned();
+        let value = String::from_utf8_lossy(b.until(b'\n')).into_owned();
+        let max_len = usize::from(b.u16());
+        axon_fuzzkit::holds(check_specs((args, pattern, max_len, value)));
+        return;
+    }
+    let n = usize::from(b.u8() % 3) + 1;
+    let schemas: Vec<ParamSchema> = (0..n)
+        .map(|_| match b.u8() % 4 {
+            0 => ParamSchema::Enum {
+                values: (0..b.u8() % 3 + 1)
+                    .filter_map(|_| b.pick(ENUM_VALUES))
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            1 => {
+                let (x, y) = (i64::from(b.u16() as i16), i64::from(b.u16() as i16));
+                ParamSchema::Integer {
+                    min: x.min(y),
+                    max: x.max(y),
+                }
+            }
+            2 => ParamSchema::String {
+                pattern: b.pick(PATTERNS).unwrap_or(".*").to_owned(),
+                max_len: usize::from(b.u8()) + 1,
+            },
+            _ => ParamSchema::Unit,
+        })
+        .collect();
+    let args: Vec<Arg> = (0..b.u8() % 5)
+        .map(|_| match b.u8() % 2 {
+            0 => Arg::Fixed(b.pick(FIXED).unwrap_or("")),
+            _ => Arg::Uses(
+                b.pick(PRE).unwrap_or(""),
+                usize::from(b.u8()) % n,
+                b.pick(POST).unwrap_or(""),
+                (b.u8() % 2 == 1).then(|| usize::from(b.u8()) % n),
+            ),
+        })
+        .collect();
+    let case = every_parameter_used(schemas, args);
+    let rest = b.rest();
+    let values: BTreeMap<String, Value> = serde_json::from_slice(rest).unwrap_or_else(|_| {
+        rest.split(|&c| c == b'\n')
+            .enumerate()
+            .map(|(i, v)| (format!("p{i}"), Value::from(String::from_utf8_lossy(v))))
+            .collect()
+    });
+    axon_fuzzkit::holds(check_render((case, values)));
+}
+
+/// What the coverage-guided fuzzer found (`fuzz/regressions/exec/`), its seeds, and fixed
+/// inputs, through the same entry.
+#[test]
+fn coverage_guided_inputs_replay() {
+    let fuzz_dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz"));
+    assert!(axon_fuzzkit::replay(fuzz_dir, "exec", 512, fuzz_bytes) >= 512);
 }
 
 /// Found by `fuzz_specs` (minimal input: pattern `a)(`): a pattern was wrapped as

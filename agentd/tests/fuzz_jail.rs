@@ -635,35 +635,95 @@ fn check(f: &Fixture, op: &Op) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn operations() -> impl Strategy<Value = Vec<Op<PathGen>>> {
+    prop::collection::vec(op(), 1..5)
+}
+
+fn check_operations(ops: Vec<Op<PathGen>>) -> Result<(), TestCaseError> {
+    let f = Fixture::new();
+    check_in_turn(&f, ops.iter().map(|op| op.resolve(f.base())))
+}
+
+/// Each operation checked on its own, and nothing outside root `a` changed after any.
+fn check_in_turn(f: &Fixture, ops: impl Iterator<Item = Op>) -> Result<(), TestCaseError> {
+    let before = f.outside_a();
+    for op in ops {
+        check(f, &op)?;
+        let after = f.outside_a();
+        prop_assert!(
+            after == before,
+            "{op:?} changed something outside root a:\nbefore {before:#?}\nafter {after:#?}"
+        );
+    }
+    Ok(())
+}
+
+fn addresses() -> impl Strategy<Value = Vec<PathGen>> {
+    prop::collection::vec(path(), 1..32)
+}
+
+/// Addresses alone, many per tree: refused or inside, never a panic.
+fn check_addresses(paths: Vec<PathGen>) -> Result<(), TestCaseError> {
+    let f = Fixture::new();
+    for p in paths {
+        let p = resolve(f.base(), &p);
+        check(&f, &Op::Read(p.clone(), 0, None))?;
+        check(&f, &Op::Stat(p.clone()))?;
+        check(&f, &Op::List(p))?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config(256))]
 
     #[test]
-    fn fuzz_jail_operations(ops in prop::collection::vec(op(), 1..5)) {
-        let f = Fixture::new();
-        let before = f.outside_a();
-        for op in &ops {
-            let op = op.resolve(f.base());
-            check(&f, &op)?;
-            let after = f.outside_a();
-            prop_assert!(
-                after == before,
-                "{op:?} changed something outside root a:\nbefore {before:#?}\nafter {after:#?}"
-            );
-        }
+    fn fuzz_jail_operations(ops in operations()) {
+        check_operations(ops)?;
     }
 
-    /// Addresses alone, many per tree: refused or inside, never a panic.
     #[test]
-    fn fuzz_jail_addresses(paths in prop::collection::vec(path(), 1..32)) {
-        let f = Fixture::new();
-        for p in paths {
-            let p = resolve(f.base(), &p);
-            check(&f, &Op::Read(p.clone(), 0, None))?;
-            check(&f, &Op::Stat(p.clone()))?;
-            check(&f, &Op::List(p))?;
-        }
+    fn fuzz_jail_addresses(paths in addresses()) {
+        check_addresses(paths)?;
     }
+}
+
+/// Coverage-guided entry (`fuzz/`): operations, one per line, each an operation byte and
+/// then its path as the client would send it (a rename's two paths split by a tab), on a
+/// fresh tree. The fuzzer finds the tree's names through `fuzz/dicts/jail.dict`.
+pub fn fuzz_bytes(data: &[u8]) {
+    let f = Fixture::new();
+    let mut b = axon_fuzzkit::Bytes::new(data);
+    let mut ops = Vec::new();
+    while !b.is_empty() && ops.len() < 8 {
+        let kind = b.u8();
+        let line = String::from_utf8_lossy(b.until(b'\n')).into_owned();
+        let (path, other) = match line.split_once('\t') {
+            Some((p, o)) => (p.to_owned(), o.to_owned()),
+            None => (line.clone(), line),
+        };
+        let big = u64::from(kind) * 7;
+        ops.push(match kind % 9 {
+            0 => Op::Stat(path),
+            1 => Op::List(path),
+            2 => Op::Read(path, big % 13, Some(big % 5)),
+            3 => Op::Read(path, 0, None),
+            4 => Op::Write(path, b"fuzz".to_vec(), None),
+            5 => Op::Mkdir(path, kind & 0x10 != 0),
+            6 => Op::Chmod(path, u32::from(kind) * 0o37 % 0o1000),
+            7 => Op::Delete(path, kind & 0x10 != 0),
+            _ => Op::Rename(path, other),
+        });
+    }
+    axon_fuzzkit::holds(check_in_turn(&f, ops.into_iter()));
+}
+
+/// What the coverage-guided fuzzer found (`fuzz/regressions/jail/`), its seeds, and fixed
+/// inputs, through the same entry.
+#[test]
+fn coverage_guided_inputs_replay() {
+    let fuzz_dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz"));
+    assert!(axon_fuzzkit::replay(fuzz_dir, "jail", 64, fuzz_bytes) >= 64);
 }
 
 /// Symlinks that stay inside the root are followed; the ones that leave it are not.

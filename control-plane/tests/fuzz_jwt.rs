@@ -84,9 +84,9 @@ fn world() -> &'static World {
                 .expect("token")
         };
         let valid = vec![
-            issue(&keys, "alice", Role::Operator, 10),
-            issue(&keys, "bob", Role::Viewer, 10),
-            issue(&keys, "carol", Role::Client, 60),
+            issue(&keys, "alice", Role::Operator, 1440),
+            issue(&keys, "bob", Role::Viewer, 1440),
+            issue(&keys, "carol", Role::Client, 1440),
         ];
         let expired = vec![
             issue(&keys, "alice", Role::Admin, -10),
@@ -380,35 +380,103 @@ fn check(w: &World, text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn arbitrary_text() -> impl Strategy<Value = String> {
+    prop_oneof![any::<String>(), "[A-Za-z0-9_.=+/-]{0,300}"]
+}
+
+fn check_arbitrary_text(text: String) -> Result<(), TestCaseError> {
+    check(world(), &text)
+}
+
+fn forged() -> impl Strategy<Value = (Index, Vec<Forgery>, bool)> {
+    (
+        any::<Index>(),
+        prop::collection::vec(forgery(), 1..3),
+        any::<bool>(),
+    )
+}
+
+fn check_forged(
+    (base, forgeries, remembered): (Index, Vec<Forgery>, bool),
+) -> Result<(), TestCaseError> {
+    let w = world();
+    let pool: Vec<&String> = w.valid.iter().chain(&w.expired).chain(&w.foreign).collect();
+    let original = pool[base.index(pool.len())];
+    if remembered {
+        // The issued tokens are in the verified-token memory: forgeries must not ride it.
+        for t in &w.valid {
+            check(w, t)?;
+        }
+    }
+    let mut text = original.clone();
+    for f in &forgeries {
+        text = forge(w, &text, f);
+        check(w, &text)?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config(1024))]
 
     #[test]
-    fn fuzz_arbitrary_text(text in prop_oneof![any::<String>(), "[A-Za-z0-9_.=+/-]{0,300}"]) {
-        check(world(), &text)?;
+    fn fuzz_arbitrary_text(text in arbitrary_text()) {
+        check_arbitrary_text(text)?;
     }
 
     #[test]
-    fn fuzz_forged_tokens(
-        base in any::<Index>(),
-        forgeries in prop::collection::vec(forgery(), 1..3),
-        remembered in any::<bool>(),
-    ) {
-        let w = world();
-        let pool: Vec<&String> = w.valid.iter().chain(&w.expired).chain(&w.foreign).collect();
-        let original = pool[base.index(pool.len())];
-        if remembered {
-            // The issued tokens are in the verified-token memory: forgeries must not ride it.
-            for t in &w.valid {
-                check(w, t)?;
-            }
-        }
-        let mut text = original.clone();
-        for f in &forgeries {
-            text = forge(w, &text, f);
-            check(w, &text)?;
+    fn fuzz_forged_tokens(case in forged()) {
+        check_forged(case)?;
+    }
+}
+
+/// Coverage-guided entry (`fuzz/`). A first byte below 64: the rest is the token's text.
+/// Otherwise it picks a token the tests hold (issued, expired, another server's), and the rest
+/// edits it, three bytes an edit: where, what (insert, delete, replace, or splice in a part
+/// of another token) and the byte. The issued tokens verify first when its bit 5 is set, so
+/// the forgeries meet the verified-token memory.
+pub fn fuzz_bytes(data: &[u8]) {
+    let w = world();
+    let mut b = axon_fuzzkit::Bytes::new(data);
+    let pick = b.u8();
+    if pick < 64 {
+        axon_fuzzkit::holds(check(w, &String::from_utf8_lossy(b.rest())));
+        return;
+    }
+    let pool: Vec<&String> = w.valid.iter().chain(&w.expired).chain(&w.foreign).collect();
+    if pick & 0x20 != 0 {
+        for t in &w.valid {
+            axon_fuzzkit::holds(check(w, t));
         }
     }
+    let mut text = pool[usize::from(pick) % pool.len()].clone().into_bytes();
+    while !b.is_empty() {
+        let at = usize::from(b.u16()) % (text.len() + 1);
+        let (what, byte) = (b.u8(), b.u8());
+        match what % 4 {
+            0 => text.insert(at, byte),
+            1 if at < text.len() => {
+                text.remove(at);
+            }
+            2 if at < text.len() => text[at] = byte,
+            3 => {
+                let donor = pool[usize::from(byte) % pool.len()].as_bytes();
+                let from = usize::from(what) % donor.len();
+                let to = text.len().min(at + usize::from(what >> 2));
+                text.splice(at..to, donor[from..].iter().copied().take(64));
+            }
+            _ => {}
+        }
+    }
+    axon_fuzzkit::holds(check(w, &String::from_utf8_lossy(&text)));
+}
+
+/// What the coverage-guided fuzzer found (`fuzz/regressions/jwt/`), its seeds, and fixed
+/// inputs, through the same entry.
+#[test]
+fn coverage_guided_inputs_replay() {
+    let fuzz_dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz"));
+    assert!(axon_fuzzkit::replay(fuzz_dir, "jwt", 512, fuzz_bytes) >= 512);
 }
 
 /// Issued tokens verify, expired and foreign ones do not; sanity for the properties above.

@@ -31,7 +31,14 @@ fn config(cases: u32) -> ProptestConfig {
 
 /// The input cut at the given points (repeats give empty pieces, which must be harmless).
 fn pieces<'a>(bytes: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
-    let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    pieces_at(
+        bytes,
+        cuts.iter().map(|i| i.index(bytes.len() + 1)).collect(),
+    )
+}
+
+/// `bytes` cut at the positions `at` (any order, at most the length).
+fn pieces_at(bytes: &[u8], mut at: Vec<usize>) -> Vec<&[u8]> {
     at.sort_unstable();
     let mut out = Vec::new();
     let mut from = 0;
@@ -410,121 +417,264 @@ fn streamed_text(dialect: Dialect, emits: &[Emit]) -> Result<String, TestCaseErr
     Ok(text)
 }
 
+fn splitters_any_bytes() -> impl Strategy<Value = (Vec<u8>, Vec<Index>)> {
+    (input(), prop::collection::vec(any::<Index>(), 0..8))
+}
+
+fn check_splitters_any_bytes((bytes, cuts): (Vec<u8>, Vec<Index>)) -> Result<(), TestCaseError> {
+    check_splitters(&bytes, &pieces(&bytes, &cuts))
+}
+
+fn check_splitters(bytes: &[u8], split: &[&[u8]]) -> Result<(), TestCaseError> {
+    let whole = sse_split(&[bytes]);
+    prop_assert_eq!(&sse_split(split), &whole);
+    // Invalid UTF-8 becomes U+FFFD (3 bytes for 1): never more than three times the input.
+    prop_assert!(data_bytes(&whole) <= 3 * bytes.len());
+    prop_assert!(!whole.contains(&Framed::TooLarge));
+    let lines = line_split(&[bytes]);
+    prop_assert_eq!(&line_split(split), &lines);
+    prop_assert!(data_bytes(&lines) <= 3 * bytes.len());
+    Ok(())
+}
+
+fn sse_events_in_any_pieces() -> impl Strategy<
+    Value = (
+        Vec<SseEvent>,
+        Vec<&'static str>,
+        Vec<Index>,
+        bool,
+        Vec<Index>,
+    ),
+> {
+    (
+        sse_events(),
+        line_ends(),
+        prop::collection::vec(any::<Index>(), 1..8),
+        any::<bool>(),
+        prop::collection::vec(any::<Index>(), 0..8),
+    )
+}
+
+fn check_sse_events_in_any_pieces(
+    (events, ends, pick, open_end, cuts): (
+        Vec<SseEvent>,
+        Vec<&'static str>,
+        Vec<Index>,
+        bool,
+        Vec<Index>,
+    ),
+) -> Result<(), TestCaseError> {
+    let bytes = write_sse(&events, &ends, &pick, open_end);
+    let want = sse_meaning(&events);
+    prop_assert_eq!(
+        &sse_split(&[&bytes]),
+        &want,
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    prop_assert_eq!(&sse_split(&pieces(&bytes, &cuts)), &want);
+    Ok(())
+}
+
+fn ndjson_lines_in_any_pieces() -> impl Strategy<Value = (Vec<String>, bool, bool, Vec<Index>)> {
+    (
+        prop::collection::vec("[^\n]{0,30}", 0..8),
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec(any::<Index>(), 0..8),
+    )
+}
+
+fn check_ndjson_lines_in_any_pieces(
+    (lines, crlf, open_end, cuts): (Vec<String>, bool, bool, Vec<Index>),
+) -> Result<(), TestCaseError> {
+    let end = if crlf { "\r\n" } else { "\n" };
+    let mut text = lines.join(end);
+    if !open_end {
+        text.push_str(end);
+    }
+    let want: Vec<Framed> = lines
+        .iter()
+        .map(|l| l.trim_matches(|c: char| c.is_ascii_whitespace()))
+        .filter(|l| !l.is_empty())
+        .map(|l| Framed::Data(l.to_owned()))
+        .collect();
+    prop_assert_eq!(&line_split(&[text.as_bytes()]), &want);
+    prop_assert_eq!(&line_split(&pieces(text.as_bytes(), &cuts)), &want);
+    Ok(())
+}
+
+fn decoders_any_bytes() -> impl Strategy<Value = (Dialect, Vec<u8>, Vec<Index>)> {
+    (
+        dialect(),
+        input(),
+        prop::collection::vec(any::<Index>(), 0..8),
+    )
+}
+
+fn check_decoders_any_bytes(
+    (dialect, bytes, cuts): (Dialect, Vec<u8>, Vec<Index>),
+) -> Result<(), TestCaseError> {
+    check_decoders(dialect, &bytes, &pieces(&bytes, &cuts))
+}
+
+fn check_decoders(dialect: Dialect, bytes: &[u8], split: &[&[u8]]) -> Result<(), TestCaseError> {
+    let whole = decode(decoder(dialect), &[bytes]);
+    let split = decode(decoder(dialect), split);
+    prop_assert_eq!(&split, &whole);
+    let chunk_bytes: usize = whole
+        .0
+        .iter()
+        .map(|e| {
+            if let Emit::Chunk { text, .. } = e {
+                *text
+            } else {
+                0
+            }
+        })
+        .sum();
+    prop_assert!(chunk_bytes <= 3 * bytes.len());
+    Ok(())
+}
+
+fn valid_streams_decode_whole_or_in_pieces()
+-> impl Strategy<Value = (Dialect, Answer, Vec<&'static str>, Vec<Index>)> {
+    (
+        dialect(),
+        answer(),
+        prop_oneof![
+            Just(vec!["\n"]),
+            Just(vec!["\r\n"]),
+            Just(vec!["\n", "\r\n"])
+        ],
+        prop::collection::vec(any::<Index>(), 0..10),
+    )
+}
+
+fn check_valid_streams_decode_whole_or_in_pieces(
+    (dialect, answer, ends, cuts): (Dialect, Answer, Vec<&'static str>, Vec<Index>),
+) -> Result<(), TestCaseError> {
+    let bytes = stream_of(dialect, &answer, &ends);
+    let whole = decode(decoder(dialect), &[&bytes]);
+    prop_assert_eq!(&whole.1, &None, "{:?}", String::from_utf8_lossy(&bytes));
+    prop_assert_eq!(&decode(decoder(dialect), &pieces(&bytes, &cuts)), &whole);
+    let emits = whole.0;
+    prop_assert_eq!(streamed_text(dialect, &emits)?, answer.texts.concat());
+    let finishes: Vec<&Emit> = emits
+        .iter()
+        .filter(|e| matches!(e, Emit::Finish(_)))
+        .collect();
+    let finish = Emit::Finish(answer.finish.to_owned());
+    prop_assert_eq!(finishes, vec![&finish]);
+    let cached = if matches!(dialect, Dialect::Ollama) {
+        0
+    } else {
+        answer.cached
+    };
+    prop_assert!(
+        emits.contains(&Emit::Usage(Usage::new(
+            answer.prompt,
+            answer.completion,
+            cached
+        ))),
+        "{emits:?}"
+    );
+    prop_assert_eq!(emits.last(), Some(&Emit::Done));
+    Ok(())
+}
+
+/// An edit of a stream: where, the bytes put in, how many taken out.
+type Edit = (Index, Vec<u8>, usize);
+
+fn mutated_streams() -> impl Strategy<Value = (Dialect, Answer, Vec<Edit>, Vec<Index>)> {
+    (
+        dialect(),
+        answer(),
+        prop::collection::vec(
+            (
+                any::<Index>(),
+                prop_oneof![
+                    select(TOKENS).prop_map(|t| t.as_bytes().to_vec()),
+                    prop::collection::vec(any::<u8>(), 0..3),
+                ],
+                0usize..6,
+            ),
+            1..5,
+        ),
+        prop::collection::vec(any::<Index>(), 0..8),
+    )
+}
+
+fn check_mutated_streams(
+    (dialect, answer, edits, cuts): (Dialect, Answer, Vec<Edit>, Vec<Index>),
+) -> Result<(), TestCaseError> {
+    let mut bytes = stream_of(dialect, &answer, &["\n"]);
+    for (at, insert, delete) in &edits {
+        let p = at.index(bytes.len() + 1);
+        let end = (p + delete).min(bytes.len());
+        bytes.splice(p..end, insert.iter().copied());
+    }
+    let whole = decode(decoder(dialect), &[&bytes]);
+    prop_assert_eq!(&decode(decoder(dialect), &pieces(&bytes, &cuts)), &whole);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn fuzz_splitters_any_bytes(
-        bytes in input(),
-        cuts in prop::collection::vec(any::<Index>(), 0..8),
-    ) {
-        let split = pieces(&bytes, &cuts);
-        let whole = sse_split(&[&bytes]);
-        prop_assert_eq!(&sse_split(&split), &whole);
-        // Invalid UTF-8 becomes U+FFFD (3 bytes for 1): never more than three times the input.
-        prop_assert!(data_bytes(&whole) <= 3 * bytes.len());
-        prop_assert!(!whole.contains(&Framed::TooLarge));
-        let lines = line_split(&[&bytes]);
-        prop_assert_eq!(&line_split(&split), &lines);
-        prop_assert!(data_bytes(&lines) <= 3 * bytes.len());
+    fn fuzz_splitters_any_bytes(case in splitters_any_bytes()) {
+        check_splitters_any_bytes(case)?;
     }
 
     #[test]
-    fn fuzz_sse_events_in_any_pieces(
-        events in sse_events(),
-        ends in line_ends(),
-        pick in prop::collection::vec(any::<Index>(), 1..8),
-        open_end in any::<bool>(),
-        cuts in prop::collection::vec(any::<Index>(), 0..8),
-    ) {
-        let bytes = write_sse(&events, &ends, &pick, open_end);
-        let want = sse_meaning(&events);
-        prop_assert_eq!(&sse_split(&[&bytes]), &want, "{:?}", String::from_utf8_lossy(&bytes));
-        prop_assert_eq!(&sse_split(&pieces(&bytes, &cuts)), &want);
+    fn fuzz_sse_events_in_any_pieces(case in sse_events_in_any_pieces()) {
+        check_sse_events_in_any_pieces(case)?;
     }
 
     #[test]
-    fn fuzz_ndjson_lines_in_any_pieces(
-        lines in prop::collection::vec("[^\n]{0,30}", 0..8),
-        crlf in any::<bool>(),
-        open_end in any::<bool>(),
-        cuts in prop::collection::vec(any::<Index>(), 0..8),
-    ) {
-        let end = if crlf { "\r\n" } else { "\n" };
-        let mut text = lines.join(end);
-        if !open_end {
-            text.push_str(end);
-        }
-        let want: Vec<Framed> = lines
-            .iter()
-            .map(|l| l.trim_matches(|c: char| c.is_ascii_whitespace()))
-            .filter(|l| !l.is_empty())
-            .map(|l| Framed::Data(l.to_owned()))
-            .collect();
-        prop_assert_eq!(&line_split(&[text.as_bytes()]), &want);
-        prop_assert_eq!(&line_split(&pieces(text.as_bytes(), &cuts)), &want);
+    fn fuzz_ndjson_lines_in_any_pieces(case in ndjson_lines_in_any_pieces()) {
+        check_ndjson_lines_in_any_pieces(case)?;
     }
 
     #[test]
-    fn fuzz_decoders_any_bytes(
-        dialect in dialect(),
-        bytes in input(),
-        cuts in prop::collection::vec(any::<Index>(), 0..8),
-    ) {
-        let whole = decode(decoder(dialect), &[&bytes]);
-        let split = decode(decoder(dialect), &pieces(&bytes, &cuts));
-        prop_assert_eq!(&split, &whole);
-        let chunk_bytes: usize = whole
-            .0
-            .iter()
-            .map(|e| if let Emit::Chunk { text, .. } = e { *text } else { 0 })
-            .sum();
-        prop_assert!(chunk_bytes <= 3 * bytes.len());
+    fn fuzz_decoders_any_bytes(case in decoders_any_bytes()) {
+        check_decoders_any_bytes(case)?;
     }
 
     #[test]
-    fn fuzz_valid_streams_decode_whole_or_in_pieces(
-        dialect in dialect(),
-        answer in answer(),
-        ends in prop_oneof![Just(vec!["\n"]), Just(vec!["\r\n"]), Just(vec!["\n", "\r\n"])],
-        cuts in prop::collection::vec(any::<Index>(), 0..10),
-    ) {
-        let bytes = stream_of(dialect, &answer, &ends);
-        let whole = decode(decoder(dialect), &[&bytes]);
-        prop_assert_eq!(&whole.1, &None, "{:?}", String::from_utf8_lossy(&bytes));
-        prop_assert_eq!(&decode(decoder(dialect), &pieces(&bytes, &cuts)), &whole);
-        let emits = whole.0;
-        prop_assert_eq!(streamed_text(dialect, &emits)?, answer.texts.concat());
-        let finishes: Vec<&Emit> = emits.iter().filter(|e| matches!(e, Emit::Finish(_))).collect();
-        let finish = Emit::Finish(answer.finish.to_owned());
-        prop_assert_eq!(finishes, vec![&finish]);
-        let cached = if matches!(dialect, Dialect::Ollama) { 0 } else { answer.cached };
-        prop_assert!(
-            emits.contains(&Emit::Usage(Usage::new(answer.prompt, answer.completion, cached))),
-            "{emits:?}"
-        );
-        prop_assert_eq!(emits.last(), Some(&Emit::Done));
+    fn fuzz_valid_streams_decode_whole_or_in_pieces(case in valid_streams_decode_whole_or_in_pieces()) {
+        check_valid_streams_decode_whole_or_in_pieces(case)?;
     }
 
     #[test]
-    fn fuzz_mutated_streams(
-        dialect in dialect(),
-        answer in answer(),
-        edits in prop::collection::vec((any::<Index>(), prop_oneof![
-            select(TOKENS).prop_map(|t| t.as_bytes().to_vec()),
-            prop::collection::vec(any::<u8>(), 0..3),
-        ], 0usize..6), 1..5),
-        cuts in prop::collection::vec(any::<Index>(), 0..8),
-    ) {
-        let mut bytes = stream_of(dialect, &answer, &["\n"]);
-        for (at, insert, delete) in &edits {
-            let p = at.index(bytes.len() + 1);
-            let end = (p + delete).min(bytes.len());
-            bytes.splice(p..end, insert.iter().copied());
-        }
-        let whole = decode(decoder(dialect), &[&bytes]);
-        prop_assert_eq!(&decode(decoder(dialect), &pieces(&bytes, &cuts)), &whole);
+    fn fuzz_mutated_streams(case in mutated_streams()) {
+        check_mutated_streams(case)?;
     }
+}
+
+/// Coverage-guided entry (`fuzz/`): a dialect byte, a count of cuts and two bytes for each,
+/// then the stream. The splitters and the dialect's decoder must read it the same whole and
+/// in those pieces. The seeds (`fuzz/seeds/llm_stream/`) are recorded provider streams.
+pub fn fuzz_bytes(data: &[u8]) {
+    let mut b = axon_fuzzkit::Bytes::new(data);
+    let dialect = b
+        .pick(&[Dialect::OpenAi, Dialect::Gemini, Dialect::Ollama])
+        .unwrap_or(Dialect::OpenAi);
+    let cuts: Vec<usize> = (0..b.u8() % 8).map(|_| usize::from(b.u16())).collect();
+    let bytes = b.rest();
+    let cuts = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+    let split = pieces_at(bytes, cuts);
+    axon_fuzzkit::holds(check_splitters(bytes, &split));
+    axon_fuzzkit::holds(check_decoders(dialect, bytes, &split));
+}
+
+/// What the coverage-guided fuzzer found (`fuzz/regressions/llm_stream/`), its seeds, and fixed
+/// inputs, through the same entry.
+#[test]
+fn coverage_guided_inputs_replay() {
+    let fuzz_dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz"));
+    assert!(axon_fuzzkit::replay(fuzz_dir, "llm_stream", 512, fuzz_bytes) >= 512);
 }
 
 /// Feeds `piece` after `head` until the parser gives up; returns how many bytes that took.

@@ -348,49 +348,104 @@ fn check_decode(text: &str, max: usize) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn arbitrary_text() -> impl Strategy<Value = (String, usize)> {
+    (any::<String>(), 0usize..600)
+}
+
+fn check_arbitrary_text((text, max): (String, usize)) -> Result<(), TestCaseError> {
+    check_decode(&text, max)?;
+    check_decode(&text, DEFAULT_MAX_FRAME)
+}
+
+fn check_round_trip(frame: Frame) -> Result<(), TestCaseError> {
+    let text = frame.encode();
+    let decoded = Frame::decode(&text, text.len())
+        .map_err(|e| TestCaseError::fail(format!("valid frame refused: {e}: {text}")))?;
+    prop_assert!(
+        same(decoded.clone(), frame.clone()),
+        "{decoded:?} != {frame:?}"
+    );
+    // One byte over the limit is enough to refuse it unparsed.
+    let over = Frame::decode(&text, text.len() - 1);
+    prop_assert!(
+        matches!(over, Err(ProtocolError::TooLarge { .. })),
+        "{:?}",
+        over
+    );
+    Ok(())
+}
+
+fn check_rule_breaking(frame: Frame) -> Result<(), TestCaseError> {
+    let text = frame.encode();
+    let decoded = Frame::decode(&text, DEFAULT_MAX_FRAME);
+    if obeys_rules(&frame) {
+        prop_assert!(decoded.is_ok(), "{:?}", decoded);
+    } else {
+        prop_assert!(
+            matches!(
+                decoded,
+                Err(ProtocolError::Invalid(_) | ProtocolError::Version { .. })
+            ),
+            "{text} gave {decoded:?}"
+        );
+    }
+    Ok(())
+}
+
+fn mutated() -> impl Strategy<Value = (Frame, Vec<Mutation>, usize)> {
+    (
+        valid_frame(),
+        prop::collection::vec(mutation(), 1..6),
+        prop_oneof![Just(DEFAULT_MAX_FRAME), 0usize..400],
+    )
+}
+
+fn check_mutated(
+    (frame, mutations, max): (Frame, Vec<Mutation>, usize),
+) -> Result<(), TestCaseError> {
+    check_decode(&mutate(&frame.encode(), &mutations), max)
+}
+
 proptest! {
     #![proptest_config(config(1024))]
 
     #[test]
-    fn fuzz_arbitrary_text(text in any::<String>(), max in 0usize..600) {
-        check_decode(&text, max)?;
-        check_decode(&text, DEFAULT_MAX_FRAME)?;
+    fn fuzz_arbitrary_text(case in arbitrary_text()) {
+        check_arbitrary_text(case)?;
     }
 
     #[test]
     fn fuzz_valid_frames_round_trip(frame in valid_frame()) {
-        let text = frame.encode();
-        let decoded = Frame::decode(&text, text.len())
-            .map_err(|e| TestCaseError::fail(format!("valid frame refused: {e}: {text}")))?;
-        prop_assert!(same(decoded.clone(), frame.clone()), "{decoded:?} != {frame:?}");
-        // One byte over the limit is enough to refuse it unparsed.
-        let over = Frame::decode(&text, text.len() - 1);
-        prop_assert!(matches!(over, Err(ProtocolError::TooLarge { .. })), "{:?}", over);
+        check_round_trip(frame)?;
     }
 
     #[test]
     fn fuzz_rule_breaking_frames_are_refused(frame in frame()) {
-        let text = frame.encode();
-        let decoded = Frame::decode(&text, DEFAULT_MAX_FRAME);
-        if obeys_rules(&frame) {
-            prop_assert!(decoded.is_ok(), "{:?}", decoded);
-        } else {
-            prop_assert!(
-                matches!(decoded, Err(ProtocolError::Invalid(_) | ProtocolError::Version { .. })),
-                "{text} gave {decoded:?}"
-            );
-        }
+        check_rule_breaking(frame)?;
     }
 
     #[test]
-    fn fuzz_mutated_frames(
-        frame in valid_frame(),
-        mutations in prop::collection::vec(mutation(), 1..6),
-        max in prop_oneof![Just(DEFAULT_MAX_FRAME), 0usize..400],
-    ) {
-        let text = mutate(&frame.encode(), &mutations);
-        check_decode(&text, max)?;
+    fn fuzz_mutated_frames(case in mutated()) {
+        check_mutated(case)?;
     }
+}
+
+/// Coverage-guided entry (`fuzz/`): two bytes of size limit, then the text. libFuzzer's
+/// mutations of the seed frames (`fuzz/seeds/frame/`) are the mutated frames here.
+pub fn fuzz_bytes(data: &[u8]) {
+    let mut b = axon_fuzzkit::Bytes::new(data);
+    let max = usize::from(b.u16());
+    if let Ok(text) = std::str::from_utf8(b.rest()) {
+        axon_fuzzkit::holds(check_arbitrary_text((text.to_owned(), max)));
+    }
+}
+
+/// What the coverage-guided fuzzer found (`fuzz/regressions/frame/`), its seeds, and fixed
+/// inputs, through the same entry.
+#[test]
+fn coverage_guided_inputs_replay() {
+    let fuzz_dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz"));
+    assert!(axon_fuzzkit::replay(fuzz_dir, "frame", 512, fuzz_bytes) >= 512);
 }
 
 /// Found by `fuzz_valid_frames_round_trip`: a float in a body came back a unit in the last
